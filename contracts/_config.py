@@ -1,0 +1,205 @@
+"""The schema of ``closedloop.yaml``: use cases, their features, outcomes, policy and training.
+
+Every model forbids unknown keys, so a typo fails at load time with its field path instead of
+being silently ignored.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from closedloop.contracts._durations import Duration
+from closedloop.contracts._settings import InfrastructureConfig
+from closedloop.contracts._value_expression import ValueExpression
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class NumericFeature(StrictModel):
+    type: Literal["numeric"] = "numeric"
+    default: float | None = None
+    """Used when product code leaves the feature out; without a default it is required."""
+
+
+class CategoricalFeature(StrictModel):
+    type: Literal["categorical"]
+    values: list[str] = Field(min_length=1)
+    """The known categories; their order fixes the codes the model sees, so only append to it."""
+    default: str | None = None
+    """Used when product code leaves the feature out; without a default it is required."""
+
+    @model_validator(mode="after")
+    def _default_is_known(self) -> CategoricalFeature:
+        if len(set(self.values)) != len(self.values):
+            raise ValueError("categorical values must be unique")
+        if self.default is not None and self.default not in self.values:
+            raise ValueError(f"default {self.default!r} is not one of the values {self.values}")
+        return self
+
+
+Feature = Annotated[NumericFeature | CategoricalFeature, Field(discriminator="type")]
+
+
+class OutcomeConfig(StrictModel):
+    type: Literal["binary", "continuous"]
+    """binary: 0/1 (a click, a purchase); continuous: any finite number (revenue, watch time)."""
+    window: Duration
+    """How long after the decision feedback for this outcome still counts (e.g. 30m, 24h)."""
+    default: float = 0.0
+    """The value recorded when the window closes without feedback."""
+
+    @model_validator(mode="after")
+    def _binary_default(self) -> OutcomeConfig:
+        if self.type == "binary" and self.default not in (0.0, 1.0):
+            raise ValueError(f"a binary outcome's default must be 0 or 1, got {self.default}")
+        return self
+
+
+class EpsilonGreedy(StrictModel):
+    strategy: Literal["epsilon_greedy"]
+    epsilon: float = Field(0.1, ge=0.0, le=1.0)
+    """Share of decisions that pick uniformly at random instead of the best candidate."""
+
+
+class Softmax(StrictModel):
+    strategy: Literal["softmax"]
+    temperature: float = Field(0.1, gt=0.0)
+    """Lower is greedier: candidates are drawn with probability proportional to exp(value / T)."""
+
+
+class Greedy(StrictModel):
+    strategy: Literal["greedy"]
+
+
+Exploration = Annotated[EpsilonGreedy | Softmax | Greedy, Field(discriminator="strategy")]
+
+
+class DefaultPolicy(StrictModel):
+    """What to do before any model exists, or when the service cannot be reached."""
+
+    order: Literal["as_given", "feature"] = "as_given"
+    """as_given: product code's own order is best first; feature: sort by a candidate feature."""
+    feature: str | None = None
+    """The numeric candidate feature to sort by when ``order: feature``."""
+    descending: bool = True
+    action: Literal["yes", "no"] = "no"
+    """For binary decisions: the answer when no model exists."""
+
+    @model_validator(mode="after")
+    def _feature_needed(self) -> DefaultPolicy:
+        if self.order == "feature" and not self.feature:
+            raise ValueError("order 'feature' needs 'feature: <candidate feature name>'")
+        return self
+
+
+class PolicyConfig(StrictModel):
+    value: str
+    """How per-outcome predictions combine into one value, e.g. 'click + 0.3 * purchase'."""
+    exploration: Exploration = Field(default_factory=lambda: EpsilonGreedy(strategy="epsilon_greedy"))
+    default: DefaultPolicy = Field(default_factory=DefaultPolicy)
+    threshold: float = 0.0
+    """For binary decisions: say yes when value(yes) - value(no) exceeds this."""
+
+    @field_validator("value")
+    @classmethod
+    def _parse_value(cls, source: str) -> str:
+        ValueExpression(source)
+        return source
+
+    @property
+    def value_expression(self) -> ValueExpression:
+        return ValueExpression(self.value)
+
+
+class ModelConfig(StrictModel):
+    """LightGBM parameters for each outcome's model (see LightGBM's parameter docs)."""
+
+    num_trees: int = Field(100, ge=1, le=10_000)
+    learning_rate: float = Field(0.05, gt=0.0, le=1.0)
+    num_leaves: int = Field(31, ge=2, le=131_072)
+    min_data_in_leaf: int = Field(20, ge=1)
+    feature_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    lambda_l2: float = Field(0.0, ge=0.0)
+
+
+class RetrainTrigger(StrictModel):
+    every: Duration | None = None
+    """Retrain at this interval (if there are new examples)."""
+    min_new_examples: int = Field(1000, ge=1)
+    """Retrain once this many new labelled examples have arrived."""
+
+
+class PromotionGate(StrictModel):
+    min_examples: int = Field(200, ge=1)
+    """Held-out examples needed before a new model may be promoted."""
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    """The latest share of examples (by decision time) kept aside for evaluation."""
+    max_auc_drop: float = Field(0.0, ge=0.0)
+    """Binary outcomes: the challenger's AUC may be at most this much below the champion's."""
+    max_logloss_increase: float = Field(0.0, ge=0.0)
+    max_rmse_increase: float = Field(0.0, ge=0.0)
+    """Continuous outcomes: the challenger's RMSE may be at most this much above the champion's."""
+
+
+DecisionType = Literal["choose", "rank", "binary"]
+
+
+class UseCaseConfig(StrictModel):
+    decision: DecisionType
+    """choose: pick one candidate; rank: order candidates; binary: answer yes or no."""
+    description: str = ""
+    context: dict[Name, Feature] = Field(default_factory=dict)
+    """Features of the unit and the moment (user, device, time), sent once per decision."""
+    candidate: dict[Name, Feature] = Field(default_factory=dict)
+    """Features of each candidate (item, price, position); not used by binary decisions."""
+    outcomes: dict[Name, OutcomeConfig] = Field(min_length=1)
+    policy: PolicyConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    retrain: RetrainTrigger = Field(default_factory=RetrainTrigger)
+    promotion: PromotionGate = Field(default_factory=PromotionGate)
+    max_candidates: int = Field(100, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UseCaseConfig:
+        unknown = self.policy.value_expression.names - set(self.outcomes)
+        if unknown:
+            raise ValueError(
+                f"policy.value uses {sorted(unknown)}, which are not declared outcomes "
+                f"(declared: {sorted(self.outcomes)})"
+            )
+        overlap = set(self.context) & set(self.candidate)
+        if overlap:
+            raise ValueError(f"features {sorted(overlap)} are declared as both context and candidate")
+        if self.decision == "binary":
+            if self.candidate:
+                raise ValueError(
+                    "binary decisions have no candidates; move 'candidate' features to 'context'"
+                )
+        elif self.policy.default.order == "feature":
+            name = self.policy.default.feature
+            if not isinstance(self.candidate.get(name or ""), NumericFeature):
+                raise ValueError(
+                    f"policy.default.feature {name!r} must be a numeric candidate feature "
+                    f"(candidate features: {sorted(self.candidate)})"
+                )
+        return self
+
+    @property
+    def max_window(self) -> timedelta:
+        return max(outcome.window for outcome in self.outcomes.values())
+
+
+class ClosedLoopConfig(StrictModel):
+    """The whole ``closedloop.yaml``."""
+
+    version: Literal[1] = 1
+    use_cases: dict[Name, UseCaseConfig] = Field(min_length=1)
+    infrastructure: InfrastructureConfig = Field(default_factory=InfrastructureConfig)

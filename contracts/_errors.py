@@ -1,0 +1,160 @@
+"""closedloop's exceptions, shared by every component and carried across HTTP.
+
+The hierarchy::
+
+    ClosedLoopError                  base: a message and a hint on how to fix it
+    ├── ConfigError                  a closedloop.yaml that does not validate (file, field path)
+    ├── InvalidRequestError          422: a field of a request is missing, mistyped or out of range
+    │   ├── PayloadTooLargeError     413: a body or a candidate list over the configured limit
+    │   └── UnknownUseCaseError      404: the use case is not declared in the configuration
+    ├── UnknownDecisionError         404: feedback names a decision the service never made (kept as orphan)
+    ├── DuplicateFeedbackError       409: an outcome of a decision was already reported (counted once)
+    ├── ModelIncompatibleError       a registry model whose features do not match the use case
+    └── ServiceUnavailableError      503: the service or one of its stores cannot be reached
+
+The decision service turns each error into its HTTP status and a JSON body (`to_payload`), and
+the SDK rebuilds the same class from that body (`error_from_payload`), so product code can catch
+`UnknownUseCaseError` whether it runs embedded or over HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+
+class ClosedLoopError(Exception):
+    """Base of every closedloop error: what went wrong, and how to fix it."""
+
+    http_status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        field: str | None = None,
+        value: Any = None,
+        expected: str | None = None,
+    ) -> None:
+        self.message = message
+        self.hint = hint
+        self.field = field
+        self.value = value
+        self.expected = expected
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        text = self.message
+        if self.hint:
+            text += f" Hint: {self.hint}"
+        return text
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON body the service sends for this error."""
+        return {
+            "error": {
+                "code": self.code,
+                "type": type(self).__name__,
+                "message": self.message,
+                "hint": self.hint,
+                "field": self.field,
+                "value": _json_safe(self.value),
+                "expected": self.expected,
+            }
+        }
+
+
+class ConfigError(ClosedLoopError):
+    """A configuration file that cannot be read or does not validate."""
+
+    code = "invalid_config"
+
+
+class InvalidRequestError(ClosedLoopError):
+    """A request field that is missing, mistyped or out of range."""
+
+    http_status = 422
+    code = "invalid_request"
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    """A request body, or its list of candidates, over the configured limit."""
+
+    http_status = 413
+    code = "payload_too_large"
+
+
+class UnknownUseCaseError(InvalidRequestError):
+    """A use case name that the configuration does not declare."""
+
+    http_status = 404
+    code = "unknown_use_case"
+
+
+class UnknownDecisionError(ClosedLoopError):
+    """Feedback for a decision id the service has no record of; the feedback is kept as orphan."""
+
+    http_status = 404
+    code = "unknown_decision"
+
+
+class DuplicateFeedbackError(ClosedLoopError):
+    """An outcome that was already reported for this decision; the first report counts."""
+
+    http_status = 409
+    code = "duplicate_feedback"
+
+
+class ModelIncompatibleError(ClosedLoopError):
+    """A model in the registry whose feature names do not match its use case."""
+
+    code = "model_incompatible"
+
+
+class ServiceUnavailableError(ClosedLoopError):
+    """The decision service, or a store it needs, cannot be reached right now."""
+
+    http_status = 503
+    code = "service_unavailable"
+
+
+_BY_CODE: dict[str, type[ClosedLoopError]] = {
+    cls.code: cls
+    for cls in (
+        ClosedLoopError,
+        ConfigError,
+        InvalidRequestError,
+        PayloadTooLargeError,
+        UnknownUseCaseError,
+        UnknownDecisionError,
+        DuplicateFeedbackError,
+        ModelIncompatibleError,
+        ServiceUnavailableError,
+    )
+}
+
+
+def error_from_payload(payload: Mapping[str, Any], *, status: int) -> ClosedLoopError:
+    """Rebuild the error a service response carries; unknown bodies become `ClosedLoopError`."""
+    body = payload.get("error") if isinstance(payload, Mapping) else None
+    if not isinstance(body, Mapping):
+        return ClosedLoopError(f"The decision service answered HTTP {status}: {payload!r}")
+    cls = _BY_CODE.get(str(body.get("code")), ClosedLoopError)
+    return cls(
+        str(body.get("message", f"HTTP {status}")),
+        hint=body.get("hint"),
+        field=body.get("field"),
+        value=body.get("value"),
+        expected=body.get("expected"),
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else repr(value)
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."

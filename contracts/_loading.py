@@ -1,0 +1,83 @@
+"""Reading ``closedloop.yaml``: ``${VAR}`` expansion, validation, errors that name file and field."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from closedloop.contracts._config import ClosedLoopConfig
+from closedloop.contracts._errors import ConfigError
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def load_config(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+) -> ClosedLoopConfig:
+    """Read, expand and validate a configuration file; the environment overrides infrastructure."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot read configuration file {file}: {exc.strerror}.",
+            hint="Pass the path of your closedloop.yaml (see examples/closedloop.yaml).",
+        ) from None
+    return parse_config(text, source=str(file), environ=environ)
+
+
+def parse_config(
+    text: str, *, source: str = "<string>", environ: Mapping[str, str] | None = None
+) -> ClosedLoopConfig:
+    env = os.environ if environ is None else environ
+    try:
+        raw = yaml.safe_load(_expand_environment(text, env, source))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}{where}: not valid YAML ({getattr(exc, 'problem', exc)}).") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping with 'use_cases:' at the top, got {type(raw).__name__}."
+        )
+    try:
+        config = ClosedLoopConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source), hint="See docs/configuration.md.") from None
+    return config.model_copy(update={"infrastructure": config.infrastructure.with_environment(env)})
+
+
+def _expand_environment(text: str, env: Mapping[str, str], source: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name, fallback = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if fallback is not None:
+            return fallback
+        raise ConfigError(
+            f"{source}: ${{{name}}} is used but the environment variable {name} is not set.",
+            hint=f"Set {name}, or write ${{{name}:-default}} to give a default.",
+        )
+
+    return _ENV_REFERENCE.sub(replace, text)
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"{source} is not a valid closedloop configuration:"]
+    for error in exc.errors():
+        path = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        got = error.get("input")
+        shown = "" if isinstance(got, (dict, list)) or error["type"] == "missing" else f" (got {got!r})"
+        lines.append(f"  - {path}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def dump_config(config: ClosedLoopConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json")

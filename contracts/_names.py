@@ -1,0 +1,75 @@
+"""Names shared across components: Redis keys of the registry and decision index, Kafka topics.
+
+Everything that writes or reads one of these imports it from here, so a rename happens once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RegistryKeys:
+    """Redis keys of the model registry under one prefix.
+
+    ``model:{use_case}:{outcome}:{version}``  hash: ``text`` (LightGBM model text), ``meta`` (JSON)
+    ``versions:{use_case}:{outcome}``         sorted set of versions, scored by version number
+    ``champion:{use_case}:{outcome}``         string: the serving version
+    ``sequence:{use_case}:{outcome}``         counter that numbers new versions
+    ``generation``                             counter bumped on every champion change
+    ``changes``                                pub/sub channel announcing champion changes
+    """
+
+    prefix: str
+
+    def model(self, use_case: str, outcome: str, version: str) -> str:
+        return f"{self.prefix}:registry:model:{use_case}:{outcome}:{version}"
+
+    def versions(self, use_case: str, outcome: str) -> str:
+        return f"{self.prefix}:registry:versions:{use_case}:{outcome}"
+
+    def champion(self, use_case: str, outcome: str) -> str:
+        return f"{self.prefix}:registry:champion:{use_case}:{outcome}"
+
+    def sequence(self, use_case: str, outcome: str) -> str:
+        return f"{self.prefix}:registry:sequence:{use_case}:{outcome}"
+
+    @property
+    def generation(self) -> str:
+        return f"{self.prefix}:registry:generation"
+
+    @property
+    def changes(self) -> str:
+        return f"{self.prefix}:registry:changes"
+
+
+@dataclass(frozen=True)
+class DecisionIndexKeys:
+    """Redis keys that let feedback be checked against decisions and counted once."""
+
+    prefix: str
+
+    def decision(self, decision_id: str) -> str:
+        return f"{self.prefix}:decision:{decision_id}"
+
+    def outcome_reported(self, decision_id: str, outcome: str) -> str:
+        return f"{self.prefix}:reported:{decision_id}:{outcome}"
+
+    def feedback_seen(self, feedback_id: str) -> str:
+        return f"{self.prefix}:feedback:{feedback_id}"
+
+    def request_seen(self, request_id: str) -> str:
+        return f"{self.prefix}:request:{request_id}"
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str
+
+    @property
+    def decisions(self) -> str:
+        return f"{self.prefix}.decisions"
+
+    @property
+    def feedback(self) -> str:
+        return f"{self.prefix}.feedback"

@@ -1,0 +1,132 @@
+"""Wire formats: the HTTP API of the decision service and the events it logs to Kafka.
+
+Requests are checked twice: here for shape (types, sizes), and by the decision engine against the
+use case's declared features, so that an error can name ``context.country`` or
+``candidates[3].features.price`` and say what was expected.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FeatureValue = float | int | str | bool | None
+EVENT_SCHEMA_VERSION = 1
+MAX_FEEDBACK_BATCH = 10_000
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class CandidateIn(WireModel):
+    id: str = Field(min_length=1, max_length=256)
+    features: dict[str, FeatureValue] = Field(default_factory=dict)
+
+
+class DecideRequest(WireModel):
+    use_case: str = Field(min_length=1, max_length=64)
+    unit_id: str = Field(min_length=1, max_length=256)
+    """Who or what the decision is for (a user, a session); experiment arms are assigned by it."""
+    context: dict[str, FeatureValue] = Field(default_factory=dict)
+    candidates: list[CandidateIn] = Field(default_factory=list)
+    request_id: str | None = Field(None, max_length=128)
+    """Idempotency key: a retried request with the same id gets the same decision back."""
+
+
+PolicyKind = Literal["model", "default"]
+
+
+class Decision(WireModel):
+    """What ``decide()`` returns to product code."""
+
+    decision_id: str
+    use_case: str
+    decision_type: Literal["choose", "rank", "binary"]
+    choice: str | None
+    """choose: the chosen candidate id; binary: "yes" or "no"; rank: the top candidate id."""
+    ranking: list[str] | None = None
+    """rank: every candidate id, best first."""
+    scores: dict[str, float]
+    """The policy's value of each candidate (for binary: of "yes" and "no")."""
+    propensity: float
+    """Probability the policy had of logging this choice (of the top slot, for rankings)."""
+    model_versions: dict[str, str]
+    """outcome -> model version used; empty while the default policy serves."""
+    policy: PolicyKind
+    experiment: str | None = None
+    arm: str | None = None
+    fallback: bool = False
+    """True when the SDK could not reach the service and applied the default policy itself."""
+
+
+class FeedbackIn(WireModel):
+    decision_id: str = Field(min_length=1, max_length=128)
+    outcomes: dict[str, float | bool] = Field(min_length=1)
+    timestamp: datetime | None = None
+    """When the outcome happened; defaults to when the service received it."""
+    feedback_id: str | None = Field(None, min_length=1, max_length=128)
+    """Idempotency key: retries with the same id are accepted once."""
+
+
+class FeedbackBatch(WireModel):
+    items: list[FeedbackIn] = Field(min_length=1, max_length=MAX_FEEDBACK_BATCH)
+
+
+FeedbackStatus = Literal["accepted", "replayed", "orphan", "duplicate", "invalid"]
+
+
+class FeedbackResult(WireModel):
+    feedback_id: str
+    status: FeedbackStatus
+    """accepted; replayed: a retry of an accepted id; orphan: unknown decision, kept;
+    duplicate: the outcome was already reported, not counted again; invalid: see error."""
+    error: dict[str, object] | None = None
+
+
+class FeedbackBatchResult(WireModel):
+    results: list[FeedbackResult]
+
+
+class CandidateLog(WireModel):
+    id: str
+    features: dict[str, FeatureValue]
+    predictions: dict[str, float]
+    value: float
+
+
+class DecisionEvent(WireModel):
+    """Logged for every decision, with the features exactly as the policy saw them."""
+
+    schema_version: int = EVENT_SCHEMA_VERSION
+    event_id: str
+    """Equal to the decision id."""
+    use_case: str
+    unit_id: str
+    timestamp: datetime
+    decision_type: Literal["choose", "rank", "binary"]
+    context: dict[str, FeatureValue]
+    candidates: list[CandidateLog]
+    choice: str | None
+    ranking: list[str] | None
+    propensity: float
+    exploration: dict[str, object]
+    model_versions: dict[str, str]
+    policy: PolicyKind
+    experiment: str | None
+    arm: str | None
+
+
+class FeedbackEvent(WireModel):
+    schema_version: int = EVENT_SCHEMA_VERSION
+    event_id: str
+    """Equal to the feedback id (the idempotency key)."""
+    decision_id: str
+    use_case: str | None
+    """None for orphan feedback, whose decision the service does not know."""
+    outcomes: dict[str, float]
+    timestamp: datetime
+    received_at: datetime
+    orphan: bool = False

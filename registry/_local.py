@@ -1,0 +1,93 @@
+"""The model registry in a local directory: the embedded default, no Redis needed.
+
+Layout: ``<root>/<use_case>/<outcome>/<version>.txt`` (LightGBM text), ``<version>.json``
+(metadata), ``champion`` (the serving version) and ``<root>/generation``. Files are written to a
+temporary name and renamed, so a reader never sees half a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from closedloop.registry._protocol import ModelVersion
+
+
+class LocalModelRegistry:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def publish(
+        self,
+        use_case: str,
+        outcome: str,
+        model_text: str,
+        metadata: Mapping[str, Any],
+        *,
+        champion: bool,
+    ) -> ModelVersion:
+        folder = self._folder(use_case, outcome)
+        with self._lock:
+            number = 1 + max((int(p.stem[1:]) for p in folder.glob("v*.json")), default=0)
+            version = f"v{number}"
+            meta = {**metadata, "version": version, "published_at": time.time()}
+            _write_atomic(folder / f"{version}.txt", model_text)
+            _write_atomic(folder / f"{version}.json", json.dumps(meta))
+            if champion:
+                self._write_champion(folder, version)
+        return ModelVersion(use_case, outcome, version, meta)
+
+    def set_champion(self, use_case: str, outcome: str, version: str) -> None:
+        folder = self._folder(use_case, outcome)
+        if not (folder / f"{version}.txt").exists():
+            raise KeyError(f"no model {use_case}/{outcome}/{version} in the registry")
+        with self._lock:
+            self._write_champion(folder, version)
+
+    def champion(self, use_case: str, outcome: str) -> str | None:
+        path = self.root / use_case / outcome / "champion"
+        return path.read_text().strip() if path.exists() else None
+
+    def champions(self, use_case: str, outcomes: list[str]) -> dict[str, str | None]:
+        return {outcome: self.champion(use_case, outcome) for outcome in outcomes}
+
+    def model_text(self, use_case: str, outcome: str, version: str) -> str:
+        path = self.root / use_case / outcome / f"{version}.txt"
+        if not path.exists():
+            raise KeyError(f"no model {use_case}/{outcome}/{version} in the registry")
+        return path.read_text()
+
+    def versions(self, use_case: str, outcome: str) -> list[ModelVersion]:
+        folder = self.root / use_case / outcome
+        metas = [json.loads(p.read_text()) for p in folder.glob("v*.json")] if folder.exists() else []
+        metas.sort(key=lambda meta: int(meta["version"][1:]))
+        return [ModelVersion(use_case, outcome, meta["version"], meta) for meta in metas]
+
+    def generation(self) -> int:
+        path = self.root / "generation"
+        return int(path.read_text()) if path.exists() else 0
+
+    def close(self) -> None:
+        return None
+
+    def _folder(self, use_case: str, outcome: str) -> Path:
+        folder = self.root / use_case / outcome
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _write_champion(self, folder: Path, version: str) -> None:
+        _write_atomic(folder / "champion", version)
+        _write_atomic(self.root / "generation", str(self.generation() + 1))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)

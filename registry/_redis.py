@@ -1,0 +1,105 @@
+"""The model registry in Redis: what the trainer publishes and every decision service replica reads."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+
+from closedloop.contracts import RegistryKeys, ServiceUnavailableError
+from closedloop.registry._protocol import ModelVersion
+
+
+class RedisModelRegistry:
+    def __init__(self, client: redis.Redis, *, prefix: str = "closedloop") -> None:
+        self._redis = client
+        self.keys = RegistryKeys(prefix)
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "closedloop") -> RedisModelRegistry:
+        return cls(redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0), prefix=prefix)
+
+    def publish(
+        self,
+        use_case: str,
+        outcome: str,
+        model_text: str,
+        metadata: Mapping[str, Any],
+        *,
+        champion: bool,
+    ) -> ModelVersion:
+        number = int(self._call(self._redis.incr, self.keys.sequence(use_case, outcome)))
+        version = f"v{number}"
+        meta = {**metadata, "version": version, "published_at": time.time()}
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(
+            self.keys.model(use_case, outcome, version),
+            mapping={"text": model_text, "meta": json.dumps(meta)},
+        )
+        pipe.zadd(self.keys.versions(use_case, outcome), {version: number})
+        if champion:
+            self._queue_champion(pipe, use_case, outcome, version)
+        self._call(pipe.execute)
+        if champion:
+            self._announce(use_case, outcome, version)
+        return ModelVersion(use_case, outcome, version, meta)
+
+    def set_champion(self, use_case: str, outcome: str, version: str) -> None:
+        if not self._call(self._redis.exists, self.keys.model(use_case, outcome, version)):
+            raise KeyError(f"no model {use_case}/{outcome}/{version} in the registry")
+        pipe = self._redis.pipeline(transaction=True)
+        self._queue_champion(pipe, use_case, outcome, version)
+        self._call(pipe.execute)
+        self._announce(use_case, outcome, version)
+
+    def champion(self, use_case: str, outcome: str) -> str | None:
+        value = self._call(self._redis.get, self.keys.champion(use_case, outcome))
+        return value.decode() if isinstance(value, bytes) else value
+
+    def champions(self, use_case: str, outcomes: list[str]) -> dict[str, str | None]:
+        values = self._call(self._redis.mget, [self.keys.champion(use_case, o) for o in outcomes])
+        return {o: (v.decode() if isinstance(v, bytes) else v) for o, v in zip(outcomes, values, strict=True)}
+
+    def model_text(self, use_case: str, outcome: str, version: str) -> str:
+        text = self._call(self._redis.hget, self.keys.model(use_case, outcome, version), "text")
+        if text is None:
+            raise KeyError(f"no model {use_case}/{outcome}/{version} in the registry")
+        return text.decode() if isinstance(text, bytes) else str(text)
+
+    def versions(self, use_case: str, outcome: str) -> list[ModelVersion]:
+        names = self._call(self._redis.zrange, self.keys.versions(use_case, outcome), 0, -1)
+        pipe = self._redis.pipeline(transaction=False)
+        decoded = [n.decode() if isinstance(n, bytes) else n for n in names]
+        for version in decoded:
+            pipe.hget(self.keys.model(use_case, outcome, version), "meta")
+        metas = self._call(pipe.execute)
+        return [
+            ModelVersion(use_case, outcome, version, json.loads(meta) if meta else {})
+            for version, meta in zip(decoded, metas, strict=True)
+        ]
+
+    def generation(self) -> int:
+        return int(self._call(self._redis.get, self.keys.generation) or 0)
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def _queue_champion(self, pipe: Any, use_case: str, outcome: str, version: str) -> None:
+        pipe.set(self.keys.champion(use_case, outcome), version)
+        pipe.incr(self.keys.generation)
+
+    def _announce(self, use_case: str, outcome: str, version: str) -> None:
+        message = json.dumps({"use_case": use_case, "outcome": outcome, "version": version})
+        self._call(self._redis.publish, self.keys.changes, message)
+
+    def _call(self, method: Any, *args: Any) -> Any:
+        try:
+            return method(*args)
+        except redis.exceptions.ConnectionError as exc:
+            raise ServiceUnavailableError(
+                f"The model registry in Redis cannot be reached: {exc}.",
+                hint="Check CLOSEDLOOP_REDIS_URL and that Redis is running.",
+            ) from exc
