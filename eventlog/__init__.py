@@ -1,0 +1,32 @@
+"""The decision and feedback logs.
+
+`KafkaEventLog` is what deployments use: every event is written to a durable local outbox before
+it is acknowledged, and shipped to Kafka by a background thread that survives broker outages.
+`FileEventLog` keeps the same events in segment files for embedded runs. `open_event_log` picks one
+from the infrastructure settings.
+"""
+
+from closedloop.contracts import InfrastructureConfig
+from closedloop.eventlog._logs import EventLog, FileEventLog, KafkaEventLog, KeyedRecord
+from closedloop.eventlog._outbox import decode_record, encode_record
+from closedloop.eventlog._segments import Position, SegmentLog
+
+
+def open_event_log(infrastructure: InfrastructureConfig) -> EventLog:
+    """Kafka (behind an outbox under ``data_dir``) when ``kafka_bootstrap`` is set, else files."""
+    if infrastructure.kafka_bootstrap:
+        return KafkaEventLog(infrastructure.kafka_bootstrap, infrastructure.data_path / "outbox")
+    return FileEventLog(infrastructure.data_path / "events")
+
+
+__all__ = [
+    "EventLog",
+    "FileEventLog",
+    "KafkaEventLog",
+    "KeyedRecord",
+    "Position",
+    "SegmentLog",
+    "decode_record",
+    "encode_record",
+    "open_event_log",
+]

@@ -1,0 +1,137 @@
+"""The decision and feedback logs: Kafka behind a durable outbox, or segment files when embedded."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from closedloop.eventlog._outbox import Checkpoint, SendRecord, Shipper, encode_record
+from closedloop.eventlog._segments import Position, SegmentLog
+
+logger = logging.getLogger(__name__)
+
+KeyedRecord = tuple[str, bytes]
+
+
+class EventLog(Protocol):
+    def append(self, topic: str, records: Sequence[KeyedRecord]) -> None:
+        """Durably record ``(key, value)`` pairs; once this returns they will reach the log."""
+        ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+class KafkaEventLog:
+    """Events go to a local outbox first and are shipped to Kafka by a background thread."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        outbox_dir: str | Path,
+        *,
+        producer_config: dict[str, Any] | None = None,
+        fsync_interval: float = 0.1,
+        ack_timeout: float = 15.0,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self._producer_config = producer_config or {}
+        self._outbox = SegmentLog(Path(outbox_dir) / "segments", fsync_interval=fsync_interval)
+        self._shipper = Shipper(
+            self._outbox,
+            self._connect,
+            checkpoint=Checkpoint(Path(outbox_dir) / "checkpoint.json"),
+            ack_timeout=ack_timeout,
+        )
+        self._shipper.start()
+
+    def append(self, topic: str, records: Sequence[KeyedRecord]) -> None:
+        self._outbox.append(encode_record(topic, key, value) for key, value in records)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "backend": "kafka",
+            "connected": self._shipper.connected,
+            "delivered": self._shipper.delivered,
+            "send_failures": self._shipper.failures,
+            "backlog": self._shipper.backlog(),
+        }
+
+    def wait_until_delivered(self, timeout: float) -> bool:
+        """True once every appended record is acknowledged by Kafka (for shutdown and tests)."""
+        deadline = time.monotonic() + timeout
+        while self._shipper.backlog():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def close(self) -> None:
+        self._shipper.stop()
+        self._outbox.close()
+
+    def _connect(self) -> tuple[SendRecord, Callable[[], None]]:
+        from kafka import KafkaProducer
+
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "acks": "all",
+            # The shipper retries what was not acknowledged; the producer's own retries and
+            # idempotence would resend on its own and break on a restarted broker's new state.
+            "enable_idempotence": False,
+            "retries": 0,
+            "linger_ms": 5,
+            "batch_size": 512 * 1024,
+            "max_block_ms": 5000,
+            "request_timeout_ms": 10_000,
+            "delivery_timeout_ms": 15_000,
+            "max_in_flight_requests_per_connection": 1,
+            **self._producer_config,
+        }
+        producer = KafkaProducer(**config)
+
+        def send(topic: str, key: bytes, value: bytes) -> Any:
+            return producer.send(topic, key=key, value=value)
+
+        def close() -> None:
+            producer.close(timeout=2)
+
+        return send, close
+
+
+class FileEventLog:
+    """The embedded event log: one segment log per topic under a directory, no broker needed."""
+
+    def __init__(self, directory: str | Path, *, fsync_interval: float = 0.1) -> None:
+        self.directory = Path(directory)
+        self._fsync_interval = fsync_interval
+        self._topics: dict[str, SegmentLog] = {}
+        self._lock = threading.Lock()
+
+    def append(self, topic: str, records: Sequence[KeyedRecord]) -> None:
+        self.topic(topic).append(value for _, value in records)
+
+    def read(self, topic: str, start: Position, *, max_records: int = 10_000) -> tuple[list[bytes], Position]:
+        return self.topic(topic).read(start, max_records=max_records)
+
+    def topic(self, name: str) -> SegmentLog:
+        log = self._topics.get(name)
+        if log is None:
+            with self._lock:
+                log = self._topics.get(name)
+                if log is None:
+                    log = SegmentLog(self.directory / name, fsync_interval=self._fsync_interval)
+                    self._topics[name] = log
+        return log
+
+    def stats(self) -> dict[str, Any]:
+        return {"backend": "files", "directory": str(self.directory), "topics": sorted(self._topics)}
+
+    def close(self) -> None:
+        for log in self._topics.values():
+            log.close()

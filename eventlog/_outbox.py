@@ -1,0 +1,148 @@
+"""The durable outbox in front of Kafka: events are on local disk before the service acknowledges them.
+
+A shipper thread sends what the outbox holds to Kafka, waits for the broker's acknowledgement of
+every record, and only then moves its checkpoint. While the broker is down the outbox grows and
+decisions keep being served; when it returns, the shipper resends exactly the records that were not
+acknowledged. Across a crash of the service itself, records acknowledged by Kafka after the last
+checkpoint may be sent again: consumers drop repeats by ``event_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from closedloop.eventlog._segments import Position, SegmentLog
+
+logger = logging.getLogger(__name__)
+
+_PREFIX = struct.Struct(">BH")
+
+
+class RecordFuture(Protocol):
+    def get(self, timeout: float | None = None) -> Any: ...
+
+
+SendRecord = Callable[[str, bytes, bytes], RecordFuture]
+
+
+def encode_record(topic: str, key: str, value: bytes) -> bytes:
+    topic_bytes, key_bytes = topic.encode(), key.encode()
+    return _PREFIX.pack(len(topic_bytes), len(key_bytes)) + topic_bytes + key_bytes + value
+
+
+def decode_record(payload: bytes) -> tuple[str, bytes, bytes]:
+    topic_length, key_length = _PREFIX.unpack_from(payload)
+    start = _PREFIX.size
+    topic = payload[start : start + topic_length].decode()
+    key = payload[start + topic_length : start + topic_length + key_length]
+    return topic, key, payload[start + topic_length + key_length :]
+
+
+class Checkpoint:
+    """The outbox position up to which every record is acknowledged by Kafka, kept in a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if path.exists():
+            data = json.loads(path.read_text())
+            self.position = Position(int(data["segment"]), int(data["offset"]))
+        else:
+            self.position = Position(0, 0)
+
+    def save(self, position: Position) -> None:
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"segment": position.segment, "offset": position.offset}))
+        os.replace(temporary, self.path)
+        self.position = position
+
+
+class Shipper:
+    """Moves outbox records to Kafka in order, never losing one and never resending an acked one."""
+
+    def __init__(
+        self,
+        outbox: SegmentLog,
+        send_factory: Callable[[], tuple[SendRecord, Callable[[], None]]],
+        *,
+        checkpoint: Checkpoint,
+        batch_records: int = 5000,
+        ack_timeout: float = 15.0,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self._outbox = outbox
+        self._send_factory = send_factory
+        self._checkpoint = checkpoint
+        self._batch_records = batch_records
+        self._ack_timeout = ack_timeout
+        self._max_backoff = max_backoff
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="outbox-shipper", daemon=True)
+        self.delivered = 0
+        self.failures = 0
+        self.connected = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, *, drain_timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + drain_timeout
+        while self.backlog() and self.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self._stop.set()
+        self._thread.join(timeout=self._ack_timeout + 5)
+
+    def backlog(self) -> bool:
+        return self._outbox.end() > self._checkpoint.position
+
+    def _run(self) -> None:
+        send: SendRecord | None = None
+        close: Callable[[], None] = lambda: None  # noqa: E731 - replaced once connected
+        acked: set[int] = set()
+        backoff = 0.05
+        while not self._stop.is_set():
+            records, after = self._outbox.read(self._checkpoint.position, max_records=self._batch_records)
+            if not records:
+                self._outbox.wait_for_append(self._checkpoint.position, timeout=0.2)
+                continue
+            try:
+                if send is None:
+                    send, close = self._send_factory()
+                    self.connected = True
+                self._send_batch(send, records, acked)
+            except Exception as exc:  # the broker, the network or the producer: retry all the same
+                logger.warning("cannot reach Kafka yet (%s); %d events wait in the outbox", exc, len(records))
+                self.failures += 1
+                self.connected = False
+                send = None
+                close()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            if len(acked) == len(records):
+                self._checkpoint.save(after)
+                self._outbox.delete_before(after)
+                self.delivered += len(records)
+                acked = set()
+                backoff = 0.05
+        close()
+
+    def _send_batch(self, send: SendRecord, records: Sequence[bytes], acked: set[int]) -> None:
+        """Send what is not yet acked; add each acknowledged index to ``acked``; raise on any failure."""
+        pending = [(index, send(*decode_record(r))) for index, r in enumerate(records) if index not in acked]
+        error: Exception | None = None
+        for index, future in pending:
+            try:
+                future.get(timeout=self._ack_timeout)
+                acked.add(index)
+            except Exception as exc:  # kept: every other future still has to be read
+                error = exc
+        if error is not None:
+            raise error
