@@ -155,9 +155,7 @@ class SegmentLog:
         return self.directory / f"{segment:016d}{_SUFFIX}"
 
 
-def _read_frames(
-    path: Path, start: Position, end: int | None, limit: int
-) -> tuple[list[bytes], Position]:
+def _read_frames(path: Path, start: Position, end: int | None, limit: int) -> tuple[list[bytes], Position]:
     records: list[bytes] = []
     with path.open("rb") as file:
         file.seek(start.offset)

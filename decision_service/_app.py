@@ -1,0 +1,237 @@
+"""The HTTP face of the decision engine: FastAPI app factory with a lifespan.
+
+Every error leaves as JSON ``{"error": {code, type, message, field, value, expected, hint}}`` with
+the status of its class, so the SDK can rebuild it; nothing the caller sends can produce a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from closedloop.contracts import (
+    ClosedLoopConfig,
+    ClosedLoopError,
+    DecideRequest,
+    Decision,
+    FeedbackBatch,
+    FeedbackBatchResult,
+    FeedbackIn,
+    FeedbackResult,
+    InvalidRequestError,
+    PayloadTooLargeError,
+)
+from closedloop.decision_service._engine import DecisionEngine
+from closedloop.decision_service._serving_models import RefreshLoop
+from closedloop.decision_service._wiring import open_engine
+from closedloop.eventlog import KafkaEventLog
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+_FEEDBACK_STATUS = {"accepted": 202, "replayed": 202, "orphan": 404, "duplicate": 409, "invalid": 422}
+
+
+def create_app(
+    config: ClosedLoopConfig,
+    *,
+    engine: DecisionEngine | None = None,
+    refresh_interval: float = 0.5,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> FastAPI:
+    """The decision service for ``config``; pass ``engine`` to serve one built elsewhere (tests)."""
+    owned = engine is None
+    serving = engine or open_engine(config)
+    refresher = RefreshLoop(serving.models, interval=refresh_interval)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        refresher.start()
+        try:
+            yield
+        finally:
+            refresher.stop()
+            if owned:
+                serving.close()
+
+    app = FastAPI(
+        title="closedloop decision service",
+        version="1",
+        lifespan=lifespan,
+        description="Decisions from LightGBM models with exploration; every decision and outcome is logged.",
+    )
+    app.state.engine = serving
+    _install_error_handlers(app, serving, max_body_bytes)
+    _install_routes(app, serving, config)
+    return app
+
+
+def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConfig) -> None:
+    @app.post("/v1/decide", response_model=Decision, tags=["decisions"])
+    def decide(request: DecideRequest) -> Decision:
+        """Choose or rank candidates (or answer yes/no) for one unit; the decision is logged."""
+        return engine.decide(request)
+
+    @app.post(
+        "/v1/feedback",
+        response_model=FeedbackResult,
+        status_code=202,
+        tags=["feedback"],
+        responses={
+            404: {"description": "unknown decision, kept as orphan"},
+            409: {"description": "duplicate"},
+        },
+    )
+    def feedback(item: FeedbackIn) -> Response:
+        """Report outcomes of one decision."""
+        result = engine.log_feedback([item])[0]
+        if result.error is not None:
+            return JSONResponse(
+                {"error": result.error, "feedback_id": result.feedback_id, "status": result.status},
+                status_code=_FEEDBACK_STATUS[result.status],
+            )
+        return JSONResponse(result.model_dump(), status_code=_FEEDBACK_STATUS[result.status])
+
+    @app.post("/v1/feedback/batch", response_model=FeedbackBatchResult, tags=["feedback"])
+    def feedback_batch(batch: FeedbackBatch) -> FeedbackBatchResult:
+        """Report outcomes of many decisions; each item gets its own result."""
+        return FeedbackBatchResult.model_construct(results=engine.log_feedback(batch.items))
+
+    @app.get("/v1/use-cases", tags=["configuration"])
+    def use_cases() -> dict[str, Any]:
+        """The declared use cases, with the feature order their models use."""
+        return {
+            name: {**uc.model_dump(mode="json"), "feature_names": engine.feature_names(name)}
+            for name, uc in config.use_cases.items()
+        }
+
+    @app.get("/v1/models", tags=["models"])
+    def models() -> dict[str, Any]:
+        """Per use case and outcome: the version serving here, the champion and every version."""
+        serving = engine.models.snapshot()
+        answer: dict[str, Any] = {}
+        for name, uc in config.use_cases.items():
+            champions = engine.registry.champions(name, list(uc.outcomes))
+            answer[name] = {
+                outcome: {
+                    "serving": serving[name].versions.get(outcome),
+                    "champion": champions[outcome],
+                    "versions": [
+                        {"version": v.version, "metadata": dict(v.metadata)}
+                        for v in engine.registry.versions(name, outcome)
+                    ],
+                }
+                for outcome in uc.outcomes
+            }
+        return {"use_cases": answer, "errors": engine.models.errors}
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    def readyz() -> JSONResponse:
+        """Ready to serve: the decision index answers. Kafka being down does not make it unready,
+        because events wait in the outbox."""
+        checks = {"decision_index": engine.index.ping(), "event_log": engine.event_log.stats()}
+        ready = bool(checks["decision_index"])
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"])
+    def metrics() -> Response:
+        """Prometheus metrics."""
+        _update_gauges(engine)
+        return Response(engine.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def _update_gauges(engine: DecisionEngine) -> None:
+    engine.metrics.model_swaps.set(engine.models.swaps)
+    for name, count in engine.unknown_category_counts().items():
+        engine.metrics.unknown_categories.labels(name).set(count)
+    if isinstance(engine.event_log, KafkaEventLog):
+        stats = engine.event_log.stats()
+        engine.metrics.events_delivered.set(stats["delivered"])
+        engine.metrics.outbox_backlog.set(1 if stats["backlog"] else 0)
+
+
+def _install_error_handlers(app: FastAPI, engine: DecisionEngine, max_body_bytes: int) -> None:
+    def reply(error: ClosedLoopError) -> JSONResponse:
+        if 400 <= error.http_status < 500:
+            engine.metrics.rejected_requests.labels(error.code).inc()
+        return JSONResponse(error.to_payload(), status_code=error.http_status)
+
+    @app.exception_handler(ClosedLoopError)
+    async def on_closedloop_error(request: Request, exc: ClosedLoopError) -> JSONResponse:
+        if exc.http_status >= 500:
+            logger.error("%s %s failed: %s", request.method, request.url.path, exc)
+        return reply(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return reply(_describe_validation(exc))
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body_bytes:
+            return reply(_too_large(int(length), max_body_bytes))
+        if length is None and request.method == "POST":
+            body = await request.body()
+            if len(body) > max_body_bytes:
+                return reply(_too_large(len(body), max_body_bytes))
+        return await call_next(request)
+
+
+def _too_large(size: int, limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"The request body is {size} bytes; the limit is {limit}.",
+        field="body",
+        value=size,
+        expected=f"at most {limit} bytes",
+        hint="Send feedback in smaller batches, or fewer candidates per decision.",
+    )
+
+
+def _describe_validation(exc: RequestValidationError) -> InvalidRequestError:
+    error = exc.errors()[0]
+    location = [str(part) for part in error.get("loc", ()) if part != "body"]
+    field = ".".join(location) or "body"
+    if error.get("type") == "json_invalid":
+        return InvalidRequestError(
+            f"The request body is not valid JSON: {error.get('msg')}.",
+            field="body",
+            expected="a JSON object",
+        )
+    got = error.get("input")
+    shown = None if isinstance(got, (dict, list)) else got
+    more = len(exc.errors()) - 1
+    return InvalidRequestError(
+        f"{field}: {error.get('msg')}" + (f" (and {more} more problem(s))" if more else "") + ".",
+        field=field,
+        value=shown,
+        expected=_expected(error),
+    )
+
+
+def _expected(error: Any) -> str:
+    kind = str(error.get("type", ""))
+    return {
+        "missing": "this field to be present",
+        "extra_forbidden": "no such field (check its spelling)",
+        "string_type": "a string",
+        "float_parsing": "a number",
+        "float_type": "a number",
+        "list_type": "a list",
+        "dict_type": "an object",
+        "model_type": "an object",
+        "string_too_short": "a non-empty string",
+        "too_short": "a non-empty list",
+        "too_long": "a shorter list",
+    }.get(kind, str(error.get("msg", kind)))

@@ -1,0 +1,141 @@
+"""Short-lived facts the service checks feedback against: which decisions exist, what was reported.
+
+Each fact expires when no feedback could still count for it (the longest attribution window plus a
+grace period). All operations take batches, so a feedback batch costs a few Redis round trips.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import redis
+
+from closedloop.contracts import DecisionIndexKeys, ServiceUnavailableError
+
+
+class DecisionIndex(Protocol):
+    keys: DecisionIndexKeys
+
+    def remember(self, entries: Sequence[tuple[str, str]], ttl: float) -> None:
+        """Record ``(key, value)`` facts that expire after ``ttl`` seconds."""
+        ...
+
+    def lookup(self, keys: Sequence[str]) -> list[str | None]: ...
+
+    def claim(self, keys: Sequence[str], ttl: float, value: str = "1") -> list[bool]:
+        """Set each key unless it exists; True where this call set it (the first claim wins)."""
+        ...
+
+    def release(self, keys: Sequence[str]) -> None: ...
+
+    def ping(self) -> bool: ...
+
+
+class RedisDecisionIndex:
+    def __init__(self, client: redis.Redis, *, prefix: str) -> None:
+        self._redis = client
+        self.keys = DecisionIndexKeys(prefix)
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str) -> RedisDecisionIndex:
+        client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        return cls(client, prefix=prefix)
+
+    def remember(self, entries: Sequence[tuple[str, str]], ttl: float) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for key, value in entries:
+            pipe.set(key, value, px=int(ttl * 1000))
+        self._execute(pipe)
+
+    def lookup(self, keys: Sequence[str]) -> list[str | None]:
+        if not keys:
+            return []
+        try:
+            values = self._redis.mget(list(keys))
+        except redis.exceptions.ConnectionError as exc:
+            raise _unavailable(exc) from exc
+        return [v.decode() if isinstance(v, bytes) else v for v in values]
+
+    def claim(self, keys: Sequence[str], ttl: float, value: str = "1") -> list[bool]:
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.set(key, value, nx=True, px=int(ttl * 1000))
+        return [bool(result) for result in self._execute(pipe)]
+
+    def release(self, keys: Sequence[str]) -> None:
+        if keys:
+            self._redis.delete(*keys)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._redis.ping())
+        except redis.exceptions.RedisError:
+            return False
+
+    def _execute(self, pipe: redis.client.Pipeline) -> list[object]:
+        try:
+            return list(pipe.execute())
+        except redis.exceptions.ConnectionError as exc:
+            raise _unavailable(exc) from exc
+
+
+def _unavailable(exc: Exception) -> ServiceUnavailableError:
+    return ServiceUnavailableError(
+        f"The decision index in Redis cannot be reached: {exc}.",
+        hint="Check CLOSEDLOOP_REDIS_URL and that Redis is running; retry the request.",
+    )
+
+
+class MemoryDecisionIndex:
+    """The embedded index: a dictionary with expiry times, swept as it grows."""
+
+    def __init__(self, *, prefix: str = "closedloop", clock: Callable[[], float] = time.monotonic) -> None:
+        self.keys = DecisionIndexKeys(prefix)
+        self._clock = clock
+        self._entries: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+        self._next_sweep = 0.0
+
+    def remember(self, entries: Sequence[tuple[str, str]], ttl: float) -> None:
+        now = self._clock()
+        with self._lock:
+            for key, value in entries:
+                self._entries[key] = (value, now + ttl)
+            self._sweep(now)
+
+    def lookup(self, keys: Sequence[str]) -> list[str | None]:
+        now = self._clock()
+        with self._lock:
+            return [self._live(key, now) for key in keys]
+
+    def claim(self, keys: Sequence[str], ttl: float, value: str = "1") -> list[bool]:
+        now = self._clock()
+        results = []
+        with self._lock:
+            for key in keys:
+                fresh = self._live(key, now) is None
+                if fresh:
+                    self._entries[key] = (value, now + ttl)
+                results.append(fresh)
+        return results
+
+    def release(self, keys: Sequence[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._entries.pop(key, None)
+
+    def ping(self) -> bool:
+        return True
+
+    def _live(self, key: str, now: float) -> str | None:
+        entry = self._entries.get(key)
+        return entry[0] if entry is not None and entry[1] > now else None
+
+    def _sweep(self, now: float) -> None:
+        if now < self._next_sweep:
+            return
+        self._entries = {k: e for k, e in self._entries.items() if e[1] > now}
+        self._next_sweep = now + 60.0

@@ -1,0 +1,146 @@
+"""Turning a request's context and candidates into the rows a model scores, checking every value.
+
+The column order is fixed by the use case: context features, then candidate features, then, for
+binary decisions, ``action`` (0 for no, 1 for yes). The trainer builds its rows with the same
+encoder from the logged features, so serving and training can never disagree on a column.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from closedloop.contracts import (
+    CategoricalFeature,
+    FeatureValue,
+    InvalidRequestError,
+    NumericFeature,
+    UseCaseConfig,
+)
+
+ACTION_FEATURE = "action"
+BINARY_CANDIDATES = ("no", "yes")
+
+
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    categories: dict[str, int] | None
+    default: FeatureValue
+
+
+def _specs(features: Mapping[str, NumericFeature | CategoricalFeature]) -> tuple[_Spec, ...]:
+    return tuple(
+        _Spec(
+            name,
+            {v: i for i, v in enumerate(f.values)} if isinstance(f, CategoricalFeature) else None,
+            f.default,
+        )
+        for name, f in features.items()
+    )
+
+
+class FeatureEncoder:
+    """Checks and encodes the features of one use case."""
+
+    def __init__(self, use_case: UseCaseConfig) -> None:
+        self._context = _specs(use_case.context)
+        self._candidate = _specs(use_case.candidate)
+        self._binary = use_case.decision == "binary"
+        self.feature_names: list[str] = [s.name for s in self._context] + [s.name for s in self._candidate]
+        if self._binary:
+            self.feature_names.append(ACTION_FEATURE)
+        self.categorical_features = [s.name for s in (*self._context, *self._candidate) if s.categories]
+        self.unknown_categories = 0
+
+    def check_context(self, context: Mapping[str, FeatureValue]) -> dict[str, FeatureValue]:
+        """The context with defaults filled in, as it will be logged; raises on a bad value."""
+        return _checked(context, self._context, "context")
+
+    def check_candidate(self, features: Mapping[str, FeatureValue], index: int) -> dict[str, FeatureValue]:
+        return _checked(features, self._candidate, f"candidates[{index}].features")
+
+    def encode(
+        self, context: Mapping[str, FeatureValue], candidates: Sequence[Mapping[str, FeatureValue]]
+    ) -> np.ndarray:
+        """Rows for the model from checked features: one per candidate, or no/yes for binary."""
+        context_row = [self._code(spec, context.get(spec.name)) for spec in self._context]
+        if self._binary:
+            rows = [[*context_row, 0.0], [*context_row, 1.0]]
+        else:
+            rows = [
+                context_row + [self._code(spec, features.get(spec.name)) for spec in self._candidate]
+                for features in candidates
+            ]
+        return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(self.feature_names))
+
+    def _code(self, spec: _Spec, value: FeatureValue) -> float:
+        if value is None:
+            return math.nan
+        if spec.categories is None:
+            return float(value)
+        code = spec.categories.get(str(value))
+        if code is None:
+            # A category the configuration does not list yet: the model treats it as missing.
+            self.unknown_categories += 1
+            return math.nan
+        return float(code)
+
+
+def _checked(
+    values: Mapping[str, FeatureValue], specs: tuple[_Spec, ...], where: str
+) -> dict[str, FeatureValue]:
+    declared = {spec.name for spec in specs}
+    for name in values:
+        if name not in declared:
+            raise InvalidRequestError(
+                f"{where}.{name} is not a declared feature.",
+                field=f"{where}.{name}",
+                value=values[name],
+                expected=f"one of {sorted(declared)}" if declared else "no features here",
+                hint="Declare it in closedloop.yaml, or check its spelling.",
+            )
+    checked: dict[str, FeatureValue] = {}
+    for spec in specs:
+        value = values.get(spec.name)
+        if value is None:
+            if spec.default is None:
+                raise InvalidRequestError(
+                    f"{where}.{spec.name} is missing and has no default.",
+                    field=f"{where}.{spec.name}",
+                    expected="a number" if spec.categories is None else f"one of {list(spec.categories)}",
+                    hint="Send it, or give it a 'default' in closedloop.yaml.",
+                )
+            value = spec.default
+        checked[spec.name] = _checked_value(value, spec, f"{where}.{spec.name}")
+    return checked
+
+
+def _checked_value(value: FeatureValue, spec: _Spec, field: str) -> FeatureValue:
+    if spec.categories is None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidRequestError(
+                f"{field} must be a number, got {type(value).__name__} {value!r}.",
+                field=field,
+                value=value,
+                expected="a finite number",
+            )
+        if not math.isfinite(value):
+            raise InvalidRequestError(
+                f"{field} must be a finite number, got {value!r}.",
+                field=field,
+                value=value,
+                expected="a finite number (not NaN or infinity)",
+            )
+        return value
+    if not isinstance(value, str):
+        raise InvalidRequestError(
+            f"{field} is categorical and must be a string, got {type(value).__name__} {value!r}.",
+            field=field,
+            value=value,
+            expected=f"one of {list(spec.categories)}",
+        )
+    return value

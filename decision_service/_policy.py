@@ -1,0 +1,76 @@
+"""From candidate values to a choice or ranking, with the probability of what was logged.
+
+Every strategy states its action probabilities exactly, so the logged propensity is the true
+probability of the logged action: that is what makes off-policy evaluation and unbiased learning
+from the logs possible. For rankings, the propensity is that of the candidate placed first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from closedloop.contracts import EpsilonGreedy, Exploration, Greedy, Softmax
+
+
+@dataclass(frozen=True)
+class Pick:
+    """What the policy did: the chosen (or top-ranked) index, its propensity, the full order."""
+
+    index: int
+    propensity: float
+    order: list[int]
+
+
+def action_probabilities(values: np.ndarray, greedy: int, exploration: Exploration) -> np.ndarray:
+    """Probability of choosing each candidate under the exploration strategy."""
+    count = len(values)
+    if isinstance(exploration, Softmax):
+        scaled = (values - values.max()) / exploration.temperature
+        weights = np.exp(scaled)
+        return np.asarray(weights / weights.sum())
+    probabilities = np.zeros(count)
+    probabilities[greedy] = 1.0
+    if isinstance(exploration, EpsilonGreedy):
+        probabilities = probabilities * (1.0 - exploration.epsilon) + exploration.epsilon / count
+    return probabilities
+
+
+def choose(values: np.ndarray, greedy: int, exploration: Exploration, rng: np.random.Generator) -> Pick:
+    probabilities = action_probabilities(values, greedy, exploration)
+    if isinstance(exploration, Greedy) or len(values) == 1:
+        index = greedy
+    else:
+        index = int(rng.choice(len(values), p=probabilities))
+    return Pick(index, float(probabilities[index]), [index])
+
+
+def rank(values: np.ndarray, exploration: Exploration, rng: np.random.Generator) -> Pick:
+    """An order of all candidates; the top slot is distributed as ``choose`` would pick."""
+    greedy_order = np.argsort(-values, kind="stable")
+    greedy = int(greedy_order[0])
+    probabilities = action_probabilities(values, greedy, exploration)
+    if isinstance(exploration, Softmax):
+        # Gumbel-max sampling of a Plackett-Luce ranking: its first item is softmax-distributed.
+        keys = values / exploration.temperature + rng.gumbel(size=len(values))
+        order = np.argsort(-keys, kind="stable")
+    elif isinstance(exploration, EpsilonGreedy) and rng.random() < exploration.epsilon:
+        order = rng.permutation(len(values))
+    else:
+        order = greedy_order
+    top = int(order[0])
+    return Pick(top, float(probabilities[top]), [int(i) for i in order])
+
+
+def default_values(count: int, preference: np.ndarray | None) -> np.ndarray:
+    """Values the default policy gives: 1 for its favourite down to 0, by rank.
+
+    Values by rank keep a softmax temperature meaningful before any model exists.
+    """
+    if count == 1:
+        return np.ones(1)
+    order = np.arange(count) if preference is None else np.argsort(-preference, kind="stable")
+    values = np.empty(count)
+    values[order] = np.linspace(1.0, 0.0, count)
+    return values

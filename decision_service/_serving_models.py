@@ -1,0 +1,141 @@
+"""The champion models in memory, refreshed from the registry and swapped without a failed request.
+
+A refresh builds new boosters beside the ones serving and then replaces one immutable snapshot by
+another in a single assignment; a request holds the snapshot it started with, so it never sees a
+half-loaded model. A model whose features do not match its use case is refused (the old one keeps
+serving) and reported in ``errors``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import lightgbm as lgb
+import numpy as np
+
+from closedloop.contracts import ClosedLoopConfig, ModelIncompatibleError
+from closedloop.registry import ModelRegistry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    version: str
+    booster: lgb.Booster
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        # One thread: for tens of rows, OpenMP start-up costs more than the trees.
+        return np.asarray(self.booster.predict(rows, num_threads=1))
+
+
+@dataclass(frozen=True)
+class UseCaseModels:
+    """The champions of one use case, one per outcome that has one."""
+
+    by_outcome: Mapping[str, ServingModel] = field(default_factory=dict)
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {outcome: model.version for outcome, model in self.by_outcome.items()}
+
+
+class ServingModels:
+    def __init__(
+        self,
+        config: ClosedLoopConfig,
+        registry: ModelRegistry,
+        feature_names: Mapping[str, list[str]],
+    ) -> None:
+        self._config = config
+        self._registry = registry
+        self._feature_names = feature_names
+        self._snapshot: Mapping[str, UseCaseModels] = MappingProxyType(
+            {name: UseCaseModels() for name in config.use_cases}
+        )
+        self._generation = -1
+        self._lock = threading.Lock()
+        self.swaps = 0
+        self.errors: dict[str, str] = {}
+
+    def for_use_case(self, use_case: str) -> UseCaseModels:
+        return self._snapshot[use_case]
+
+    def snapshot(self) -> Mapping[str, UseCaseModels]:
+        return self._snapshot
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Load any new champion; True if something changed. Safe to call from any thread."""
+        with self._lock:
+            generation = self._registry.generation()
+            if generation == self._generation and not force:
+                return False
+            current = self._snapshot
+            updated = {name: self._refreshed(name, current[name]) for name in self._config.use_cases}
+            changed = any(updated[name] is not current[name] for name in updated)
+            if changed:
+                self._snapshot = MappingProxyType(updated)
+                self.swaps += 1
+            self._generation = generation
+            return changed
+
+    def _refreshed(self, use_case: str, current: UseCaseModels) -> UseCaseModels:
+        outcomes = list(self._config.use_cases[use_case].outcomes)
+        champions = self._registry.champions(use_case, outcomes)
+        models = dict(current.by_outcome)
+        for outcome, version in champions.items():
+            serving = models.get(outcome)
+            if version is None or (serving is not None and serving.version == version):
+                continue
+            key = f"{use_case}/{outcome}/{version}"
+            try:
+                models[outcome] = self._load(use_case, outcome, version)
+                self.errors.pop(f"{use_case}/{outcome}", None)
+                logger.info("serving %s", key)
+            except (ModelIncompatibleError, KeyError, lgb.basic.LightGBMError) as exc:
+                self.errors[f"{use_case}/{outcome}"] = f"{key}: {exc}"
+                logger.error("not serving %s: %s", key, exc)
+        if models.keys() == current.by_outcome.keys() and all(
+            models[o] is current.by_outcome[o] for o in models
+        ):
+            return current
+        return UseCaseModels(MappingProxyType(models))
+
+    def _load(self, use_case: str, outcome: str, version: str) -> ServingModel:
+        booster = lgb.Booster(model_str=self._registry.model_text(use_case, outcome, version))
+        expected = self._feature_names[use_case]
+        if booster.feature_name() != expected:
+            raise ModelIncompatibleError(
+                f"Model {use_case}/{outcome}/{version} was trained on features {booster.feature_name()}, "
+                f"but the use case declares {expected}.",
+                hint="Retrain the model after changing a use case's features.",
+            )
+        return ServingModel(version, booster)
+
+
+class RefreshLoop:
+    """Polls the registry's generation counter and refreshes the serving models when it moves."""
+
+    def __init__(self, models: ServingModels, *, interval: float = 0.5) -> None:
+        self._models = models
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="model-refresh", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._models.refresh()
+            except Exception:  # a registry hiccup must not end the loop: the old models keep serving
+                logger.exception("refreshing models from the registry failed")
