@@ -36,6 +36,7 @@ from closedloop.contracts._errors import (
     UnknownDecisionError,
     UnknownUseCaseError,
     error_from_payload,
+    invalid_request_from,
 )
 from closedloop.contracts._loading import load_config, parse_config
 from closedloop.contracts._names import DecisionIndexKeys, RegistryKeys, Topics
@@ -105,6 +106,7 @@ __all__ = [
     "UseCaseConfig",
     "ValueExpression",
     "error_from_payload",
+    "invalid_request_from",
     "load_config",
     "parse_config",
     "parse_duration",

@@ -93,6 +93,12 @@ class DefaultPolicy(StrictModel):
     action: Literal["yes", "no"] = "no"
     """For binary decisions: the answer when no model exists."""
 
+    @field_validator("action", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: object) -> object:
+        # YAML 1.1 reads a bare yes/no as a boolean.
+        return ("yes" if value else "no") if isinstance(value, bool) else value
+
     @model_validator(mode="after")
     def _feature_needed(self) -> DefaultPolicy:
         if self.order == "feature" and not self.feature:

@@ -19,7 +19,7 @@ the SDK rebuilds the same class from that body (`error_from_payload`), so produc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 
@@ -158,3 +158,39 @@ def _json_safe(value: Any) -> Any:
         return value if value == value and abs(value) != float("inf") else repr(value)
     text = repr(value)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def invalid_request_from(errors: Sequence[Any]) -> InvalidRequestError:
+    """One `InvalidRequestError` naming the first field pydantic (or FastAPI) refused."""
+    error = errors[0]
+    location = [str(part) for part in error.get("loc", ()) if part != "body"]
+    field = ".".join(location) or "body"
+    if error.get("type") == "json_invalid":
+        return InvalidRequestError(
+            f"The request body is not valid JSON: {error.get('msg')}.", field="body", expected="a JSON object"
+        )
+    got = error.get("input")
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return InvalidRequestError(
+        f"{field}: {error.get('msg')}{more}.",
+        field=field,
+        value=None if isinstance(got, (dict, list)) else got,
+        expected=_EXPECTED.get(str(error.get("type", "")), str(error.get("msg", ""))),
+    )
+
+
+_EXPECTED = {
+    "missing": "this field to be present",
+    "extra_forbidden": "no such field (check its spelling)",
+    "string_type": "a string",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "list_type": "a list",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+    "string_too_short": "a non-empty string",
+    "string_too_long": "a shorter string",
+    "too_short": "a non-empty list",
+    "too_long": "a shorter list",
+}

@@ -22,7 +22,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ENVIRONMENT_VARIABLES: dict[str, str] = {
     "redis_url": "CLOSEDLOOP_REDIS_URL",
@@ -49,6 +49,12 @@ class InfrastructureConfig(BaseModel):
     """Prefix of every Redis key closedloop writes."""
     topic_prefix: str = Field("closedloop", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     """Prefix of the Kafka topics: <prefix>.decisions and <prefix>.feedback."""
+
+    @field_validator("redis_url", "kafka_bootstrap", "database_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # ``${CLOSEDLOOP_REDIS_URL:-}`` in YAML expands to "" when the variable is not set.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def data_path(self) -> Path:

@@ -24,11 +24,10 @@ from closedloop.contracts import (
     FeedbackBatchResult,
     FeedbackIn,
     FeedbackResult,
-    InvalidRequestError,
     PayloadTooLargeError,
+    invalid_request_from,
 )
 from closedloop.decision_service._engine import DecisionEngine
-from closedloop.decision_service._serving_models import RefreshLoop
 from closedloop.decision_service._wiring import open_engine
 from closedloop.eventlog import KafkaEventLog
 
@@ -48,15 +47,14 @@ def create_app(
     """The decision service for ``config``; pass ``engine`` to serve one built elsewhere (tests)."""
     owned = engine is None
     serving = engine or open_engine(config)
-    refresher = RefreshLoop(serving.models, interval=refresh_interval)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        refresher.start()
+        serving.start_model_refresh(refresh_interval)
         try:
             yield
         finally:
-            refresher.stop()
+            serving.stop_model_refresh()
             if owned:
                 serving.close()
 
@@ -175,7 +173,7 @@ def _install_error_handlers(app: FastAPI, engine: DecisionEngine, max_body_bytes
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return reply(_describe_validation(exc))
+        return reply(invalid_request_from(exc.errors()))
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -197,41 +195,3 @@ def _too_large(size: int, limit: int) -> PayloadTooLargeError:
         expected=f"at most {limit} bytes",
         hint="Send feedback in smaller batches, or fewer candidates per decision.",
     )
-
-
-def _describe_validation(exc: RequestValidationError) -> InvalidRequestError:
-    error = exc.errors()[0]
-    location = [str(part) for part in error.get("loc", ()) if part != "body"]
-    field = ".".join(location) or "body"
-    if error.get("type") == "json_invalid":
-        return InvalidRequestError(
-            f"The request body is not valid JSON: {error.get('msg')}.",
-            field="body",
-            expected="a JSON object",
-        )
-    got = error.get("input")
-    shown = None if isinstance(got, (dict, list)) else got
-    more = len(exc.errors()) - 1
-    return InvalidRequestError(
-        f"{field}: {error.get('msg')}" + (f" (and {more} more problem(s))" if more else "") + ".",
-        field=field,
-        value=shown,
-        expected=_expected(error),
-    )
-
-
-def _expected(error: Any) -> str:
-    kind = str(error.get("type", ""))
-    return {
-        "missing": "this field to be present",
-        "extra_forbidden": "no such field (check its spelling)",
-        "string_type": "a string",
-        "float_parsing": "a number",
-        "float_type": "a number",
-        "list_type": "a list",
-        "dict_type": "an object",
-        "model_type": "an object",
-        "string_too_short": "a non-empty string",
-        "too_short": "a non-empty list",
-        "too_long": "a shorter list",
-    }.get(kind, str(error.get("msg", kind)))

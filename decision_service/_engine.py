@@ -37,7 +37,7 @@ from closedloop.decision_service._decision_index import DecisionIndex
 from closedloop.decision_service._features import BINARY_CANDIDATES, FeatureEncoder
 from closedloop.decision_service._metrics import EngineMetrics
 from closedloop.decision_service._policy import Pick, choose, default_values, rank
-from closedloop.decision_service._serving_models import ServingModels, UseCaseModels
+from closedloop.decision_service._serving_models import RefreshLoop, ServingModels, UseCaseModels
 from closedloop.eventlog import EventLog
 from closedloop.registry import ModelRegistry
 
@@ -71,6 +71,18 @@ class DecisionEngine:
             config, registry, {name: enc.feature_names for name, enc in self._encoders.items()}
         )
         self.models.refresh(force=True)
+        self._refresher: RefreshLoop | None = None
+
+    def start_model_refresh(self, interval: float = 0.5) -> None:
+        """Poll the registry in the background and hot-swap new champions (stopped by close)."""
+        if self._refresher is None:
+            self._refresher = RefreshLoop(self.models, interval=interval)
+            self._refresher.start()
+
+    def stop_model_refresh(self) -> None:
+        if self._refresher is not None:
+            self._refresher.stop()
+            self._refresher = None
 
     def feature_names(self, use_case: str) -> list[str]:
         return list(self._encoders[use_case].feature_names)
@@ -395,5 +407,6 @@ class DecisionEngine:
         )
 
     def close(self) -> None:
+        self.stop_model_refresh()
         self.event_log.close()
         self.registry.close()
