@@ -60,9 +60,6 @@ from closedloop.contracts._wire import (
 )
 
 __all__ = [
-    "ENVIRONMENT_VARIABLES",
-    "EVENT_SCHEMA_VERSION",
-    "MAX_FEEDBACK_BATCH",
     "CandidateIn",
     "CandidateLog",
     "CategoricalFeature",
@@ -76,6 +73,8 @@ __all__ = [
     "DecisionType",
     "DefaultPolicy",
     "DuplicateFeedbackError",
+    "ENVIRONMENT_VARIABLES",
+    "EVENT_SCHEMA_VERSION",
     "EpsilonGreedy",
     "Exploration",
     "Feature",
@@ -89,6 +88,7 @@ __all__ = [
     "Greedy",
     "InfrastructureConfig",
     "InvalidRequestError",
+    "MAX_FEEDBACK_BATCH",
     "ModelConfig",
     "ModelIncompatibleError",
     "NumericFeature",

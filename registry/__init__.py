@@ -17,4 +17,10 @@ def open_registry(infrastructure: InfrastructureConfig) -> ModelRegistry:
     return LocalModelRegistry(infrastructure.data_path / "registry")
 
 
-__all__ = ["LocalModelRegistry", "ModelRegistry", "ModelVersion", "RedisModelRegistry", "open_registry"]
+__all__ = [
+    "LocalModelRegistry",
+    "ModelRegistry",
+    "ModelVersion",
+    "RedisModelRegistry",
+    "open_registry",
+]

