@@ -8,11 +8,21 @@ use case's declared features, so that an error can name ``context.country`` or
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 FeatureValue = float | int | str | bool | None
+
+
+def _outcome_value(value: object) -> float:
+    # Strings such as "yes" are refused rather than coerced: an outcome is a number or a boolean.
+    if isinstance(value, (bool, int, float)):
+        return float(value)
+    raise ValueError(f"expected a number or true/false, got {type(value).__name__} {value!r}")
+
+
+OutcomeValue = Annotated[float, BeforeValidator(_outcome_value)]
 EVENT_SCHEMA_VERSION = 1
 MAX_FEEDBACK_BATCH = 10_000
 
@@ -64,7 +74,7 @@ class Decision(WireModel):
 
 class FeedbackIn(WireModel):
     decision_id: str = Field(min_length=1, max_length=128)
-    outcomes: dict[str, float | bool] = Field(min_length=1)
+    outcomes: dict[str, OutcomeValue] = Field(min_length=1)
     timestamp: datetime | None = None
     """When the outcome happened; defaults to when the service received it."""
     feedback_id: str | None = Field(None, min_length=1, max_length=128)

@@ -6,7 +6,7 @@ it is acknowledged, and shipped to Kafka by a background thread that survives br
 from the infrastructure settings.
 """
 
-from closedloop.contracts import InfrastructureConfig
+from closedloop.contracts import InfrastructureConfig, Topics
 from closedloop.eventlog._logs import EventLog, FileEventLog, KafkaEventLog, KeyedRecord
 from closedloop.eventlog._outbox import decode_record, encode_record
 from closedloop.eventlog._segments import Position, SegmentLog
@@ -15,7 +15,12 @@ from closedloop.eventlog._segments import Position, SegmentLog
 def open_event_log(infrastructure: InfrastructureConfig) -> EventLog:
     """Kafka (behind an outbox under ``data_dir``) when ``kafka_bootstrap`` is set, else files."""
     if infrastructure.kafka_bootstrap:
-        return KafkaEventLog(infrastructure.kafka_bootstrap, infrastructure.data_path / "outbox")
+        topics = Topics(infrastructure.topic_prefix)
+        return KafkaEventLog(
+            infrastructure.kafka_bootstrap,
+            infrastructure.data_path / "outbox",
+            topics=[topics.decisions, topics.feedback],
+        )
     return FileEventLog(infrastructure.data_path / "events")
 
 

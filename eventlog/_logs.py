@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from closedloop.eventlog._outbox import Checkpoint, SendRecord, Shipper, encode_record
+from closedloop.eventlog._outbox import Checkpoint, RecordFuture, Shipper, encode_record
 from closedloop.eventlog._segments import Position, SegmentLog
 
 logger = logging.getLogger(__name__)
@@ -35,11 +36,15 @@ class KafkaEventLog:
         bootstrap_servers: str,
         outbox_dir: str | Path,
         *,
+        topics: Sequence[str] = (),
+        partitions: int = 3,
         producer_config: dict[str, Any] | None = None,
         fsync_interval: float = 0.1,
         ack_timeout: float = 15.0,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self._topics = set(topics)
+        self._partitions = partitions
         self._producer_config = producer_config or {}
         self._outbox = SegmentLog(Path(outbox_dir) / "segments", fsync_interval=fsync_interval)
         self._shipper = Shipper(
@@ -51,6 +56,7 @@ class KafkaEventLog:
         self._shipper.start()
 
     def append(self, topic: str, records: Sequence[KeyedRecord]) -> None:
+        self._topics.add(topic)
         self._outbox.append(encode_record(topic, key, value) for key, value in records)
 
     def stats(self) -> dict[str, Any]:
@@ -75,9 +81,7 @@ class KafkaEventLog:
         self._shipper.stop()
         self._outbox.close()
 
-    def _connect(self) -> tuple[SendRecord, Callable[[], None]]:
-        from kafka import KafkaProducer
-
+    def _connect(self) -> _KafkaConnection:
         config: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers.split(","),
             "acks": "all",
@@ -93,15 +97,49 @@ class KafkaEventLog:
             "max_in_flight_requests_per_connection": 1,
             **self._producer_config,
         }
-        producer = KafkaProducer(**config)
+        return _KafkaConnection(config, self._topics, self._partitions)
 
-        def send(topic: str, key: bytes, value: bytes) -> Any:
-            return producer.send(topic, key=key, value=value)
 
-        def close() -> None:
-            producer.close(timeout=2)
+class _KafkaConnection:
+    """A producer plus an admin client that makes sure every topic exists before each batch.
 
-        return send, close
+    Checked per batch (one metadata request for up to thousands of records) because a broker that
+    lost its topics, like the memory-backed test broker after a restart, may acknowledge writes
+    to a missing topic and drop them; real Kafka refuses them, and then the check costs little.
+    """
+
+    def __init__(self, config: dict[str, Any], topics: set[str], partitions: int) -> None:
+        from kafka import KafkaProducer
+        from kafka.admin import KafkaAdminClient
+
+        self._topics = topics
+        self._partitions = partitions
+        self._admin = KafkaAdminClient(bootstrap_servers=config["bootstrap_servers"], request_timeout_ms=5000)
+        self._producer = KafkaProducer(**config)
+
+    def before_batch(self) -> None:
+        from kafka.admin import NewTopic
+        from kafka.errors import TopicAlreadyExistsError
+
+        missing = sorted(set(self._topics) - set(self._admin.list_topics()))
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                self._admin.create_topics(
+                    [
+                        NewTopic(name, num_partitions=self._partitions, replication_factor=1)
+                        for name in missing
+                    ]
+                )
+
+    def send(self, topic: str, key: bytes, value: bytes) -> RecordFuture:
+        future: RecordFuture = self._producer.send(topic, key=key, value=value)
+        return future
+
+    def close(self) -> None:
+        try:
+            self._producer.close(timeout=2)
+        finally:
+            self._admin.close()
 
 
 class FileEventLog:

@@ -30,7 +30,14 @@ class RecordFuture(Protocol):
     def get(self, timeout: float | None = None) -> Any: ...
 
 
-SendRecord = Callable[[str, bytes, bytes], RecordFuture]
+class Connection(Protocol):
+    """A live link to the broker, made by the shipper's factory and remade after any failure."""
+
+    def before_batch(self) -> None: ...
+
+    def send(self, topic: str, key: bytes, value: bytes) -> RecordFuture: ...
+
+    def close(self) -> None: ...
 
 
 def encode_record(topic: str, key: str, value: bytes) -> bytes:
@@ -70,7 +77,7 @@ class Shipper:
     def __init__(
         self,
         outbox: SegmentLog,
-        send_factory: Callable[[], tuple[SendRecord, Callable[[], None]]],
+        connect: Callable[[], Connection],
         *,
         checkpoint: Checkpoint,
         batch_records: int = 5000,
@@ -78,7 +85,7 @@ class Shipper:
         max_backoff: float = 2.0,
     ) -> None:
         self._outbox = outbox
-        self._send_factory = send_factory
+        self._connect = connect
         self._checkpoint = checkpoint
         self._batch_records = batch_records
         self._ack_timeout = ack_timeout
@@ -103,8 +110,7 @@ class Shipper:
         return self._outbox.end() > self._checkpoint.position
 
     def _run(self) -> None:
-        send: SendRecord | None = None
-        close: Callable[[], None] = lambda: None  # noqa: E731 - replaced once connected
+        connection: Connection | None = None
         acked: set[int] = set()
         backoff = 0.05
         while not self._stop.is_set():
@@ -113,16 +119,18 @@ class Shipper:
                 self._outbox.wait_for_append(self._checkpoint.position, timeout=0.2)
                 continue
             try:
-                if send is None:
-                    send, close = self._send_factory()
+                if connection is None:
+                    connection = self._connect()
                     self.connected = True
-                self._send_batch(send, records, acked)
+                connection.before_batch()
+                self._send_batch(connection, records, acked)
             except Exception as exc:  # the broker, the network or the producer: retry all the same
                 logger.warning("cannot reach Kafka yet (%s); %d events wait in the outbox", exc, len(records))
                 self.failures += 1
                 self.connected = False
-                send = None
-                close()
+                if connection is not None:
+                    _close_quietly(connection)
+                    connection = None
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
@@ -132,11 +140,16 @@ class Shipper:
                 self.delivered += len(records)
                 acked = set()
                 backoff = 0.05
-        close()
+        if connection is not None:
+            _close_quietly(connection)
 
-    def _send_batch(self, send: SendRecord, records: Sequence[bytes], acked: set[int]) -> None:
+    def _send_batch(self, connection: Connection, records: Sequence[bytes], acked: set[int]) -> None:
         """Send what is not yet acked; add each acknowledged index to ``acked``; raise on any failure."""
-        pending = [(index, send(*decode_record(r))) for index, r in enumerate(records) if index not in acked]
+        pending = [
+            (index, connection.send(*decode_record(r)))
+            for index, r in enumerate(records)
+            if index not in acked
+        ]
         error: Exception | None = None
         for index, future in pending:
             try:
@@ -146,3 +159,10 @@ class Shipper:
                 error = exc
         if error is not None:
             raise error
+
+
+def _close_quietly(connection: Connection) -> None:
+    try:
+        connection.close()
+    except Exception:  # closing a broken connection may fail too; it is dropped either way
+        logger.debug("closing the Kafka connection failed", exc_info=True)

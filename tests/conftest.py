@@ -123,8 +123,16 @@ class Broker:
     def start(self) -> None:
         url = f"tcp://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+            [
+                self.binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -145,9 +153,7 @@ def broker() -> Iterator[Broker]:
     running.stop()
 
 
-def consume_all(
-    bootstrap: str, topic: str, *, expected: int, timeout: float = 30.0
-) -> list[bytes]:
+def consume_all(bootstrap: str, topic: str, *, expected: int, timeout: float = 30.0) -> list[bytes]:
     """Every record of ``topic`` from the beginning, until ``expected`` arrived or ``timeout``."""
     from kafka import KafkaConsumer
 

@@ -29,7 +29,9 @@ def engine_for(config: ClosedLoopConfig, seed: int = 7) -> DecisionEngine:
     return open_engine(config, seed=seed)
 
 
-def publish(config: ClosedLoopConfig, engine: DecisionEngine, use_case: str, outcome: str, **kw: object) -> str:
+def publish(
+    config: ClosedLoopConfig, engine: DecisionEngine, use_case: str, outcome: str, **kw: object
+) -> str:
     registry = LocalModelRegistry(config.infrastructure.data_path / "registry")
     objective = "binary" if config.use_cases[use_case].outcomes[outcome].type == "binary" else "regression"
     text = train_model_text(engine.feature_names(use_case), objective=objective, **kw)  # type: ignore[arg-type]
@@ -112,8 +114,11 @@ def test_choice_frequencies_match_logged_propensities(config: ClosedLoopConfig, 
     request = {
         "feed": feed_request(4, hour=3.0),
         "pick": DecideRequest.model_validate(
-            {"use_case": "pick", "unit_id": "u", "candidates": [{"id": f"p{i}", "features": {"price": i / 4}}
-                                                                for i in range(4)]}
+            {
+                "use_case": "pick",
+                "unit_id": "u",
+                "candidates": [{"id": f"p{i}", "features": {"price": i / 4}} for i in range(4)],
+            }
         ),
         "notify": DecideRequest(use_case="notify", unit_id="u", context={"days": 0.1}),
     }[use_case]
@@ -139,13 +144,22 @@ def test_choice_frequencies_match_logged_propensities(config: ClosedLoopConfig, 
         ({"context": {"country": "de", "hour": float("inf")}}, InvalidRequestError, "context.hour"),
         ({"context": {"country": 3}}, InvalidRequestError, "context.country"),
         ({"context": {"contry": "de"}}, InvalidRequestError, "context.contry"),
-        ({"candidates": [{"id": "a", "features": {"topic": "a"}}]}, InvalidRequestError,
-         "candidates[0].features.price"),
-        ({"candidates": [{"id": "a", "features": {"price": 1, "topic": "a"}}] * 2}, InvalidRequestError,
-         "candidates.id"),
+        (
+            {"candidates": [{"id": "a", "features": {"topic": "a"}}]},
+            InvalidRequestError,
+            "candidates[0].features.price",
+        ),
+        (
+            {"candidates": [{"id": "a", "features": {"price": 1, "topic": "a"}}] * 2},
+            InvalidRequestError,
+            "candidates.id",
+        ),
         ({"candidates": []}, InvalidRequestError, "candidates"),
-        ({"candidates": [{"id": f"c{i}", "features": {"price": 1, "topic": "a"}} for i in range(31)]},
-         PayloadTooLargeError, "candidates"),
+        (
+            {"candidates": [{"id": f"c{i}", "features": {"price": 1, "topic": "a"}} for i in range(31)]},
+            PayloadTooLargeError,
+            "candidates",
+        ),
     ],
 )
 def test_bad_decide_requests_name_the_field(
@@ -188,13 +202,21 @@ def test_feedback_is_counted_once_and_orphans_are_kept(config: ClosedLoopConfig)
         ]
     )
     assert [r.status for r in results] == [
-        "accepted", "replayed", "duplicate", "accepted", "orphan", "invalid", "invalid"
+        "accepted",
+        "replayed",
+        "duplicate",
+        "accepted",
+        "orphan",
+        "invalid",
+        "invalid",
     ]
     assert results[2].error and results[2].error["field"] == "outcomes.click"
     assert results[5].error and results[5].error["field"] == "outcomes.clik"
     events = [FeedbackEvent.model_validate_json(r) for r in logged(engine, engine.topics.feedback)]
     assert [(e.outcomes, e.orphan) for e in events] == [
-        ({"click": 1.0}, False), ({"revenue": 3.5}, False), ({"click": 1.0}, True)
+        ({"click": 1.0}, False),
+        ({"revenue": 3.5}, False),
+        ({"click": 1.0}, True),
     ]
     assert events[2].use_case is None
     engine.close()
