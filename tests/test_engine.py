@@ -210,8 +210,10 @@ def test_feedback_is_counted_once_and_orphans_are_kept(config: ClosedLoopConfig)
         "invalid",
         "invalid",
     ]
-    assert results[2].error and results[2].error["field"] == "outcomes.click"
-    assert results[5].error and results[5].error["field"] == "outcomes.clik"
+    assert results[2].error
+    assert results[2].error["field"] == "outcomes.click"
+    assert results[5].error
+    assert results[5].error["field"] == "outcomes.clik"
     events = [FeedbackEvent.model_validate_json(r) for r in logged(engine, engine.topics.feedback)]
     assert [(e.outcomes, e.orphan) for e in events] == [
         ({"click": 1.0}, False),

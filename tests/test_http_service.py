@@ -36,7 +36,8 @@ def post(server: Server, path: str, body: str | bytes) -> httpx.Response:
 def test_sdk_decides_and_reports_over_http(server: Server) -> None:
     with Client(server.url, timeout=2.0, batch_feedback=False) as client:
         decision = client.decide("feed", "user-1", {"country": "fr"}, FEED)
-        assert decision.ranking is not None and sorted(decision.ranking) == ["a", "b"]
+        assert decision.ranking is not None
+        assert sorted(decision.ranking) == ["a", "b"]
         assert not decision.fallback
         client.log_feedback(decision.decision_id, {"click": 1})
         with pytest.raises(DuplicateFeedbackError) as duplicate:
@@ -77,7 +78,8 @@ def test_an_unreachable_service_gives_a_flagged_default_decision(config: ClosedL
         decision = client.decide(
             "feed", "u1", {}, {"x": {"price": 1, "topic": "a"}, "y": {"price": 9, "topic": "a"}}
         )
-        assert decision.fallback and decision.policy == "default"
+        assert decision.fallback
+        assert decision.policy == "default"
         assert decision.ranking == ["x", "y"]
         notify = client.decide("notify", "u1", {})
         assert notify.choice == "yes"  # the configured default action
@@ -191,7 +193,8 @@ def test_feedback_nan_and_a_binary_outcome_out_of_range_are_refused(server: Serv
 def test_operational_endpoints(server: Server) -> None:
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(server.url + "/readyz")
-    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert ready.status_code == 200
+    assert ready.json()["ready"] is True
     use_cases = httpx.get(server.url + "/v1/use-cases").json()
     assert use_cases["feed"]["feature_names"] == ["country", "hour", "price", "topic"]
     assert use_cases["notify"]["feature_names"] == ["days", "action"]

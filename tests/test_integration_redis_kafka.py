@@ -112,7 +112,8 @@ def test_models_from_redis_are_served_and_hot_swapped_under_load(
         worker.join()
     engine.close()
     assert errors == []
-    assert versions[first["click"]] > 0 and versions[second["click"]] >= 50
+    assert versions[first["click"]] > 0
+    assert versions[second["click"]] >= 50
     assert set(versions) == {first["click"], second["click"]}
 
 
@@ -147,8 +148,10 @@ def test_decisions_and_feedback_arrive_on_their_topics_with_every_field(
         assert event.context == {"country": "de", "hour": 12}
         assert [c.id for c in event.candidates] == list(FEED)
         assert all(set(c.predictions) == {"click", "revenue"} for c in event.candidates)
-        assert event.ranking == decision.ranking and event.propensity == decision.propensity
-        assert event.model_versions == decision.model_versions and event.policy == "model"
+        assert event.ranking == decision.ranking
+        assert event.propensity == decision.propensity
+        assert event.model_versions == decision.model_versions
+        assert event.policy == "model"
         assert event.exploration == {"strategy": "epsilon_greedy", "epsilon": 0.2}
     assert sorted(f.decision_id for f in feedback) == sorted(by_id)
     assert all(f.outcomes == {"click": 1.0, "revenue": 2.5} and f.use_case == "feed" for f in feedback)
