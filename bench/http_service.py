@@ -1,0 +1,185 @@
+"""HTTP decide latency at a fixed rate, maximum throughput, and feedback ingestion into Kafka.
+
+The service runs as a separate process (``closedloop serve``) on real Redis and a Tansu
+Kafka-protocol broker started here; this process is the load generator.
+
+    .venv/bin/python bench/http_service.py [--rate 500] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import yaml
+from _setup import bench_config, percentile_ms, publish, request_body, train_click_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import REDIS_URL, Broker, free_port, wait_for_port
+
+from closedloop.registry import RedisModelRegistry
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--feedback", type=int, default=200_000)
+    args = parser.parse_args()
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    broker = Broker()
+    broker.start()
+    with tempfile.TemporaryDirectory() as data:
+        config = bench_config(
+            redis_url=REDIS_URL,
+            kafka_bootstrap=broker.bootstrap,
+            key_prefix=prefix,
+            topic_prefix=prefix,
+            data_dir=data,
+        )
+        path = Path(data) / "closedloop.yaml"
+        path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+        registry = RedisModelRegistry.from_url(REDIS_URL, prefix=prefix)
+        publish(registry, train_click_model())
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "closedloop.cli", "serve", "--config", str(path), "--port", str(port)],
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(port, timeout=60)
+            url = f"http://127.0.0.1:{port}"
+            run_benchmarks(url, args)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            broker.stop()
+            keys = list(registry._redis.scan_iter(match=f"{prefix}:*", count=1000))
+            for start in range(0, len(keys), 1000):
+                registry._redis.delete(*keys[start : start + 1000])
+
+
+def run_benchmarks(url: str, args: argparse.Namespace) -> None:
+    rng = np.random.default_rng(0)
+    bodies = [request_body(rng) for _ in range(1000)]
+    with httpx.Client(base_url=url, timeout=5) as http:
+        for body in bodies[:300]:
+            http.post("/v1/decide", json=body).raise_for_status()
+    latencies, errors = paced_load(url, bodies, rate=args.rate, seconds=args.seconds)
+    print(
+        f"HTTP decide at {args.rate:.0f}/s for {args.seconds:.0f}s: {len(latencies)} ok, {errors} errors, "
+        f"p50 {percentile_ms(latencies, 50):.2f} ms, p99 {percentile_ms(latencies, 99):.2f} ms"
+    )
+    done, elapsed = closed_loop(url, bodies, workers=8, seconds=args.seconds)
+    print(f"HTTP decide max throughput (8 connections): {done / elapsed:.0f} decisions/s")
+    ingest_feedback(url, args.feedback)
+
+
+def paced_load(
+    url: str, bodies: list[dict[str, object]], *, rate: float, seconds: float
+) -> tuple[list[float], int]:
+    """Open loop: requests start on schedule whatever the answers' latency (no coordinated omission)."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    total = int(rate * seconds)
+    start = time.perf_counter() + 0.1
+    workers = 16
+
+    def worker(offset: int) -> None:
+        with httpx.Client(base_url=url, timeout=5) as http:
+            for i in range(offset, total, workers):
+                scheduled = start + i / rate
+                delay = scheduled - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                response = http.post("/v1/decide", json=bodies[i % len(bodies)])
+                took = time.perf_counter() - scheduled
+                with lock:
+                    if response.status_code == 200:
+                        latencies.append(took)
+                    else:
+                        errors[0] += 1
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors[0]
+
+
+def closed_loop(
+    url: str, bodies: list[dict[str, object]], *, workers: int, seconds: float
+) -> tuple[int, float]:
+    count = [0]
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def worker() -> None:
+        with httpx.Client(base_url=url, timeout=5) as http:
+            i = 0
+            while time.perf_counter() < deadline:
+                http.post("/v1/decide", json=bodies[i % len(bodies)]).raise_for_status()
+                i += 1
+            with lock:
+                count[0] += i
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return count[0], time.perf_counter() - started
+
+
+def ingest_feedback(url: str, total: int, batch: int = 1000) -> None:
+    """Feedback (orphans: no Redis lookups hit) in batches of ``batch``, acknowledged, then delivered."""
+    with httpx.Client(base_url=url, timeout=30) as http:
+        decisions = [
+            http.post("/v1/decide", json=request_body(np.random.default_rng(i))).json()["decision_id"]
+            for i in range(batch)
+        ]
+        delivered_before = delivered(http)
+        started = time.perf_counter()
+        sent = 0
+        while sent < total:
+            items = [
+                {
+                    "decision_id": decisions[j % batch],
+                    "outcomes": {"click": 1},
+                    "feedback_id": uuid.uuid4().hex,
+                }
+                for j in range(sent, sent + batch)
+            ]
+            http.post("/v1/feedback/batch", json={"items": items}).raise_for_status()
+            sent += batch
+        acked = time.perf_counter() - started
+        while delivered(http) - delivered_before < total:
+            time.sleep(0.05)
+        landed = time.perf_counter() - started
+    print(
+        f"feedback: {total} events in batches of {batch}: acknowledged {total / acked:.0f} events/s, "
+        f"all in Kafka after {landed:.1f}s ({total / landed:.0f} events/s end to end)"
+    )
+
+
+def delivered(http: httpx.Client) -> float:
+    match = re.search(r"^closedloop_events_delivered (\S+)$", http.get("/metrics").text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+if __name__ == "__main__":
+    main()
