@@ -89,7 +89,7 @@ class KafkaEventLog:
             # idempotence would resend on its own and break on a restarted broker's new state.
             "enable_idempotence": False,
             "retries": 0,
-            "linger_ms": 5,
+            "linger_ms": 0,  # the shipper already gathers a batch
             "batch_size": 512 * 1024,
             "max_block_ms": 5000,
             "request_timeout_ms": 10_000,

@@ -83,6 +83,7 @@ class Shipper:
         batch_records: int = 5000,
         ack_timeout: float = 15.0,
         max_backoff: float = 2.0,
+        gather_seconds: float = 0.01,
     ) -> None:
         self._outbox = outbox
         self._connect = connect
@@ -90,6 +91,7 @@ class Shipper:
         self._batch_records = batch_records
         self._ack_timeout = ack_timeout
         self._max_backoff = max_backoff
+        self._gather_seconds = gather_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-shipper", daemon=True)
         self.delivered = 0
@@ -118,6 +120,11 @@ class Shipper:
             if not records:
                 self._outbox.wait_for_append(self._checkpoint.position, timeout=0.2)
                 continue
+            if len(records) < self._batch_records and not self._stop.is_set():
+                # Let a trickle of events gather for a moment, so that a busy service sends few
+                # large batches instead of one request (and one topic check) per decision.
+                self._stop.wait(self._gather_seconds)
+                records, after = self._outbox.read(self._checkpoint.position, max_records=self._batch_records)
             try:
                 if connection is None:
                     connection = self._connect()
