@@ -30,6 +30,8 @@ from conftest import REDIS_URL, Broker, free_port, wait_for_port
 
 from closedloop.registry import RedisModelRegistry
 
+JSON = {"content-type": "application/json"}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
