@@ -1,0 +1,50 @@
+"""No Docker engine runs here: check that docker-compose.yml agrees with the code instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from closedloop.cli import app
+from closedloop.contracts import ENVIRONMENT_VARIABLES, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def _port(service: str) -> int:
+    return int(SERVICES[service]["ports"][0].split(":")[1])
+
+
+def test_every_store_the_code_uses_is_a_service() -> None:
+    assert {"redis", "kafka", "postgres", "decision-service"} <= set(SERVICES)
+    assert SERVICES["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
+
+
+def test_the_service_environment_names_real_settings_and_points_at_the_services() -> None:
+    env = SERVICES["decision-service"]["environment"]
+    assert set(env) <= set(ENVIRONMENT_VARIABLES.values())
+    assert env["CLOSEDLOOP_REDIS_URL"] == f"redis://redis:{_port('redis')}/0"
+    internal_kafka = SERVICES["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")[0]
+    assert internal_kafka == f"PLAINTEXT://{env['CLOSEDLOOP_KAFKA_BOOTSTRAP']}"
+    assert f"@postgres:{_port('postgres')}/" in env["CLOSEDLOOP_DATABASE_URL"]
+    config = load_config(ROOT / "examples" / "closedloop.yaml", environ=env)
+    assert config.infrastructure.redis_url == env["CLOSEDLOOP_REDIS_URL"]
+    assert config.infrastructure.kafka_bootstrap == env["CLOSEDLOOP_KAFKA_BOOTSTRAP"]
+
+
+def test_the_service_command_is_a_real_cli_invocation() -> None:
+    command = SERVICES["decision-service"]["command"]
+    assert command[:2] == ["closedloop", "serve"]
+    port = command[command.index("--port") + 1]
+    assert SERVICES["decision-service"]["ports"][0] == f"{port}:{port}"
+    mounted = SERVICES["decision-service"]["volumes"][0].split(":")
+    assert (ROOT / mounted[0]).exists()
+    assert command[command.index("--config") + 1] == mounted[1]
+    result = CliRunner().invoke(app, ["serve", "--help"])
+    assert result.exit_code == 0
+    for option in ("--config", "--host", "--port"):
+        assert option in result.output
