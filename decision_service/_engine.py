@@ -64,6 +64,11 @@ class DecisionEngine:
         self._rng = rng or np.random.default_rng()
         self._clock = clock
         self._encoders = {name: FeatureEncoder(uc) for name, uc in config.use_cases.items()}
+        # Parsed once here: the value expression and the logged exploration never change per decision.
+        self._values = {name: uc.policy.value_expression for name, uc in config.use_cases.items()}
+        self._exploration_logs = {
+            name: uc.policy.exploration.model_dump() for name, uc in config.use_cases.items()
+        }
         self._fact_ttl = (
             max(uc.max_window.total_seconds() for uc in config.use_cases.values()) + GRACE_SECONDS
         )
@@ -103,7 +108,9 @@ class DecisionEngine:
         context = encoder.check_context(request.context)
         candidates = [encoder.check_candidate(c.features, i) for i, c in enumerate(request.candidates)]
         models = self.models.for_use_case(request.use_case)
-        predictions, values, pick = self._apply_policy(use_case, encoder, models, context, candidates, ids)
+        predictions, values, pick = self._apply_policy(
+            use_case, request.use_case, encoder, models, context, candidates, ids
+        )
         decision = Decision.model_construct(
             decision_id=uuid.uuid4().hex,
             use_case=request.use_case,
@@ -132,13 +139,14 @@ class DecisionEngine:
     def _apply_policy(
         self,
         use_case: UseCaseConfig,
+        name: str,
         encoder: FeatureEncoder,
         models: UseCaseModels,
         context: dict[str, FeatureValue],
         candidates: list[dict[str, FeatureValue]],
         ids: list[str],
     ) -> tuple[dict[str, np.ndarray], np.ndarray, Pick]:
-        expression = use_case.policy.value_expression
+        expression = self._values[name]
         predictions: dict[str, np.ndarray] = {}
         if expression.names <= models.by_outcome.keys():
             rows = encoder.encode(context, candidates)
@@ -254,7 +262,7 @@ class DecisionEngine:
             "choice": decision.choice,
             "ranking": decision.ranking,
             "propensity": decision.propensity,
-            "exploration": use_case.policy.exploration.model_dump(),
+            "exploration": self._exploration_logs[decision.use_case],
             "model_versions": decision.model_versions,
             "policy": decision.policy,
             "experiment": decision.experiment,
