@@ -89,6 +89,10 @@ class DecisionEngine:
             self._refresher.stop()
             self._refresher = None
 
+    def encoder(self, use_case: str) -> FeatureEncoder:
+        """How the use case's features become model rows (shared with the trainer)."""
+        return self._encoders[use_case]
+
     def feature_names(self, use_case: str) -> list[str]:
         return list(self._encoders[use_case].feature_names)
 

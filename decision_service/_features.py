@@ -77,6 +77,25 @@ class FeatureEncoder:
             ]
         return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(self.feature_names))
 
+    def encode_logged(self, rows: Sequence[Mapping[str, FeatureValue]]) -> np.ndarray:
+        """Rows for training from logged examples: each maps feature name to the value logged at
+        decision time (context and chosen candidate features merged; ``action`` for binary)."""
+        specs = (*self._context, *self._candidate)
+        matrix = np.empty((len(rows), len(self.feature_names)), dtype=np.float64)
+        for column, spec in enumerate(specs):
+            matrix[:, column] = [self._code(spec, row.get(spec.name)) for row in rows]
+        if self._binary:
+            matrix[:, -1] = [float(row.get(ACTION_FEATURE) or 0.0) for row in rows]
+        return matrix
+
+    def logged_example(
+        self, context: Mapping[str, FeatureValue], candidate: Mapping[str, FeatureValue], choice: str | None
+    ) -> dict[str, FeatureValue]:
+        """The features of the logged action, in the shape `encode_logged` reads."""
+        if self._binary:
+            return {**context, ACTION_FEATURE: 1.0 if choice == BINARY_CANDIDATES[1] else 0.0}
+        return {**context, **candidate}
+
     def _code(self, spec: _Spec, value: FeatureValue) -> float:
         if value is None:
             return math.nan

@@ -7,7 +7,7 @@ from the infrastructure settings.
 """
 
 from closedloop.contracts import InfrastructureConfig, Topics
-from closedloop.eventlog._logs import EventLog, FileEventLog, KafkaEventLog, KeyedRecord
+from closedloop.eventlog._logs import EventLog, FileEventLog, KafkaEventLog, KeyedRecord, ensure_topics
 from closedloop.eventlog._outbox import decode_record, encode_record
 from closedloop.eventlog._segments import Position, SegmentLog
 
@@ -33,5 +33,6 @@ __all__ = [
     "SegmentLog",
     "decode_record",
     "encode_record",
+    "ensure_topics",
     "open_event_log",
 ]

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -118,18 +118,7 @@ class _KafkaConnection:
         self._producer = KafkaProducer(**config)
 
     def before_batch(self) -> None:
-        from kafka.admin import NewTopic
-        from kafka.errors import TopicAlreadyExistsError
-
-        missing = sorted(set(self._topics) - set(self._admin.list_topics()))
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                self._admin.create_topics(
-                    [
-                        NewTopic(name, num_partitions=self._partitions, replication_factor=1)
-                        for name in missing
-                    ]
-                )
+        create_missing_topics(self._admin, self._topics, self._partitions)
 
     def send(self, topic: str, key: bytes, value: bytes) -> RecordFuture:
         future: RecordFuture = self._producer.send(topic, key=key, value=value)
@@ -142,12 +131,40 @@ class _KafkaConnection:
             self._admin.close()
 
 
+def create_missing_topics(admin: Any, topics: Iterable[str], partitions: int) -> None:
+    """Create those of ``topics`` the broker does not have (a KafkaAdminClient does the work)."""
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    missing = sorted(set(topics) - set(admin.list_topics()))
+    if missing:
+        with contextlib.suppress(TopicAlreadyExistsError):
+            admin.create_topics(
+                [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in missing]
+            )
+
+
+def ensure_topics(bootstrap_servers: str, topics: Iterable[str], *, partitions: int = 3) -> None:
+    """Make sure the topics exist, so that consumers can subscribe before the first event."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","), request_timeout_ms=5000)
+    try:
+        create_missing_topics(admin, topics, partitions)
+    finally:
+        admin.close()
+
+
 class FileEventLog:
     """The embedded event log: one segment log per topic under a directory, no broker needed."""
 
-    def __init__(self, directory: str | Path, *, fsync_interval: float = 0.1) -> None:
+    def __init__(
+        self, directory: str | Path, *, fsync_interval: float = 0.1, read_only: bool = False
+    ) -> None:
+        """``read_only``: read events another process writes (the trainer beside a service)."""
         self.directory = Path(directory)
         self._fsync_interval = fsync_interval
+        self._read_only = read_only
         self._topics: dict[str, SegmentLog] = {}
         self._lock = threading.Lock()
 
@@ -163,7 +180,9 @@ class FileEventLog:
             with self._lock:
                 log = self._topics.get(name)
                 if log is None:
-                    log = SegmentLog(self.directory / name, fsync_interval=self._fsync_interval)
+                    log = SegmentLog(
+                        self.directory / name, fsync_interval=self._fsync_interval, read_only=self._read_only
+                    )
                     self._topics[name] = log
         return log
 

@@ -43,20 +43,28 @@ class SegmentLog:
         *,
         segment_bytes: int = 64 * 1024 * 1024,
         fsync_interval: float = 0.1,
+        read_only: bool = False,
     ) -> None:
+        """``read_only``: a reader in another process than the writer; it never writes or cuts a
+        tail, and reads up to the last complete record the files hold."""
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.segment_bytes = segment_bytes
+        self.read_only = read_only
         self._lock = threading.Lock()
         self._appended = threading.Condition(self._lock)
         self._fsync_every_append = fsync_interval <= 0
-        segments = self.segments()
-        self._active = segments[-1] if segments else 0
-        self._size = _recover_tail(self._path(self._active)) if segments else 0
-        self._fd = os.open(self._path(self._active), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._dirty = False
         self._closed = threading.Event()
         self._syncer: threading.Thread | None = None
+        segments = self.segments()
+        self._active = segments[-1] if segments else 0
+        self._fd = -1
+        if read_only:
+            self._size = -1
+            return
+        self._size = _recover_tail(self._path(self._active)) if segments else 0
+        self._fd = os.open(self._path(self._active), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         if not self._fsync_every_append:
             self._syncer = threading.Thread(
                 target=self._sync_periodically, args=(fsync_interval,), name="segment-fsync", daemon=True
@@ -65,6 +73,8 @@ class SegmentLog:
 
     def append(self, payloads: Iterable[bytes]) -> Position:
         """Write the records in one system call; returns the position just after them."""
+        if self.read_only:
+            raise PermissionError(f"{self.directory} was opened read-only")
         frames = b"".join(_HEADER.pack(len(p), zlib.crc32(p)) + p for p in payloads)
         with self._lock:
             if self._size >= self.segment_bytes:
@@ -83,8 +93,7 @@ class SegmentLog:
         records: list[bytes] = []
         position = start
         while len(records) < max_records:
-            with self._lock:
-                active, size = self._active, self._size
+            active, size = self._bounds()
             if position.segment > active:
                 break
             path = self._path(position.segment)
@@ -94,7 +103,7 @@ class SegmentLog:
                     break
                 position = Position(later[0], 0)
                 continue
-            end = size if position.segment == active else None
+            end = size if position.segment == active and size >= 0 else None
             chunk, position = _read_frames(path, position, end, max_records - len(records))
             records.extend(chunk)
             if position.segment == active or len(records) >= max_records:
@@ -104,9 +113,20 @@ class SegmentLog:
 
     def wait_for_append(self, after: Position, timeout: float) -> None:
         """Block until the log grows past ``after`` or ``timeout`` seconds pass."""
+        if self.read_only:  # another process writes: nothing to be notified by, so look again later
+            self._closed.wait(min(timeout, 0.05))
+            return
         with self._lock:
             if Position(self._active, self._size) <= after:
                 self._appended.wait(timeout)
+
+    def _bounds(self) -> tuple[int, int]:
+        """The active segment and its size (-1: unknown, read to the end of the file)."""
+        if self.read_only:
+            segments = self.segments()
+            return (segments[-1] if segments else 0), -1
+        with self._lock:
+            return self._active, self._size
 
     def end(self) -> Position:
         with self._lock:

@@ -8,6 +8,7 @@ it keeps models under ``.closedloop/registry`` and events under ``.closedloop/ev
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -36,7 +37,10 @@ class EmbeddedClient:
         *,
         seed: int | None = None,
         refresh_interval: float = 0.5,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
+        """``clock``: what time decisions are stamped with (for simulations and tests of product
+        code that run on their own time); the wall clock by default."""
         try:
             from closedloop.decision_service import open_engine
         except ImportError as exc:  # the thin SDK install has no LightGBM
@@ -45,7 +49,7 @@ class EmbeddedClient:
                 hint="pip install 'closedloop[embedded]', or use closedloop.sdk.Client over HTTP.",
             ) from exc
         self.config = config if isinstance(config, ClosedLoopConfig) else load_config(config)
-        self.engine: DecisionEngine = open_engine(self.config, seed=seed)
+        self.engine: DecisionEngine = open_engine(self.config, seed=seed, clock=clock)
         self.engine.start_model_refresh(refresh_interval)
 
     def decide(

@@ -1,0 +1,21 @@
+"""A simulated product with a hidden ground truth, and the demo that runs the loop on it.
+
+- `World`: users, items and their true click/purchase probabilities (the oracle knows them)
+- `Demo`: the product calling the SDK round after round while the trainer learns, in simulated time
+- `demo_config()`: the demo's use case (``demo.yaml``)
+- `write_report(result, directory)`: the demo's HTML report and JSON summary
+"""
+
+from closedloop.simulator._demo import Demo, DemoResult, RoundSummary, demo_config, fresh_demo_directory
+from closedloop.simulator._world import Request, Response, World
+
+__all__ = [
+    "Demo",
+    "DemoResult",
+    "Request",
+    "Response",
+    "RoundSummary",
+    "World",
+    "demo_config",
+    "fresh_demo_directory",
+]

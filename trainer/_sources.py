@@ -1,0 +1,192 @@
+"""Where the trainer reads decision and feedback events: Kafka (a consumer group) or embedded files.
+
+The trainer's database, not the broker, is the source of truth for how far it has read: offsets
+are stored in the same transaction as the examples they produced, and a source is told to start
+from them (`seek`). Committing them to Kafka as well is only so that lag monitors see the group.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from closedloop.contracts import Topics
+from closedloop.eventlog import FileEventLog, Position, ensure_topics
+from closedloop.trainer._store import SourceOffsets
+
+logger = logging.getLogger(__name__)
+
+# A file position packed into one integer offset: segments are far smaller than 2**40 bytes.
+_SEGMENT_SHIFT = 40
+
+
+@dataclass
+class EventBatch:
+    decisions: list[bytes] = field(default_factory=list)
+    feedback: list[bytes] = field(default_factory=list)
+    positions: SourceOffsets = field(default_factory=dict)
+    """Where each read (topic, partition) continues after this batch."""
+
+    def __len__(self) -> int:
+        return len(self.decisions) + len(self.feedback)
+
+
+class EventSource(Protocol):
+    name: str
+    """Identifies the source's offsets in the database (e.g. the consumer group)."""
+
+    def seek(self, positions: SourceOffsets) -> None: ...
+
+    def poll(self, max_records: int, timeout: float) -> EventBatch:
+        """The next events; an empty batch means the source had nothing new within ``timeout``."""
+        ...
+
+    def committed(self, positions: SourceOffsets) -> None:
+        """Told after the database committed a batch ending at ``positions``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class FileEventSource:
+    """Reads the embedded event log's segment files."""
+
+    def __init__(self, log: FileEventLog, topics: Topics) -> None:
+        self.name = f"files:{log.directory}"
+        self._log = log
+        self._topics = topics
+        self._positions: dict[str, Position] = {
+            topics.decisions: Position(0, 0),
+            topics.feedback: Position(0, 0),
+        }
+
+    def seek(self, positions: SourceOffsets) -> None:
+        for (topic, _), offset in positions.items():
+            if topic in self._positions:
+                self._positions[topic] = Position(
+                    offset >> _SEGMENT_SHIFT, offset & ((1 << _SEGMENT_SHIFT) - 1)
+                )
+
+    def poll(self, max_records: int, timeout: float) -> EventBatch:
+        batch = self._read(max_records)
+        if not batch and timeout > 0:
+            self._log.topic(self._topics.decisions).wait_for_append(
+                self._positions[self._topics.decisions], timeout
+            )
+            batch = self._read(max_records)
+        return batch
+
+    def _read(self, max_records: int) -> EventBatch:
+        batch = EventBatch()
+        # Decisions first, so that feedback read in the same batch finds its decision.
+        for topic, into in (
+            (self._topics.decisions, batch.decisions),
+            (self._topics.feedback, batch.feedback),
+        ):
+            records, end = self._log.read(topic, self._positions[topic], max_records=max_records)
+            into.extend(records)
+            if records:
+                self._positions[topic] = end
+                batch.positions[(topic, 0)] = (end.segment << _SEGMENT_SHIFT) | end.offset
+        return batch
+
+    def committed(self, positions: SourceOffsets) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class KafkaEventSource:
+    """A member of the trainer's consumer group over the decision and feedback topics."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topics: Topics,
+        *,
+        group_id: str,
+        stored_offsets: Callable[[], SourceOffsets],
+        consumer_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        from kafka import KafkaConsumer
+
+        self.name = f"kafka:{group_id}"
+        self._topics = topics
+        self.stored_offsets = stored_offsets
+        ensure_topics(bootstrap_servers, [topics.decisions, topics.feedback])
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap_servers.split(","),
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **{
+                "session_timeout_ms": 10_000,
+                "heartbeat_interval_ms": 1_000,
+                # Training happens between polls; a member that trains longer than this is
+                # dropped from the group and rejoins, which the stored offsets make harmless.
+                "max_poll_interval_ms": 300_000,
+                **(consumer_config or {}),
+            },
+        )
+        self._consumer.subscribe([topics.decisions, topics.feedback], listener=_seek_listener(self))
+
+    def seek(self, positions: SourceOffsets) -> None:
+        from kafka import TopicPartition
+
+        for partition in self._consumer.assignment():
+            offset = positions.get((partition.topic, partition.partition))
+            if offset is None:
+                # Not in the database: nothing of it was stored yet, whatever the group committed.
+                self._consumer.seek_to_beginning(partition)
+            else:
+                self._consumer.seek(TopicPartition(partition.topic, partition.partition), offset)
+
+    def poll(self, max_records: int, timeout: float) -> EventBatch:
+        batch = EventBatch()
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            polled = self._consumer.poll(timeout_ms=int(remaining * 1000), max_records=max_records)
+            for partition, records in polled.items():
+                into = batch.decisions if partition.topic == self._topics.decisions else batch.feedback
+                into.extend(record.value for record in records)
+                batch.positions[(partition.topic, partition.partition)] = records[-1].offset + 1
+            if batch or remaining <= 0:
+                return batch
+
+    def committed(self, positions: SourceOffsets) -> None:
+        from kafka import TopicPartition
+        from kafka.errors import KafkaError
+        from kafka.structs import OffsetAndMetadata
+
+        try:
+            self._consumer.commit(
+                {
+                    TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+                    for (topic, partition), offset in positions.items()
+                }
+            )
+        except KafkaError as exc:  # the database holds the truth; the group's copy can lag
+            logger.warning("committing offsets to the consumer group failed: %s", exc)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _seek_listener(source: KafkaEventSource) -> Any:
+    from kafka import ConsumerRebalanceListener
+
+    class SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
+        """On every (re)assignment, continue from the offsets the database holds."""
+
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            pass
+
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            source.seek(source.stored_offsets())
+
+    return SeekToStored()

@@ -1,0 +1,391 @@
+"""Training examples, their labels and the consumed offsets, in one SQL database (SQLAlchemy Core).
+
+Everything a batch of events changes — new examples, joined labels, early feedback waiting for its
+decision, and the source offsets the batch ends at — is written in one transaction. A trainer that
+is killed mid-batch therefore restarts from the last committed offsets with exactly the labels
+those offsets account for: nothing lost, nothing counted twice. Labels are keyed by
+(decision, outcome), so a redelivered feedback event cannot add a second label either.
+
+Times are stored as epoch seconds (floats): the same in SQLite and PostgreSQL, and cheap to compare.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from closedloop.contracts import ConfigError
+
+metadata = sa.MetaData()
+
+examples = sa.Table(
+    "cl_examples",
+    metadata,
+    sa.Column("decision_id", sa.String(128), primary_key=True),
+    sa.Column("use_case", sa.String(64), nullable=False),
+    sa.Column("decided_at", sa.Float, nullable=False),
+    sa.Column("features", sa.Text, nullable=False),
+    sa.Column("choice", sa.String(256)),
+    sa.Column("propensity", sa.Float, nullable=False),
+    sa.Column("policy", sa.String(16), nullable=False),
+    sa.Column("arm", sa.String(64)),
+    sa.Column("model_versions", sa.Text, nullable=False),
+    sa.Column("closed", sa.Boolean, nullable=False, default=False),
+    sa.Index("ix_cl_examples_open", "use_case", "closed", "decided_at"),
+    sa.Index("ix_cl_examples_time", "use_case", "decided_at"),
+)
+
+labels = sa.Table(
+    "cl_labels",
+    metadata,
+    sa.Column("decision_id", sa.String(128), primary_key=True),
+    sa.Column("outcome", sa.String(64), primary_key=True),
+    sa.Column("use_case", sa.String(64), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("feedback_id", sa.String(128)),
+    sa.Column("labelled_at", sa.Float, nullable=False),
+    sa.Index("ix_cl_labels_use_case", "use_case", "outcome"),
+)
+
+pending_feedback = sa.Table(
+    "cl_pending_feedback",
+    metadata,
+    sa.Column("decision_id", sa.String(128), primary_key=True),
+    sa.Column("outcome", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("feedback_id", sa.String(128), nullable=False),
+    sa.Column("happened_at", sa.Float, nullable=False),
+)
+
+offsets = sa.Table(
+    "cl_offsets",
+    metadata,
+    sa.Column("source", sa.String(128), primary_key=True),
+    sa.Column("topic", sa.String(256), primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("next_offset", sa.BigInteger, nullable=False),
+)
+
+counters = sa.Table(
+    "cl_trainer_counters",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+runs = sa.Table(
+    "cl_training_runs",
+    metadata,
+    sa.Column("run_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("use_case", sa.String(64), nullable=False),
+    sa.Column("outcome", sa.String(64), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float, nullable=False),
+    sa.Column("labels_seen", sa.BigInteger, nullable=False),
+    sa.Column("promoted", sa.Boolean, nullable=False),
+    sa.Column("version", sa.String(32)),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("report", sa.Text, nullable=False),
+    sa.Index("ix_cl_training_runs_use_case", "use_case", "outcome", "run_id"),
+)
+
+SourceOffsets = dict[tuple[str, int], int]
+"""(topic, partition) -> the next offset to read."""
+
+
+@dataclass(frozen=True)
+class LabelledExample:
+    decided_at: float
+    features: dict[str, Any]
+    value: float
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    run_id: int
+    use_case: str
+    outcome: str
+    started_at: float
+    finished_at: float
+    labels_seen: int
+    promoted: bool
+    version: str | None
+    reason: str
+    report: dict[str, Any]
+
+
+def _insert(connection: Connection, table: sa.Table) -> Any:
+    """The dialect's INSERT, which offers ON CONFLICT in both SQLite and PostgreSQL."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    if connection.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table)
+    raise ConfigError(
+        f"The metadata database {connection.dialect.name!r} is not supported.",
+        hint="Use SQLite (the default) or PostgreSQL (postgresql+psycopg://...).",
+    )
+
+
+def insert_ignoring_duplicates(
+    connection: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    if rows:
+        keys = [column.name for column in table.primary_key.columns]
+        connection.execute(_insert(connection, table).on_conflict_do_nothing(index_elements=keys), rows)
+
+
+def _chunks(items: Sequence[str], size: int = 900) -> Iterator[Sequence[str]]:
+    # SQLite limits the number of bound parameters of one statement.
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class ExampleStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        metadata.create_all(engine)
+
+    @classmethod
+    def from_url(cls, url: str, *, schema: str | None = None) -> ExampleStore:
+        """``schema``: a PostgreSQL schema of its own (created if missing), e.g. one per test or demo."""
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        connect_args: dict[str, Any] = {}
+        if schema is not None:
+            with sa.create_engine(url).begin() as connection:
+                connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            connect_args["options"] = f"-csearch_path={schema}"
+        engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return cls(engine)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self.engine.begin() as connection:
+            yield connection
+
+    # -- offsets ----------------------------------------------------------------------------------
+
+    def offsets(self, source: str) -> SourceOffsets:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(offsets.c.topic, offsets.c.partition, offsets.c.next_offset).where(
+                    offsets.c.source == source
+                )
+            )
+            return {(row.topic, row.partition): row.next_offset for row in rows}
+
+    @staticmethod
+    def save_offsets(connection: Connection, source: str, positions: SourceOffsets) -> None:
+        if not positions:
+            return
+        statement = _insert(connection, offsets)
+        statement = statement.on_conflict_do_update(
+            index_elements=["source", "topic", "partition"],
+            set_={"next_offset": statement.excluded.next_offset},
+        )
+        connection.execute(
+            statement,
+            [
+                {"source": source, "topic": topic, "partition": partition, "next_offset": offset}
+                for (topic, partition), offset in positions.items()
+            ],
+        )
+
+    # -- counters ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def add_to_counters(connection: Connection, increments: Mapping[str, int]) -> None:
+        rows = [{"name": name, "value": value} for name, value in increments.items() if value]
+        if not rows:
+            return
+        statement = _insert(connection, counters)
+        statement = statement.on_conflict_do_update(
+            index_elements=["name"], set_={"value": counters.c.value + statement.excluded.value}
+        )
+        connection.execute(statement, rows)
+
+    def counters(self) -> dict[str, int]:
+        with self.engine.connect() as connection:
+            return {row.name: row.value for row in connection.execute(sa.select(counters))}
+
+    # -- joining ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def known_decisions(connection: Connection, decision_ids: Iterable[str]) -> dict[str, tuple[str, float]]:
+        """decision id -> (use case, decided_at) for those of the ids that are stored."""
+        found: dict[str, tuple[str, float]] = {}
+        for chunk in _chunks(sorted(set(decision_ids))):
+            rows = connection.execute(
+                sa.select(examples.c.decision_id, examples.c.use_case, examples.c.decided_at).where(
+                    examples.c.decision_id.in_(chunk)
+                )
+            )
+            found.update({row.decision_id: (row.use_case, row.decided_at) for row in rows})
+        return found
+
+    @staticmethod
+    def existing_labels(connection: Connection, decision_ids: Iterable[str]) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        for chunk in _chunks(sorted(set(decision_ids))):
+            rows = connection.execute(
+                sa.select(labels.c.decision_id, labels.c.outcome).where(labels.c.decision_id.in_(chunk))
+            )
+            found.update((row.decision_id, row.outcome) for row in rows)
+        return found
+
+    @staticmethod
+    def take_pending(connection: Connection, decision_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """Remove and return the early feedback waiting for these decisions."""
+        taken: list[dict[str, Any]] = []
+        for chunk in _chunks(sorted(set(decision_ids))):
+            condition = pending_feedback.c.decision_id.in_(chunk)
+            taken.extend(
+                dict(row._mapping) for row in connection.execute(sa.select(pending_feedback).where(condition))
+            )
+            connection.execute(sa.delete(pending_feedback).where(condition))
+        return taken
+
+    @staticmethod
+    def close_windows(
+        connection: Connection,
+        use_case: str,
+        windows: Mapping[str, tuple[float, float]],
+        now: float,
+    ) -> int:
+        """Give every open decision whose window for an outcome ended before ``now`` the outcome's
+        default, unless feedback labelled it; mark decisions whose every window ended as closed.
+
+        ``windows``: outcome -> (window in seconds, default value). Returns the defaults applied.
+        """
+        applied = 0
+        for outcome, (window, default) in windows.items():
+            already = sa.exists().where(
+                (labels.c.decision_id == examples.c.decision_id) & (labels.c.outcome == outcome)
+            )
+            chosen = sa.select(
+                examples.c.decision_id,
+                sa.literal(outcome, sa.String),
+                examples.c.use_case,
+                sa.literal(default, sa.Float),
+                sa.literal("default", sa.String),
+                examples.c.decided_at + window,
+            ).where(
+                (examples.c.use_case == use_case)
+                & (examples.c.closed.is_(False))
+                & (examples.c.decided_at <= now - window)
+                & ~already
+            )
+            result = connection.execute(
+                sa.insert(labels).from_select(
+                    ["decision_id", "outcome", "use_case", "value", "source", "labelled_at"], chosen
+                )
+            )
+            applied += max(result.rowcount, 0)
+        longest = max(window for window, _ in windows.values())
+        connection.execute(
+            sa.update(examples)
+            .where(
+                (examples.c.use_case == use_case)
+                & (examples.c.closed.is_(False))
+                & (examples.c.decided_at <= now - longest)
+            )
+            .values(closed=True)
+        )
+        return applied
+
+    # -- reading for training -----------------------------------------------------------------------
+
+    def label_counts(self, use_case: str) -> dict[str, int]:
+        """outcome -> labels stored."""
+        query = (
+            sa.select(labels.c.outcome, sa.func.count())
+            .where(labels.c.use_case == use_case)
+            .group_by(labels.c.outcome)
+        )
+        with self.engine.connect() as connection:
+            return {outcome: int(count) for outcome, count in connection.execute(query)}
+
+    def labelled_examples(self, use_case: str, outcome: str, *, limit: int) -> list[LabelledExample]:
+        """The latest ``limit`` labelled examples of an outcome, oldest first."""
+        query = (
+            sa.select(examples.c.decided_at, examples.c.features, labels.c.value)
+            .join(labels, labels.c.decision_id == examples.c.decision_id)
+            .where((labels.c.use_case == use_case) & (labels.c.outcome == outcome))
+            .order_by(examples.c.decided_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            rows = list(connection.execute(query))
+        rows.reverse()
+        return [LabelledExample(row.decided_at, orjson.loads(row.features), row.value) for row in rows]
+
+    def labels_of(self, use_case: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(labels).where(labels.c.use_case == use_case))
+            return [dict(row._mapping) for row in rows]
+
+    # -- runs -------------------------------------------------------------------------------------
+
+    def record_run(self, run: TrainingRun) -> int:
+        values = {
+            "use_case": run.use_case,
+            "outcome": run.outcome,
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+            "labels_seen": run.labels_seen,
+            "promoted": run.promoted,
+            "version": run.version,
+            "reason": run.reason,
+            "report": orjson.dumps(run.report).decode(),
+        }
+        with self.engine.begin() as connection:
+            result = connection.execute(sa.insert(runs).values(**values))
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def runs(self, use_case: str | None = None) -> list[TrainingRun]:
+        query = sa.select(runs).order_by(runs.c.run_id)
+        if use_case is not None:
+            query = query.where(runs.c.use_case == use_case)
+        with self.engine.connect() as connection:
+            return [
+                TrainingRun(
+                    run_id=row.run_id,
+                    use_case=row.use_case,
+                    outcome=row.outcome,
+                    started_at=row.started_at,
+                    finished_at=row.finished_at,
+                    labels_seen=row.labels_seen,
+                    promoted=row.promoted,
+                    version=row.version,
+                    reason=row.reason,
+                    report=orjson.loads(row.report),
+                )
+                for row in connection.execute(query)
+            ]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    # WAL lets `closedloop models` read while the trainer writes; NORMAL sync is safe under WAL.
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

@@ -1,0 +1,270 @@
+"""The trainer: consume events, join outcomes, close windows, retrain on the trigger, gate, publish.
+
+Each step is a method so that the CLI's long-running mode, ``train --once``, the demo and the tests
+drive the same code. Outcome windows are closed only after the source has been read to its end,
+so a trainer catching up on a backlog never gives a default to a decision whose feedback is
+still further down the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from closedloop.contracts import ClosedLoopConfig, OutcomeConfig
+from closedloop.decision_service import FeatureEncoder
+from closedloop.registry import ModelRegistry
+from closedloop.trainer._join import Joiner
+from closedloop.trainer._sources import EventSource
+from closedloop.trainer._store import ExampleStore, TrainingRun
+from closedloop.trainer._training import (
+    Dataset,
+    Metrics,
+    constant_predictions,
+    evaluate,
+    fit,
+    gate,
+    lightgbm_params,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+@dataclass
+class CycleReport:
+    """What one `Trainer.run_once` did."""
+
+    consumed: Counter[str] = field(default_factory=Counter)
+    defaults_applied: int = 0
+    runs: list[TrainingRun] = field(default_factory=list)
+
+    @property
+    def promoted(self) -> list[TrainingRun]:
+        return [run for run in self.runs if run.promoted]
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: ClosedLoopConfig,
+        *,
+        store: ExampleStore,
+        source: EventSource,
+        registry: ModelRegistry,
+        clock: Callable[[], float] = time.time,
+        lateness: float = 60.0,
+        max_training_rows: int = 1_000_000,
+        seed: int = 0,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.source = source
+        self.registry = registry
+        self.lateness = lateness
+        """Seconds a window stays open past its end for events still on their way."""
+        self.max_training_rows = max_training_rows
+        self._clock = clock
+        self._seed = seed
+        self._progress = progress or (lambda message: logger.info("%s", message))
+        self._joiner = Joiner(config)
+        self._encoders = {name: FeatureEncoder(uc) for name, uc in config.use_cases.items()}
+        self.source.seek(store.offsets(source.name))
+
+    # -- consuming --------------------------------------------------------------------------------
+
+    def consume(self, *, max_records: int = 5000, timeout: float = 0.0) -> Counter[str]:
+        """Read and store one batch; its offsets are committed in the same transaction."""
+        batch = self.source.poll(max_records, timeout)
+        if not batch:
+            return Counter()
+        with self.store.transaction() as connection:
+            counts = self._joiner.apply(connection, batch.decisions, batch.feedback)
+            ExampleStore.save_offsets(connection, self.source.name, batch.positions)
+            ExampleStore.add_to_counters(connection, counts)
+        self.source.committed(batch.positions)
+        return counts
+
+    def catch_up(self, *, timeout: float = 0.5, max_records: int = 5000) -> Counter[str]:
+        """Consume until the source has nothing new for ``timeout`` seconds."""
+        total: Counter[str] = Counter()
+        while True:
+            counts = self.consume(max_records=max_records, timeout=timeout)
+            if not counts:
+                return total
+            total.update(counts)
+
+    def close_windows(self) -> int:
+        """Apply outcome defaults to every decision whose window (plus lateness) has ended."""
+        now = self._clock() - self.lateness
+        applied = 0
+        with self.store.transaction() as connection:
+            for name, use_case in self.config.use_cases.items():
+                windows = {
+                    o: (outcome.window.total_seconds(), outcome.default)
+                    for o, outcome in use_case.outcomes.items()
+                }
+                applied += ExampleStore.close_windows(connection, name, windows, now)
+            ExampleStore.add_to_counters(connection, {"defaults_applied": applied})
+        return applied
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def due(self, use_case: str) -> bool:
+        """Whether the use case's retrain trigger has fired for any of its outcomes."""
+        trigger = self.config.use_cases[use_case].retrain
+        counts = self.store.label_counts(use_case)
+        latest = {run.outcome: run for run in self.store.runs(use_case)}
+        for outcome in self.config.use_cases[use_case].outcomes:
+            previous = latest.get(outcome)
+            new = counts.get(outcome, 0) - (previous.labels_seen if previous else 0)
+            if new >= trigger.min_new_examples:
+                return True
+            if trigger.every is not None and new > 0:
+                last = previous.finished_at if previous else 0.0
+                if self._clock() - last >= trigger.every.total_seconds():
+                    return True
+        return False
+
+    def run_once(self, *, force: bool = False, timeout: float = 0.5) -> CycleReport:
+        """Catch up on the log, close windows, and retrain every use case whose trigger fired."""
+        report = CycleReport(consumed=self.catch_up(timeout=timeout))
+        report.defaults_applied = self.close_windows()
+        for name in self.config.use_cases:
+            if force or self.due(name):
+                report.runs.extend(self.train(name))
+        return report
+
+    def train(self, use_case: str) -> list[TrainingRun]:
+        """Train, evaluate and gate a model for each outcome of the use case; publish the results."""
+        counts = self.store.label_counts(use_case)
+        return [
+            self._train_outcome(use_case, outcome, counts.get(outcome, 0))
+            for outcome in self.config.use_cases[use_case].outcomes
+        ]
+
+    def _train_outcome(self, name: str, outcome_name: str, labels_seen: int) -> TrainingRun:
+        started = self._clock()
+        use_case = self.config.use_cases[name]
+        outcome = use_case.outcomes[outcome_name]
+        rules = use_case.promotion
+        encoder = self._encoders[name]
+        rows = self.store.labelled_examples(name, outcome_name, limit=self.max_training_rows)
+        held_out = round(len(rows) * rules.holdout_fraction)
+        if held_out < rules.min_examples:
+            reason = (
+                f"{len(rows)} labelled examples give {held_out} held out; the gate needs "
+                f"min_examples={rules.min_examples} (holdout_fraction={rules.holdout_fraction})"
+            )
+            return self._record(
+                name, outcome_name, started, labels_seen, None, False, reason, {"rows": len(rows)}
+            )
+        self._progress(f"training {name}/{outcome_name} on {len(rows) - held_out} rows, {held_out} held out")
+        train, holdout = Dataset.from_examples(rows, encoder).split_by_time(rules.holdout_fraction)
+        params = lightgbm_params(use_case, outcome, self._seed)
+        booster = fit(train, encoder, params, use_case.model.num_trees)
+        challenger = evaluate(np.asarray(booster.predict(holdout.features)), holdout.labels, outcome)
+        baseline = evaluate(constant_predictions(train.labels, len(holdout)), holdout.labels, outcome)
+        parent = self.registry.champion(name, outcome_name)
+        champion = self._champion_metrics(name, outcome_name, parent, encoder, holdout, outcome)
+        reference, reference_name = (
+            (champion, f"champion {parent}") if champion else (baseline, "constant baseline")
+        )
+        decision = gate(challenger, reference, reference_name, outcome, rules)
+        report: dict[str, Any] = {
+            "metrics": challenger,
+            "champion_metrics": champion,
+            "baseline_metrics": baseline,
+            "gate": {"passed": decision.passed, "compared_with": reference_name, "reasons": decision.reasons},
+            "params": {**params, "num_trees": use_case.model.num_trees},
+            "lineage": {
+                "data_from": _iso(float(train.decided_at[0])),
+                "data_to": _iso(float(holdout.decided_at[-1])),
+                "holdout_from": _iso(float(holdout.decided_at[0])),
+                "rows_train": len(train),
+                "rows_holdout": len(holdout),
+                "parent_version": parent,
+                "source": self.source.name,
+                "offsets": {
+                    f"{t}/{p}": o for (t, p), o in sorted(self.store.offsets(self.source.name).items())
+                },
+            },
+        }
+        published = self.registry.publish(
+            name,
+            outcome_name,
+            str(booster.model_to_string()),
+            {
+                **report,
+                "status": "champion" if decision.passed else "rejected",
+                "feature_names": list(encoder.feature_names),
+                "objective": params["objective"],
+            },
+            champion=decision.passed,
+        )
+        verdict = "promoted" if decision.passed else "rejected"
+        self._progress(f"{name}/{outcome_name} {published.version} {verdict}: {decision.summary}")
+        return self._record(
+            name,
+            outcome_name,
+            started,
+            labels_seen,
+            published.version,
+            decision.passed,
+            decision.summary,
+            report,
+        )
+
+    def _champion_metrics(
+        self,
+        name: str,
+        outcome_name: str,
+        version: str | None,
+        encoder: FeatureEncoder,
+        holdout: Dataset,
+        outcome: OutcomeConfig,
+    ) -> Metrics | None:
+        if version is None:
+            return None
+        try:
+            booster = lgb.Booster(model_str=self.registry.model_text(name, outcome_name, version))
+        except (KeyError, lgb.basic.LightGBMError) as exc:
+            logger.warning("cannot load champion %s/%s/%s: %s", name, outcome_name, version, exc)
+            return None
+        if booster.feature_name() != list(encoder.feature_names):
+            return None  # trained before the use case's features changed: compare with the baseline
+        return evaluate(np.asarray(booster.predict(holdout.features)), holdout.labels, outcome)
+
+    def _record(
+        self,
+        use_case: str,
+        outcome: str,
+        started: float,
+        labels_seen: int,
+        version: str | None,
+        promoted: bool,
+        reason: str,
+        report: dict[str, Any],
+    ) -> TrainingRun:
+        run = TrainingRun(
+            0, use_case, outcome, started, self._clock(), labels_seen, promoted, version, reason, report
+        )
+        run_id = self.store.record_run(run)
+        return replace(run, run_id=run_id)
+
+    def close(self) -> None:
+        self.source.close()
+        self.store.close()
+        self.registry.close()
