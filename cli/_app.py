@@ -1,8 +1,9 @@
-"""`closedloop validate | serve | models`: heavy imports happen inside the command that needs them."""
+"""`closedloop validate | serve | train | models | demo`: heavy imports happen in the command using them."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -69,6 +70,78 @@ def models(config: ConfigOption = Path("closedloop.yaml")) -> None:
         for name, use_case in loaded.use_cases.items()
     }
     typer.echo(json.dumps(listing, indent=2, default=str))
+
+
+@app.command()
+def train(
+    config: ConfigOption = Path("closedloop.yaml"),
+    once: Annotated[
+        bool, typer.Option("--once", help="One cycle (catch up, close windows, train if due), then exit.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option(help="Train every use case now, whatever the retrain trigger says.")
+    ] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between cycles in the long-running mode.")] = 10.0,
+    group: Annotated[
+        str | None, typer.Option(help="Kafka consumer group (default: <topic_prefix>.trainer).")
+    ] = None,
+) -> None:
+    """Join logged outcomes to decisions, retrain LightGBM models, gate them and publish champions."""
+    from rich.console import Console
+
+    from closedloop.trainer import open_trainer
+
+    console = Console(stderr=True)
+    trainer = open_trainer(load_config(config), group_id=group, progress=lambda message: console.log(message))
+    try:
+        while True:
+            with console.status("catching up on the event log and training"):
+                report = trainer.run_once(force=force)
+            consumed = ", ".join(f"{k} {v}" for k, v in sorted(report.consumed.items())) or "nothing new"
+            console.log(
+                f"consumed: {consumed}; defaults applied: {report.defaults_applied}; "
+                f"runs: {len(report.runs)}, promoted: {len(report.promoted)}"
+            )
+            if once:
+                return
+            force = False
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        console.log("stopped")
+    finally:
+        trainer.close()
+
+
+@app.command()
+def demo(
+    rounds: Annotated[int, typer.Option(min=3, help="Simulated hours of traffic.")] = 10,
+    decisions: Annotated[int, typer.Option(min=100, help="Decisions per round.")] = 1500,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated product.")] = 0,
+    output: Annotated[Path, typer.Option(help="Where the report and the embedded stores go.")] = Path(
+        "closedloop-demo"
+    ),
+    redis_url: Annotated[
+        str | None, typer.Option(envvar="CLOSEDLOOP_REDIS_URL", help="Use this Redis.")
+    ] = None,
+    kafka_bootstrap: Annotated[
+        str | None, typer.Option(envvar="CLOSEDLOOP_KAFKA_BOOTSTRAP", help="Use this Kafka.")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(envvar="CLOSEDLOOP_DATABASE_URL", help="Use this database (SQLAlchemy URL).")
+    ] = None,
+) -> None:
+    """Run the whole loop on a simulated product and write an HTML report (no servers needed)."""
+    from closedloop.simulator import run_demo_command
+
+    run_demo_command(
+        rounds=rounds,
+        decisions=decisions,
+        seed=seed,
+        output=output,
+        redis_url=redis_url,
+        kafka_bootstrap=kafka_bootstrap,
+        database_url=database_url,
+    )
 
 
 def main() -> None:

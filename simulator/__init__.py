@@ -6,7 +6,9 @@
 - `write_report(result, directory)`: the demo's HTML report and JSON summary
 """
 
+from closedloop.simulator._command import run_demo_command
 from closedloop.simulator._demo import Demo, DemoResult, RoundSummary, demo_config, fresh_demo_directory
+from closedloop.simulator._report import write_report
 from closedloop.simulator._world import Request, Response, World
 
 __all__ = [
@@ -18,4 +20,6 @@ __all__ = [
     "World",
     "demo_config",
     "fresh_demo_directory",
+    "run_demo_command",
+    "write_report",
 ]

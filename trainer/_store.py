@@ -74,6 +74,15 @@ offsets = sa.Table(
     sa.Column("next_offset", sa.BigInteger, nullable=False),
 )
 
+# Every decision of the use case made before ``closed_before`` has its final label for the outcome.
+window_marks = sa.Table(
+    "cl_window_marks",
+    metadata,
+    sa.Column("use_case", sa.String(64), primary_key=True),
+    sa.Column("outcome", sa.String(64), primary_key=True),
+    sa.Column("closed_before", sa.Float, nullable=False),
+)
+
 counters = sa.Table(
     "cl_trainer_counters",
     metadata,
@@ -272,6 +281,7 @@ class ExampleStore:
         ``windows``: outcome -> (window in seconds, default value). Returns the defaults applied.
         """
         applied = 0
+        marks: list[dict[str, Any]] = []
         for outcome, (window, default) in windows.items():
             already = sa.exists().where(
                 (labels.c.decision_id == examples.c.decision_id) & (labels.c.outcome == outcome)
@@ -295,6 +305,15 @@ class ExampleStore:
                 )
             )
             applied += max(result.rowcount, 0)
+            marks.append({"use_case": use_case, "outcome": outcome, "closed_before": now - window})
+        statement = _insert(connection, window_marks)
+        connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=["use_case", "outcome"],
+                set_={"closed_before": statement.excluded.closed_before},
+            ),
+            marks,
+        )
         longest = max(window for window, _ in windows.values())
         connection.execute(
             sa.update(examples)
@@ -320,15 +339,30 @@ class ExampleStore:
             return {outcome: int(count) for outcome, count in connection.execute(query)}
 
     def labelled_examples(self, use_case: str, outcome: str, *, limit: int) -> list[LabelledExample]:
-        """The latest ``limit`` labelled examples of an outcome, oldest first."""
-        query = (
-            sa.select(examples.c.decided_at, examples.c.features, labels.c.value)
-            .join(labels, labels.c.decision_id == examples.c.decision_id)
-            .where((labels.c.use_case == use_case) & (labels.c.outcome == outcome))
-            .order_by(examples.c.decided_at.desc())
-            .limit(limit)
-        )
+        """The latest ``limit`` examples whose label for the outcome is final, oldest first.
+
+        Only decisions whose window has closed count: inside an open window the positives have
+        arrived and the negatives have not, and training on that would overstate the outcome.
+        """
         with self.engine.connect() as connection:
+            closed_before = connection.execute(
+                sa.select(window_marks.c.closed_before).where(
+                    (window_marks.c.use_case == use_case) & (window_marks.c.outcome == outcome)
+                )
+            ).scalar_one_or_none()
+            if closed_before is None:
+                return []
+            query = (
+                sa.select(examples.c.decided_at, examples.c.features, labels.c.value)
+                .join(labels, labels.c.decision_id == examples.c.decision_id)
+                .where(
+                    (labels.c.use_case == use_case)
+                    & (labels.c.outcome == outcome)
+                    & (examples.c.decided_at <= closed_before)
+                )
+                .order_by(examples.c.decided_at.desc())
+                .limit(limit)
+            )
             rows = list(connection.execute(query))
         rows.reverse()
         return [LabelledExample(row.decided_at, orjson.loads(row.features), row.value) for row in rows]
