@@ -222,3 +222,31 @@ def serve() -> Iterator[Callable[[object], Server]]:
     yield start
     for server in servers:
         server.stop()
+
+
+# -- SQL databases --------------------------------------------------------------------------------
+
+POSTGRES_URL = os.environ.get("CLOSEDLOOP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+class Database:
+    """A metadata database for one test: a SQLite file, or a PostgreSQL schema of the test's own."""
+
+    def __init__(self, url: str, schema: str | None) -> None:
+        self.url = url
+        self.schema = schema
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        yield Database(f"sqlite:///{tmp_path / 'metadata.db'}", None)
+        return
+    import sqlalchemy as sa
+
+    schema = f"cltest_{uuid.uuid4().hex[:12]}"
+    yield Database(POSTGRES_URL, schema)
+    engine = sa.create_engine(POSTGRES_URL)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    engine.dispose()

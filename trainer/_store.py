@@ -173,8 +173,10 @@ class ExampleStore:
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         connect_args: dict[str, Any] = {}
         if schema is not None:
-            with sa.create_engine(url).begin() as connection:
+            setup = sa.create_engine(url)
+            with setup.begin() as connection:
                 connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            setup.dispose()
             connect_args["options"] = f"-csearch_path={schema}"
         engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
         if engine.dialect.name == "sqlite":
@@ -300,11 +302,11 @@ class ExampleStore:
                 & ~already
             )
             result = connection.execute(
-                sa.insert(labels).from_select(
-                    ["decision_id", "outcome", "use_case", "value", "source", "labelled_at"], chosen
-                )
+                sa.insert(labels)
+                .from_select(["decision_id", "outcome", "use_case", "value", "source", "labelled_at"], chosen)
+                .returning(labels.c.decision_id)  # rowcount of INSERT ... SELECT is not reliable on psycopg
             )
-            applied += max(result.rowcount, 0)
+            applied += len(result.all())
             marks.append({"use_case": use_case, "outcome": outcome, "closed_before": now - window})
         statement = _insert(connection, window_marks)
         connection.execute(

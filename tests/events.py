@@ -1,0 +1,67 @@
+"""Decision and feedback events built by hand, in the exact wire formats, for trainer tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from closedloop.contracts import CandidateLog, DecisionEvent, FeedbackEvent
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC).timestamp()
+
+
+def at(seconds_after_t0: float) -> datetime:
+    return datetime.fromtimestamp(T0 + seconds_after_t0, UTC)
+
+
+def decision_event(
+    decision_id: str,
+    *,
+    seconds: float = 0.0,
+    use_case: str = "pick",
+    candidates: dict[str, dict[str, Any]] | None = None,
+    choice: str = "a",
+    propensity: float = 0.5,
+) -> bytes:
+    candidates = candidates or {"a": {"price": 1.0}, "b": {"price": 2.0}}
+    event = DecisionEvent(
+        event_id=decision_id,
+        use_case=use_case,
+        unit_id="u1",
+        timestamp=at(seconds),
+        decision_type="choose",
+        context={},
+        candidates=[
+            CandidateLog(id=cid, features=features, predictions={}, value=0.0)
+            for cid, features in candidates.items()
+        ],
+        choice=choice,
+        ranking=None,
+        propensity=propensity,
+        exploration={"strategy": "softmax", "temperature": 0.1},
+        model_versions={},
+        policy="default",
+        experiment=None,
+        arm=None,
+    )
+    return event.model_dump_json().encode()
+
+
+def feedback_event(
+    feedback_id: str,
+    decision_id: str,
+    outcomes: dict[str, float],
+    *,
+    seconds: float,
+    use_case: str | None = "pick",
+) -> bytes:
+    event = FeedbackEvent(
+        event_id=feedback_id,
+        decision_id=decision_id,
+        use_case=use_case,
+        outcomes=outcomes,
+        timestamp=at(seconds),
+        received_at=at(seconds),
+        orphan=use_case is None,
+    )
+    return event.model_dump_json().encode()

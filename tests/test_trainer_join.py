@@ -1,0 +1,160 @@
+"""The trainer's join on real SQL databases (SQLite and PostgreSQL): early, late, duplicate and
+missing feedback, each counted exactly once; and the gate refusing a worse model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from conftest import Database, make_config
+from events import T0, decision_event, feedback_event
+
+from closedloop.contracts import Topics
+from closedloop.eventlog import FileEventLog
+from closedloop.registry import LocalModelRegistry
+from closedloop.trainer import ExampleStore, FileEventSource, Trainer
+
+pytestmark = pytest.mark.integration
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _trainer(tmp_path: Path, database: Database, log: FileEventLog, clock: Clock) -> Trainer:
+    config = make_config(tmp_path)
+    return Trainer(
+        config,
+        store=ExampleStore.from_url(database.url, schema=database.schema),
+        source=FileEventSource(log, Topics(config.infrastructure.topic_prefix)),
+        registry=LocalModelRegistry(tmp_path / "registry"),
+        clock=clock,
+        lateness=60.0,
+    )
+
+
+def _labels(trainer: Trainer) -> dict[str, tuple[float, str]]:
+    return {row["decision_id"]: (row["value"], row["source"]) for row in trainer.store.labels_of("pick")}
+
+
+def test_feedback_is_joined_once_within_its_window_and_silence_gets_the_default(
+    tmp_path: Path, database: Database
+) -> None:
+    topics = Topics("closedloop")
+    log = FileEventLog(tmp_path / "events")
+    clock = Clock()
+    trainer = _trainer(tmp_path, database, log, clock)
+
+    # Feedback read before its decision: it waits for it.
+    log.append(topics.feedback, [("early", feedback_event("f-early", "early", {"click": 1}, seconds=300))])
+    assert trainer.catch_up(timeout=0)["feedback_waiting"] == 1
+
+    log.append(topics.decisions, [(d, decision_event(d)) for d in ("d1", "late", "silent", "early")])
+    first = feedback_event("f1", "d1", {"click": 1}, seconds=600)
+    log.append(
+        topics.feedback,
+        [
+            ("d1", first),
+            ("d1", first),  # redelivered: the same event twice
+            ("d1", feedback_event("f1-again", "d1", {"click": 0}, seconds=700)),  # a second report
+            ("late", feedback_event("f-late", "late", {"click": 1}, seconds=45 * 60)),  # window: 30m
+        ],
+    )
+    counts = trainer.catch_up(timeout=0)
+    assert counts["feedback_joined"] == 2  # d1, and the early one now that its decision arrived
+    assert counts["feedback_duplicate"] == 2
+    assert counts["feedback_after_window"] == 1
+
+    clock.now = T0 + 20 * 60  # windows still open: no defaults yet
+    assert trainer.close_windows() == 0
+    assert _labels(trainer) == {"d1": (1.0, "feedback"), "early": (1.0, "feedback")}
+
+    clock.now = T0 + 30 * 60 + 61  # window and lateness over
+    assert trainer.close_windows() == 2
+    assert trainer.close_windows() == 0  # closing again applies nothing twice
+    assert _labels(trainer) == {
+        "d1": (1.0, "feedback"),
+        "early": (1.0, "feedback"),
+        "late": (0.0, "default"),
+        "silent": (0.0, "default"),
+    }
+    counters = trainer.store.counters()
+    assert counters["decisions"] == 4
+    assert counters["defaults_applied"] == 2
+    trainer.close()
+    log.close()
+
+
+def _logged_pattern(log: FileEventLog, decisions: int, seed: int = 0) -> None:
+    """Decisions on ``pick`` whose click depends on the chosen candidate's price."""
+    rng = np.random.default_rng(seed)
+    topics = Topics("closedloop")
+    decided, clicked = [], []
+    for i in range(decisions):
+        price = float(rng.uniform(0, 10))
+        decision_id = f"d{i}"
+        decided.append(
+            (decision_id, decision_event(decision_id, seconds=i, candidates={"a": {"price": price}}))
+        )
+        if rng.random() < 1 / (1 + np.exp(-(price - 5))):
+            clicked.append((decision_id, feedback_event(f"f{i}", decision_id, {"click": 1}, seconds=i + 5)))
+    log.append(topics.decisions, decided)
+    log.append(topics.feedback, clicked)
+
+
+def test_the_gate_refuses_a_model_trained_on_shuffled_labels(tmp_path: Path, database: Database) -> None:
+    log = FileEventLog(tmp_path / "events")
+    clock = Clock()
+    trainer = _trainer(tmp_path, database, log, clock)
+    _logged_pattern(log, 3000)
+    clock.now = T0 + 3000 + 30 * 60 + 61
+    first = trainer.run_once(force=True, timeout=0)
+    [pick_click] = [run for run in first.runs if run.use_case == "pick"]
+    assert pick_click.promoted, pick_click.reason
+    assert pick_click.report["metrics"]["auc"] > 0.8
+    champion = trainer.registry.champion("pick", "click")
+    assert champion == pick_click.version
+
+    # Shuffle the labels of the training part (the earliest 80%); the held-out rows stay true.
+    labels = sa.Table("cl_labels", sa.MetaData(), autoload_with=trainer.store.engine)
+    with trainer.store.engine.begin() as connection:
+        rows = connection.execute(sa.select(labels.c.decision_id, labels.c.value)).all()
+        training = sorted(rows, key=lambda r: int(r.decision_id[1:]))[:2400]
+        shuffled = np.random.default_rng(1).permutation([r.value for r in training])
+        connection.execute(
+            sa.update(labels)
+            .where(labels.c.decision_id == sa.bindparam("id"))
+            .values(value=sa.bindparam("v")),
+            [{"id": r.decision_id, "v": float(v)} for r, v in zip(training, shuffled, strict=True)],
+        )
+    [worse] = trainer.train("pick")
+    assert not worse.promoted
+    assert "AUC" in worse.reason
+    assert "champion" in worse.reason
+    assert trainer.registry.champion("pick", "click") == champion
+    versions = {v.version: v.metadata for v in trainer.registry.versions("pick", "click")}
+    assert versions[worse.version or ""]["status"] == "rejected"
+    assert versions[champion]["lineage"]["rows_train"] == 2400
+    trainer.close()
+    log.close()
+
+
+def test_a_model_needs_enough_held_out_examples(tmp_path: Path, database: Database) -> None:
+    log = FileEventLog(tmp_path / "events")
+    clock = Clock()
+    trainer = _trainer(tmp_path, database, log, clock)
+    _logged_pattern(log, 400)  # 80 held out; the gate asks for 200
+    clock.now = T0 + 400 + 30 * 60 + 61
+    [run] = [r for r in trainer.run_once(force=True, timeout=0).runs if r.use_case == "pick"]
+    assert not run.promoted
+    assert run.version is None
+    assert "min_examples=200" in run.reason
+    assert trainer.registry.champion("pick", "click") is None
+    trainer.close()
+    log.close()
