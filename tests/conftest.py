@@ -226,7 +226,9 @@ def serve() -> Iterator[Callable[[object], Server]]:
 
 # -- SQL databases --------------------------------------------------------------------------------
 
-POSTGRES_URL = os.environ.get("CLOSEDLOOP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "CLOSEDLOOP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 class Database:

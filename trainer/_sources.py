@@ -29,6 +29,8 @@ class EventBatch:
     feedback: list[bytes] = field(default_factory=list)
     positions: SourceOffsets = field(default_factory=dict)
     """Where each read (topic, partition) continues after this batch."""
+    at_end: bool = False
+    """Set on an empty batch when the source has been read to its end (not merely slow to answer)."""
 
     def __len__(self) -> int:
         return len(self.decisions) + len(self.feedback)
@@ -41,7 +43,7 @@ class EventSource(Protocol):
     def seek(self, positions: SourceOffsets) -> None: ...
 
     def poll(self, max_records: int, timeout: float) -> EventBatch:
-        """The next events; an empty batch means the source had nothing new within ``timeout``."""
+        """The next events; an empty batch if nothing new came within ``timeout`` (see ``at_end``)."""
         ...
 
     def committed(self, positions: SourceOffsets) -> None:
@@ -77,6 +79,7 @@ class FileEventSource:
                 self._positions[self._topics.decisions], timeout
             )
             batch = self._read(max_records)
+        batch.at_end = not batch
         return batch
 
     def _read(self, max_records: int) -> EventBatch:
@@ -155,8 +158,19 @@ class KafkaEventSource:
                 into = batch.decisions if partition.topic == self._topics.decisions else batch.feedback
                 into.extend(record.value for record in records)
                 batch.positions[(partition.topic, partition.partition)] = records[-1].offset + 1
-            if batch or remaining <= 0:
+            if batch:
                 return batch
+            if remaining <= 0:
+                batch.at_end = self._at_end()
+                return batch
+
+    def _at_end(self) -> bool:
+        """Whether the group assigned us partitions and we have read each of them to its end."""
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return False  # still joining the group: the log's end is not known yet
+        ends = self._consumer.end_offsets(assigned)
+        return all(self._consumer.position(partition) >= ends[partition] for partition in assigned)
 
     def committed(self, positions: SourceOffsets) -> None:
         from kafka import TopicPartition

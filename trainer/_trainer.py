@@ -23,7 +23,7 @@ from closedloop.contracts import ClosedLoopConfig, OutcomeConfig
 from closedloop.decision_service import FeatureEncoder
 from closedloop.registry import ModelRegistry
 from closedloop.trainer._join import Joiner
-from closedloop.trainer._sources import EventSource
+from closedloop.trainer._sources import EventBatch, EventSource
 from closedloop.trainer._store import ExampleStore, TrainingRun
 from closedloop.trainer._training import (
     Dataset,
@@ -81,6 +81,8 @@ class Trainer:
         self._progress = progress or (lambda message: logger.info("%s", message))
         self._joiner = Joiner(config)
         self._encoders = {name: FeatureEncoder(uc) for name, uc in config.use_cases.items()}
+        self.caught_up = False
+        """Whether the last `catch_up` read the source to its end."""
         self.source.seek(store.offsets(source.name))
 
     # -- consuming --------------------------------------------------------------------------------
@@ -88,8 +90,9 @@ class Trainer:
     def consume(self, *, max_records: int = 5000, timeout: float = 0.0) -> Counter[str]:
         """Read and store one batch; its offsets are committed in the same transaction."""
         batch = self.source.poll(max_records, timeout)
-        if not batch:
-            return Counter()
+        return self._store_batch(batch) if batch else Counter()
+
+    def _store_batch(self, batch: EventBatch) -> Counter[str]:
         with self.store.transaction() as connection:
             counts = self._joiner.apply(connection, batch.decisions, batch.feedback)
             ExampleStore.save_offsets(connection, self.source.name, batch.positions)
@@ -97,14 +100,24 @@ class Trainer:
         self.source.committed(batch.positions)
         return counts
 
-    def catch_up(self, *, timeout: float = 0.5, max_records: int = 5000) -> Counter[str]:
-        """Consume until the source has nothing new for ``timeout`` seconds."""
+    def catch_up(
+        self, *, timeout: float = 0.5, max_records: int = 5000, patience: float = 60.0
+    ) -> Counter[str]:
+        """Consume until the source is read to its end; sets ``caught_up``.
+
+        ``timeout``: how long one poll waits for new events; ``patience``: how long to keep polling
+        a source that has not yet shown its end (a consumer still joining its group).
+        """
         total: Counter[str] = Counter()
+        deadline = time.monotonic() + patience
         while True:
-            counts = self.consume(max_records=max_records, timeout=timeout)
-            if not counts:
+            batch = self.source.poll(max_records, timeout)
+            if batch:
+                total.update(self._store_batch(batch))
+                continue
+            self.caught_up = batch.at_end
+            if batch.at_end or time.monotonic() > deadline:
                 return total
-            total.update(counts)
 
     def close_windows(self) -> int:
         """Apply outcome defaults to every decision whose window (plus lateness) has ended."""
@@ -141,7 +154,8 @@ class Trainer:
     def run_once(self, *, force: bool = False, timeout: float = 0.5) -> CycleReport:
         """Catch up on the log, close windows, and retrain every use case whose trigger fired."""
         report = CycleReport(consumed=self.catch_up(timeout=timeout))
-        report.defaults_applied = self.close_windows()
+        if self.caught_up:  # else feedback for an ending window may still be unread: keep it open
+            report.defaults_applied = self.close_windows()
         for name in self.config.use_cases:
             if force or self.due(name):
                 report.runs.extend(self.train(name))
