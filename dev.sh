@@ -54,7 +54,7 @@ ensure_postgres() {
 case "${1:-}" in
   demo)
     setup all
-    "$VENV/bin/python" examples/quickstart.py
+    "$VENV/bin/closedloop" demo "${@:2}"
     ;;
   test)
     setup dev

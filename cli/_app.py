@@ -114,7 +114,7 @@ def train(
 
 @app.command()
 def demo(
-    rounds: Annotated[int, typer.Option(min=3, help="Simulated hours of traffic.")] = 10,
+    rounds: Annotated[int, typer.Option(min=3, help="Simulated hours of traffic.")] = 12,
     decisions: Annotated[int, typer.Option(min=100, help="Decisions per round.")] = 1500,
     seed: Annotated[int, typer.Option(help="Seed of the simulated product.")] = 0,
     output: Annotated[Path, typer.Option(help="Where the report and the embedded stores go.")] = Path(

@@ -20,7 +20,7 @@ def _port(service: str) -> int:
 
 
 def test_every_store_the_code_uses_is_a_service() -> None:
-    assert {"redis", "kafka", "postgres", "decision-service"} <= set(SERVICES)
+    assert {"redis", "kafka", "postgres", "decision-service", "trainer"} <= set(SERVICES)
     assert SERVICES["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
 
 
@@ -47,4 +47,17 @@ def test_the_service_command_is_a_real_cli_invocation() -> None:
     result = CliRunner().invoke(app, ["serve", "--help"])
     assert result.exit_code == 0
     for option in ("--config", "--host", "--port"):
+        assert option in result.output
+
+
+def test_the_trainer_shares_the_services_stores_and_runs_a_real_command() -> None:
+    trainer, service = SERVICES["trainer"], SERVICES["decision-service"]
+    for variable in ("CLOSEDLOOP_REDIS_URL", "CLOSEDLOOP_KAFKA_BOOTSTRAP", "CLOSEDLOOP_DATABASE_URL"):
+        assert trainer["environment"][variable] == service["environment"][variable]
+    command = trainer["command"]
+    assert command[:2] == ["closedloop", "train"]
+    assert trainer["volumes"][0].split(":")[1] == command[command.index("--config") + 1]
+    result = CliRunner().invoke(app, ["train", "--help"])
+    assert result.exit_code == 0
+    for option in ("--config", "--interval", "--once"):
         assert option in result.output
