@@ -108,6 +108,11 @@ class SegmentLog:
             records.extend(chunk)
             if position.segment == active or len(records) >= max_records:
                 break
+            if position.offset < path.stat().st_size:
+                if not chunk:  # a sealed segment that does not parse on: never skip past it
+                    logger.error("unreadable record in %s at byte %d", path, position.offset)
+                    break
+                continue  # one read returns at most _MAX_READ bytes: the segment goes on
             position = Position(position.segment + 1, 0)
         return records, position
 

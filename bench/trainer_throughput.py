@@ -1,0 +1,143 @@
+"""Trainer join + train throughput on N logged decisions (default 1,000,000).
+
+Writes N decision events (the benchmark use case: 10 context + 20 candidate features, 5 candidates
+per decision to keep the log at ~1 GB) and feedback for ~30% of them to the embedded event log,
+then times the trainer: the join (events -> examples and labels in SQL), closing the windows
+(defaults), and training + gating one 100-tree LightGBM model on every labelled example.
+
+    .venv/bin/python bench/trainer_throughput.py [--decisions 1000000] [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+from _setup import CANDIDATE, CONTEXT, bench_config
+
+from closedloop.contracts import Topics
+from closedloop.eventlog import FileEventLog
+from closedloop.registry import LocalModelRegistry
+from closedloop.trainer import ExampleStore, FileEventSource, Trainer
+
+START = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+
+
+def write_events(log: FileEventLog, topics: Topics, decisions: int, seed: int = 0) -> int:
+    rng = np.random.default_rng(seed)
+    feedback_count = 0
+    chunk = 20_000
+    for first in range(0, decisions, chunk):
+        n = min(chunk, decisions - first)
+        context = rng.normal(size=(n, len(CONTEXT))).round(4)
+        items = rng.normal(size=(n, 5, len(CANDIDATE))).round(4)
+        clicks = rng.random(n) < 1 / (1 + np.exp(-(context[:, 0] + items[:, 0, 2] - items[:, 0, 15])))
+        decided, fed = [], []
+        for j in range(n):
+            i = first + j
+            stamp = datetime.fromtimestamp(START + i * 0.01, UTC)
+            event = {
+                "schema_version": 1,
+                "event_id": f"d{i}",
+                "use_case": "bench",
+                "unit_id": f"u{i % 50_000}",
+                "timestamp": stamp,
+                "decision_type": "rank",
+                "context": dict(zip(CONTEXT, context[j].tolist(), strict=True)),
+                "candidates": [
+                    {
+                        "id": f"c{k}",
+                        "features": dict(zip(CANDIDATE, items[j, k].tolist(), strict=True)),
+                        "predictions": {},
+                        "value": 0.0,
+                    }
+                    for k in range(5)
+                ],
+                "choice": "c0",
+                "ranking": [f"c{k}" for k in range(5)],
+                "propensity": 0.92,
+                "exploration": {"strategy": "epsilon_greedy", "epsilon": 0.1},
+                "model_versions": {},
+                "policy": "default",
+                "experiment": None,
+                "arm": None,
+            }
+            decided.append((f"d{i}", orjson.dumps(event)))
+            if clicks[j]:
+                feedback = {
+                    "schema_version": 1,
+                    "event_id": f"f{i}",
+                    "decision_id": f"d{i}",
+                    "use_case": "bench",
+                    "outcomes": {"click": 1.0},
+                    "timestamp": stamp,
+                    "received_at": stamp,
+                    "orphan": False,
+                }
+                fed.append((f"d{i}", orjson.dumps(feedback)))
+        log.append(topics.decisions, decided)
+        log.append(topics.feedback, fed)
+        feedback_count += len(fed)
+    return feedback_count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--decisions", type=int, default=1_000_000)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+    directory = Path(tempfile.mkdtemp(prefix="closedloop-bench-"))
+    config = bench_config(data_dir=str(directory))
+    topics = Topics(config.infrastructure.topic_prefix)
+    log = FileEventLog(directory / "events")
+
+    started = time.perf_counter()
+    feedback = write_events(log, topics, args.decisions)
+    print(
+        f"wrote {args.decisions:,} decisions and {feedback:,} feedback events in {time.perf_counter() - started:.1f}s"
+    )
+
+    store = ExampleStore.from_url(args.database_url or f"sqlite:///{directory / 'metadata.db'}")
+    trainer = Trainer(
+        config,
+        store=store,
+        source=FileEventSource(log, topics),
+        registry=LocalModelRegistry(directory / "registry"),
+        clock=lambda: START + args.decisions * 0.01 + 3600,
+        max_training_rows=args.decisions,
+    )
+    started = time.perf_counter()
+    counts = trainer.catch_up(timeout=0, max_records=20_000)
+    join = time.perf_counter() - started
+    events = args.decisions + feedback
+    print(
+        f"join: {counts['decisions']:,} examples, {counts['feedback_joined']:,} labels in {join:.1f}s "
+        f"= {events / join:,.0f} events/s"
+    )
+    started = time.perf_counter()
+    defaults = trainer.close_windows()
+    close = time.perf_counter() - started
+    print(f"close windows: {defaults:,} defaults in {close:.1f}s")
+    started = time.perf_counter()
+    [run] = trainer.train("bench")
+    train = time.perf_counter() - started
+    lineage = run.report["lineage"]
+    print(
+        f"train + gate + publish: {lineage['rows_train']:,} rows train, {lineage['rows_holdout']:,} held out, "
+        f"{train:.1f}s; {run.version} promoted={run.promoted}, held-out AUC {run.report['metrics']['auc']:.3f}"
+    )
+    total = join + close + train
+    print(
+        f"total: {total:.1f}s for {args.decisions:,} decisions = {args.decisions / total:,.0f} decisions/s end to end"
+    )
+    trainer.close()
+    log.close()
+
+
+if __name__ == "__main__":
+    main()
