@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--feedback", type=int, default=200_000)
+    parser.add_argument("--feedback-only", action="store_true", help="only the feedback ingestion stage")
     args = parser.parse_args()
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     broker = Broker()
@@ -80,6 +81,9 @@ def run_benchmarks(url: str, args: argparse.Namespace) -> None:
     with httpx.Client(base_url=url, timeout=5) as http:
         for body in bodies[:300]:
             http.post("/v1/decide", content=body, headers=JSON).raise_for_status()
+    if args.feedback_only:
+        ingest_feedback(url, args.feedback)
+        return
     latencies, errors = paced_load(url, bodies, rate=args.rate, seconds=args.seconds)
     print(
         f"HTTP decide at {args.rate:.0f}/s for {args.seconds:.0f}s: {len(latencies)} ok, {errors} errors, "
@@ -146,25 +150,28 @@ def closed_loop(url: str, bodies: list[bytes], *, workers: int, seconds: float) 
 
 
 def ingest_feedback(url: str, total: int, batch: int = 1000) -> None:
-    """Feedback (orphans: no Redis lookups hit) in batches of ``batch``, acknowledged, then delivered."""
+    """Feedback in batches of ``batch``, acknowledged, then delivered to Kafka.
+
+    The decision ids are unknown to the service, so every item is kept and logged as an orphan
+    (feedback for known decisions would be refused as duplicates after the first report).
+    """
     with httpx.Client(base_url=url, timeout=30) as http:
-        decisions = [
-            http.post("/v1/decide", json=request_body(np.random.default_rng(i))).json()["decision_id"]
-            for i in range(batch)
-        ]
         delivered_before = delivered(http)
         started = time.perf_counter()
         sent = 0
         while sent < total:
             items = [
                 {
-                    "decision_id": decisions[j % batch],
+                    "decision_id": f"unknown-{j}",
                     "outcomes": {"click": 1},
                     "feedback_id": uuid.uuid4().hex,
                 }
                 for j in range(sent, sent + batch)
             ]
-            http.post("/v1/feedback/batch", json={"items": items}).raise_for_status()
+            response = http.post("/v1/feedback/batch", json={"items": items})
+            response.raise_for_status()
+            statuses = {r["status"] for r in response.json()["results"]}
+            assert statuses == {"orphan"}, statuses
             sent += batch
         acked = time.perf_counter() - started
         while delivered(http) - delivered_before < total:
