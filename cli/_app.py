@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from closedloop.contracts import ClosedLoopError, load_config
+from closedloop.contracts import ClosedLoopConfig, ClosedLoopError, load_config
 
 app = typer.Typer(
     name="closedloop",
@@ -54,12 +54,12 @@ def serve(
 
 @app.command()
 def models(config: ConfigOption = Path("closedloop.yaml")) -> None:
-    """List the registry's models: versions, champions and their metadata."""
+    """List the registry's models (versions, champions, metrics, lineage) and the training runs."""
     from closedloop.registry import open_registry
 
     loaded = load_config(config)
     registry = open_registry(loaded.infrastructure)
-    listing = {
+    listing: dict[str, object] = {
         name: {
             outcome: {
                 "champion": registry.champion(name, outcome),
@@ -69,7 +69,31 @@ def models(config: ConfigOption = Path("closedloop.yaml")) -> None:
         }
         for name, use_case in loaded.use_cases.items()
     }
+    listing["training_runs"] = _training_runs(loaded)
     typer.echo(json.dumps(listing, indent=2, default=str))
+
+
+def _training_runs(config: ClosedLoopConfig) -> list[dict[str, object]]:
+    try:
+        from closedloop.trainer import ExampleStore
+    except ImportError:  # the trainer's extra is not installed here
+        return []
+    store = ExampleStore.from_url(config.infrastructure.resolved_database_url)
+    try:
+        return [
+            {
+                "run_id": run.run_id,
+                "use_case": run.use_case,
+                "outcome": run.outcome,
+                "version": run.version,
+                "promoted": run.promoted,
+                "reason": run.reason,
+                "labels_seen": run.labels_seen,
+            }
+            for run in store.runs()
+        ]
+    finally:
+        store.close()
 
 
 @app.command()

@@ -15,6 +15,8 @@ COMPONENTS = [
     "closedloop.registry",
     "closedloop.eventlog",
     "closedloop.cli",
+    "closedloop.trainer",
+    "closedloop.simulator",
 ]
 
 
@@ -40,9 +42,9 @@ def test_the_sdk_is_thin() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_the_decision_service_does_not_import_ax() -> None:
+def test_the_decision_service_and_trainer_do_not_import_ax() -> None:
     code = (
-        "import sys, closedloop.decision_service, closedloop.cli\n"
+        "import sys, closedloop.decision_service, closedloop.cli, closedloop.trainer\n"
         "print(sorted({'ax', 'torch', 'botorch'} & {m.split('.')[0] for m in sys.modules}))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
