@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 
@@ -38,6 +38,13 @@ class RedisDecisionIndex:
     def __init__(self, client: redis.Redis, *, prefix: str) -> None:
         self._redis = client
         self.keys = DecisionIndexKeys(prefix)
+        self._script: Any = None
+
+    @property
+    def _claim_script(self) -> Any:
+        if self._script is None:
+            self._script = self._redis.register_script(_CLAIM_SCRIPT)
+        return self._script
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str) -> RedisDecisionIndex:
@@ -60,10 +67,15 @@ class RedisDecisionIndex:
         return [v.decode() if isinstance(v, bytes) else v for v in values]
 
     def claim(self, keys: Sequence[str], ttl: float, value: str = "1") -> list[bool]:
-        pipe = self._redis.pipeline(transaction=False)
-        for key in keys:
-            pipe.set(key, value, nx=True, px=int(ttl * 1000))
-        return [bool(result) for result in self._execute(pipe)]
+        if not keys:
+            return []
+        # One script call instead of a pipeline of SET NX: redis-py packs each pipelined command
+        # in Python, which cost three quarters of the time of a 1000-item feedback batch.
+        try:
+            results = self._claim_script(keys=list(keys), args=[value, int(ttl * 1000)])
+        except redis.exceptions.ConnectionError as exc:
+            raise _unavailable(exc) from exc
+        return [bool(result) for result in results]
 
     def release(self, keys: Sequence[str]) -> None:
         if keys:
@@ -80,6 +92,15 @@ class RedisDecisionIndex:
             return list(pipe.execute())
         except redis.exceptions.ConnectionError as exc:
             raise _unavailable(exc) from exc
+
+
+_CLAIM_SCRIPT = """
+local claimed = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then claimed[i] = 1 else claimed[i] = 0 end
+end
+return claimed
+"""
 
 
 def _unavailable(exc: Exception) -> ServiceUnavailableError:
