@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -80,18 +81,7 @@ def _training_runs(config: ClosedLoopConfig) -> list[dict[str, object]]:
         return []
     store = ExampleStore.from_url(config.infrastructure.resolved_database_url)
     try:
-        return [
-            {
-                "run_id": run.run_id,
-                "use_case": run.use_case,
-                "outcome": run.outcome,
-                "version": run.version,
-                "promoted": run.promoted,
-                "reason": run.reason,
-                "labels_seen": run.labels_seen,
-            }
-            for run in store.runs()
-        ]
+        return [{k: v for k, v in asdict(run).items() if k != "report"} for run in store.runs()]
     finally:
         store.close()
 

@@ -89,10 +89,6 @@ class DecisionEngine:
             self._refresher.stop()
             self._refresher = None
 
-    def encoder(self, use_case: str) -> FeatureEncoder:
-        """How the use case's features become model rows (shared with the trainer)."""
-        return self._encoders[use_case]
-
     def feature_names(self, use_case: str) -> list[str]:
         return list(self._encoders[use_case].feature_names)
 
@@ -150,19 +146,8 @@ class DecisionEngine:
         candidates: list[dict[str, FeatureValue]],
         ids: list[str],
     ) -> tuple[dict[str, np.ndarray], np.ndarray, Pick]:
-        expression = self._values[name]
-        predictions: dict[str, np.ndarray] = {}
-        if expression.names <= models.by_outcome.keys():
-            rows = encoder.encode(context, candidates)
-            predictions = {o: m.predict(rows) for o, m in models.by_outcome.items()}
-            values = np.broadcast_to(np.asarray(expression.evaluate(predictions), dtype=float), len(ids))
-            if not np.all(np.isfinite(values)):
-                raise ClosedLoopError(
-                    f"The value function {expression.source!r} gave a non-finite value.",
-                    hint="Check for a division by a prediction that can be zero.",
-                )
-        else:
-            values = self._default_values(use_case, candidates)
+        scored = self._model_values(name, encoder, models, context, candidates, len(ids))
+        predictions, values = scored if scored else ({}, self._default_values(use_case, candidates))
         exploration = use_case.policy.exploration
         if use_case.decision == "rank":
             return predictions, values, rank(values, exploration, self._rng)
@@ -174,6 +159,42 @@ class DecisionEngine:
             greedy = 1 if use_case.policy.default.action == "yes" else 0
             return predictions, values, choose(values, greedy, exploration, self._rng)
         return predictions, values, choose(values, int(np.argmax(values)), exploration, self._rng)
+
+    def _model_values(
+        self,
+        name: str,
+        encoder: FeatureEncoder,
+        models: UseCaseModels,
+        context: dict[str, FeatureValue],
+        candidates: list[dict[str, FeatureValue]],
+        count: int,
+    ) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+        """Per-outcome predictions and the value function, or None until every outcome it needs
+        has a champion."""
+        expression = self._values[name]
+        if not expression.names <= models.by_outcome.keys():
+            return None
+        rows = encoder.encode(context, candidates)
+        predictions = {o: m.predict(rows) for o, m in models.by_outcome.items()}
+        values = np.broadcast_to(np.asarray(expression.evaluate(predictions), dtype=float), count)
+        if not np.all(np.isfinite(values)):
+            raise ClosedLoopError(
+                f"The value function {expression.source!r} gave a non-finite value.",
+                hint="Check for a division by a prediction that can be zero.",
+            )
+        return predictions, values
+
+    def model_values(self, request: DecideRequest) -> np.ndarray | None:
+        """The serving models' value of each candidate, without exploring or logging anything
+        (for scoring a policy offline); None while the default policy serves."""
+        use_case = self._use_case(request.use_case)
+        encoder = self._encoders[request.use_case]
+        ids = self._candidate_ids(use_case, request)
+        context = encoder.check_context(request.context)
+        candidates = [encoder.check_candidate(c.features, i) for i, c in enumerate(request.candidates)]
+        models = self.models.for_use_case(request.use_case)
+        scored = self._model_values(request.use_case, encoder, models, context, candidates, len(ids))
+        return scored[1] if scored else None
 
     def _default_values(
         self, use_case: UseCaseConfig, candidates: list[dict[str, FeatureValue]]

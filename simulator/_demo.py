@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from closedloop.contracts import ClosedLoopConfig, parse_config
+from closedloop.contracts import CandidateIn, ClosedLoopConfig, DecideRequest, parse_config
 from closedloop.eventlog import FileEventLog
 from closedloop.sdk import EmbeddedClient
 from closedloop.simulator._world import Request, World
@@ -194,13 +194,12 @@ class Demo:
     def evaluate(self, requests: int = 2000) -> dict[str, Any]:
         """Expected reward of the default, learned (greedy) and oracle policies on fresh requests."""
         default, learned, oracle = [], [], []
-        models = self.client.engine.models.for_use_case(USE_CASE)
         for _ in range(requests):
             request = self.world.request()
             truth = self.world.expected_reward(request)
             default.append(float(truth[0]))  # the default policy keeps the product's own order
             oracle.append(float(truth.max()))
-            learned.append(float(truth[self._greedy_choice(request, models)]))
+            learned.append(float(truth[self._greedy_choice(request)]))
         default_a, learned_a, oracle_a = np.array(default), np.array(learned), np.array(oracle)
         return {
             "requests": requests,
@@ -211,16 +210,16 @@ class Demo:
             "share_of_oracle": float(learned_a.mean() / oracle_a.mean()),
         }
 
-    def _greedy_choice(self, request: Request, models: Any) -> int:
-        expression = self.config.use_cases[USE_CASE].policy.value_expression
-        if not expression.names <= models.by_outcome.keys():
-            return 0  # no model for every outcome yet: the default policy
-        encoder_rows = self.client.engine.encoder(USE_CASE).encode(
-            request.context, list(request.candidates.values())
+    def _greedy_choice(self, request: Request) -> int:
+        values = self.client.engine.model_values(
+            DecideRequest(
+                use_case=USE_CASE,
+                unit_id=request.unit_id,
+                context=request.context,
+                candidates=[CandidateIn(id=cid, features=f) for cid, f in request.candidates.items()],
+            )
         )
-        predictions = {o: m.predict(encoder_rows) for o, m in models.by_outcome.items()}
-        values = expression.evaluate(predictions)
-        return int(np.argmax(np.broadcast_to(values, len(request.candidates))))
+        return 0 if values is None else int(np.argmax(values))  # None: the default policy's first
 
     def _live_comparison(self) -> dict[str, Any]:
         default, model = np.array(self._live["default"]), np.array(self._live["model"])

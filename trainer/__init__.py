@@ -42,12 +42,11 @@ def open_trainer(
     topics = Topics(infrastructure.topic_prefix)
     source: EventSource
     if infrastructure.kafka_bootstrap:
-        group = group_id or f"{infrastructure.topic_prefix}.trainer"
         source = KafkaEventSource(
             infrastructure.kafka_bootstrap,
             topics,
-            group_id=group,
-            stored_offsets=lambda: store.offsets(f"kafka:{group}"),
+            group_id=group_id or f"{infrastructure.topic_prefix}.trainer",
+            stored_offsets=store.offsets,
             consumer_config=consumer_config,
         )
     else:

@@ -9,8 +9,8 @@ until the decision arrives. Windows that end without feedback get the outcome's 
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,8 +28,6 @@ from closedloop.trainer._store import (
     pending_feedback,
 )
 
-logger = logging.getLogger(__name__)
-
 
 def _epoch(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
@@ -45,9 +43,8 @@ class _Feedback:
 
 
 class Joiner:
-    def __init__(self, config: ClosedLoopConfig) -> None:
-        self._config = config
-        self._encoders = {name: FeatureEncoder(use_case) for name, use_case in config.use_cases.items()}
+    def __init__(self, config: ClosedLoopConfig, encoders: Mapping[str, FeatureEncoder]) -> None:
+        self._encoders = encoders
         self._windows = {
             name: {o: outcome.window.total_seconds() for o, outcome in use_case.outcomes.items()}
             for name, use_case in config.use_cases.items()

@@ -112,7 +112,7 @@ class KafkaEventSource:
         topics: Topics,
         *,
         group_id: str,
-        stored_offsets: Callable[[], SourceOffsets],
+        stored_offsets: Callable[[str], SourceOffsets],
         consumer_config: Mapping[str, Any] | None = None,
     ) -> None:
         from kafka import KafkaConsumer
@@ -201,6 +201,6 @@ def _seek_listener(source: KafkaEventSource) -> Any:
             pass
 
         def on_partitions_assigned(self, assigned: Any) -> None:
-            source.seek(source.stored_offsets())
+            source.seek(source.stored_offsets(source.name))
 
     return SeekToStored()

@@ -79,8 +79,8 @@ class Trainer:
         self._clock = clock
         self._seed = seed
         self._progress = progress or (lambda message: logger.info("%s", message))
-        self._joiner = Joiner(config)
         self._encoders = {name: FeatureEncoder(uc) for name, uc in config.use_cases.items()}
+        self._joiner = Joiner(config, self._encoders)
         self.caught_up = False
         """Whether the last `catch_up` read the source to its end."""
         self.source.seek(store.offsets(source.name))
