@@ -102,11 +102,7 @@ class DecisionEngine:
 
     def decide(self, request: DecideRequest) -> Decision:
         started = time.perf_counter()
-        use_case = self._use_case(request.use_case)
-        encoder = self._encoders[request.use_case]
-        ids = self._candidate_ids(use_case, request)
-        context = encoder.check_context(request.context)
-        candidates = [encoder.check_candidate(c.features, i) for i, c in enumerate(request.candidates)]
+        use_case, encoder, ids, context, candidates = self._checked(request)
         models = self.models.for_use_case(request.use_case)
         predictions, values, pick = self._apply_policy(
             use_case, request.use_case, encoder, models, context, candidates, ids
@@ -135,6 +131,19 @@ class DecisionEngine:
         self.metrics.decisions.labels(request.use_case, decision.policy).inc()
         self.metrics.decide_seconds.labels(request.use_case).observe(time.perf_counter() - started)
         return decision
+
+    def _checked(
+        self, request: DecideRequest
+    ) -> tuple[
+        UseCaseConfig, FeatureEncoder, list[str], dict[str, FeatureValue], list[dict[str, FeatureValue]]
+    ]:
+        """The use case, its encoder, the candidate ids and the checked features (defaults filled)."""
+        use_case = self._use_case(request.use_case)
+        encoder = self._encoders[request.use_case]
+        ids = self._candidate_ids(use_case, request)
+        context = encoder.check_context(request.context)
+        candidates = [encoder.check_candidate(c.features, i) for i, c in enumerate(request.candidates)]
+        return use_case, encoder, ids, context, candidates
 
     def _apply_policy(
         self,
@@ -187,11 +196,7 @@ class DecisionEngine:
     def model_values(self, request: DecideRequest) -> np.ndarray | None:
         """The serving models' value of each candidate, without exploring or logging anything
         (for scoring a policy offline); None while the default policy serves."""
-        use_case = self._use_case(request.use_case)
-        encoder = self._encoders[request.use_case]
-        ids = self._candidate_ids(use_case, request)
-        context = encoder.check_context(request.context)
-        candidates = [encoder.check_candidate(c.features, i) for i, c in enumerate(request.candidates)]
+        _, encoder, ids, context, candidates = self._checked(request)
         models = self.models.for_use_case(request.use_case)
         scored = self._model_values(request.use_case, encoder, models, context, candidates, len(ids))
         return scored[1] if scored else None
