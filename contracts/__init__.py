@@ -1,6 +1,7 @@
 """Contracts shared by every closedloop component: configuration, wire formats, names, errors.
 
-- configuration: `ClosedLoopConfig` and its parts, read by `load_config` / `parse_config`
+- configuration: `ClosedLoopConfig` and its parts, read by `load_config` / `parse_config`;
+  experiments: `ExperimentConfig` (declared) and `ExperimentPhase` (recorded when started)
 - wire formats: `DecideRequest`, `Decision`, `FeedbackIn`, and the logged `DecisionEvent`, `FeedbackEvent`
 - names: `RegistryKeys`, `DecisionIndexKeys`, `Topics`
 - errors: `ClosedLoopError` and its subclasses (see `closedloop.contracts._errors` for the tree)
@@ -29,14 +30,26 @@ from closedloop.contracts._errors import (
     ClosedLoopError,
     ConfigError,
     DuplicateFeedbackError,
+    ExperimentError,
     InvalidRequestError,
     ModelIncompatibleError,
     PayloadTooLargeError,
     ServiceUnavailableError,
     UnknownDecisionError,
+    UnknownExperimentError,
     UnknownUseCaseError,
     error_from_payload,
     invalid_request_from,
+)
+from closedloop.contracts._experiments import (
+    HOLDOUT_ARM,
+    ArmConfig,
+    ArmPolicy,
+    CupedConfig,
+    ExperimentConfig,
+    ExperimentPhase,
+    GuardrailConfig,
+    MetricConfig,
 )
 from closedloop.contracts._loading import load_config, parse_config
 from closedloop.contracts._names import DecisionIndexKeys, RegistryKeys, Topics
@@ -60,12 +73,15 @@ from closedloop.contracts._wire import (
 )
 
 __all__ = [
+    "ArmConfig",
+    "ArmPolicy",
     "CandidateIn",
     "CandidateLog",
     "CategoricalFeature",
     "ClosedLoopConfig",
     "ClosedLoopError",
     "ConfigError",
+    "CupedConfig",
     "DecideRequest",
     "Decision",
     "DecisionEvent",
@@ -76,6 +92,9 @@ __all__ = [
     "ENVIRONMENT_VARIABLES",
     "EVENT_SCHEMA_VERSION",
     "EpsilonGreedy",
+    "ExperimentConfig",
+    "ExperimentError",
+    "ExperimentPhase",
     "Exploration",
     "Feature",
     "FeatureValue",
@@ -86,9 +105,12 @@ __all__ = [
     "FeedbackResult",
     "FeedbackStatus",
     "Greedy",
+    "GuardrailConfig",
+    "HOLDOUT_ARM",
     "InfrastructureConfig",
     "InvalidRequestError",
     "MAX_FEEDBACK_BATCH",
+    "MetricConfig",
     "ModelConfig",
     "ModelIncompatibleError",
     "NumericFeature",
@@ -102,6 +124,7 @@ __all__ = [
     "Softmax",
     "Topics",
     "UnknownDecisionError",
+    "UnknownExperimentError",
     "UnknownUseCaseError",
     "UseCaseConfig",
     "ValueExpression",

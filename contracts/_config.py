@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from closedloop.contracts._durations import Duration
+from closedloop.contracts._experiments import ArmPolicy, ExperimentConfig
 from closedloop.contracts._settings import InfrastructureConfig
 from closedloop.contracts._value_expression import ValueExpression
 
@@ -172,6 +173,8 @@ class UseCaseConfig(StrictModel):
     retrain: RetrainTrigger = Field(default_factory=RetrainTrigger)
     promotion: PromotionGate = Field(default_factory=PromotionGate)
     max_candidates: int = Field(100, ge=1, le=10_000)
+    experiments: dict[Name, ExperimentConfig] = Field(default_factory=dict)
+    """A/B experiments whose arms are variants of this use case's policy."""
 
     @model_validator(mode="after")
     def _consistent(self) -> UseCaseConfig:
@@ -196,7 +199,69 @@ class UseCaseConfig(StrictModel):
                     f"policy.default.feature {name!r} must be a numeric candidate feature "
                     f"(candidate features: {sorted(self.candidate)})"
                 )
+        for name, experiment in self.experiments.items():
+            self._check_experiment(name, experiment)
         return self
+
+    def _check_experiment(self, name: str, experiment: ExperimentConfig) -> None:
+        where = f"experiment {name!r}"
+        for arm_name, arm in experiment.arms.items():
+            self.check_arm_policy(arm, f"{where} arm {arm_name!r}")
+        outcomes = set(self.outcomes)
+        for metric in experiment.metrics:
+            unknown = ValueExpression(metric.value).names - outcomes
+            if unknown:
+                raise ValueError(
+                    f"{where} metric {metric.name!r} uses {sorted(unknown)}, which are not "
+                    f"declared outcomes (declared: {sorted(outcomes)})"
+                )
+            if metric.name in outcomes or metric.name == "value":
+                raise ValueError(
+                    f"{where} metric {metric.name!r} has the name of a built-in metric "
+                    "(every outcome and 'value' are read anyway); choose another name"
+                )
+        metrics = outcomes | {"value"} | {m.name for m in experiment.metrics}
+        for guardrail in experiment.guardrails:
+            if guardrail.metric not in metrics:
+                raise ValueError(
+                    f"{where} guardrail on {guardrail.metric!r}, which is not a metric of it "
+                    f"(metrics: {sorted(metrics)})"
+                )
+        for feature in experiment.breakdowns or []:
+            if feature not in self.context:
+                raise ValueError(
+                    f"{where} breaks down by {feature!r}, which is not a context feature "
+                    f"(context features: {sorted(self.context)})"
+                )
+
+    def check_arm_policy(self, arm: ArmPolicy, where: str) -> None:
+        """Refuse a policy variant that this use case cannot apply (raises ValueError)."""
+        if arm.value is not None:
+            unknown = ValueExpression(arm.value).names - set(self.outcomes)
+            if unknown:
+                raise ValueError(f"{where} value uses {sorted(unknown)}, which are not declared outcomes")
+        strategy = self.policy.exploration.strategy
+        if arm.epsilon is not None and strategy != "epsilon_greedy":
+            raise ValueError(f"{where} sets epsilon, but the use case explores by {strategy}")
+        if arm.temperature is not None and strategy != "softmax":
+            raise ValueError(f"{where} sets temperature, but the use case explores by {strategy}")
+        if arm.threshold is not None and self.decision != "binary":
+            raise ValueError(f"{where} sets threshold, which only binary decisions have")
+
+    def arm_policy(self, arm: ArmPolicy) -> PolicyConfig:
+        """This use case's policy with an arm's overrides applied."""
+        exploration = self.policy.exploration
+        if isinstance(exploration, EpsilonGreedy) and arm.epsilon is not None:
+            exploration = exploration.model_copy(update={"epsilon": arm.epsilon})
+        if isinstance(exploration, Softmax) and arm.temperature is not None:
+            exploration = exploration.model_copy(update={"temperature": arm.temperature})
+        return self.policy.model_copy(
+            update={
+                "value": arm.value if arm.value is not None else self.policy.value,
+                "exploration": exploration,
+                "threshold": arm.threshold if arm.threshold is not None else self.policy.threshold,
+            }
+        )
 
     @property
     def max_window(self) -> timedelta:
@@ -209,3 +274,23 @@ class ClosedLoopConfig(StrictModel):
     version: Literal[1] = 1
     use_cases: dict[Name, UseCaseConfig] = Field(min_length=1)
     infrastructure: InfrastructureConfig = Field(default_factory=InfrastructureConfig)
+
+    @model_validator(mode="after")
+    def _experiment_names_unique(self) -> ClosedLoopConfig:
+        seen: dict[str, str] = {}
+        for use_case_name, use_case in self.use_cases.items():
+            for name in use_case.experiments:
+                if name in seen:
+                    raise ValueError(
+                        f"experiment {name!r} is declared in both {seen[name]} and {use_case_name}; "
+                        "experiment names must be unique"
+                    )
+                seen[name] = use_case_name
+        return self
+
+    def find_experiment(self, name: str) -> tuple[str, ExperimentConfig] | None:
+        """The use case that declares an experiment, and the experiment."""
+        for use_case_name, use_case in self.use_cases.items():
+            if name in use_case.experiments:
+                return use_case_name, use_case.experiments[name]
+        return None

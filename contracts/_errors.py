@@ -10,6 +10,8 @@ The hierarchy::
     ├── UnknownDecisionError         404: feedback names a decision the service never made (kept as orphan)
     ├── DuplicateFeedbackError       409: an outcome of a decision was already reported (counted once)
     ├── ModelIncompatibleError       a registry model whose features do not match the use case
+    ├── ExperimentError              409: an experiment that cannot start, stop or be analysed as asked
+    │   └── UnknownExperimentError   404: no experiment of that name is declared or recorded
     └── ServiceUnavailableError      503: the service or one of its stores cannot be reached
 
 The decision service turns each error into its HTTP status and a JSON body (`to_payload`), and
@@ -113,6 +115,20 @@ class ModelIncompatibleError(ClosedLoopError):
     code = "model_incompatible"
 
 
+class ExperimentError(ClosedLoopError):
+    """An experiment that cannot be started, stopped or analysed as asked."""
+
+    http_status = 409
+    code = "experiment_error"
+
+
+class UnknownExperimentError(ExperimentError):
+    """No experiment of that name is declared in the configuration or recorded in the registry."""
+
+    http_status = 404
+    code = "unknown_experiment"
+
+
 class ServiceUnavailableError(ClosedLoopError):
     """The decision service, or a store it needs, cannot be reached right now."""
 
@@ -131,6 +147,8 @@ _BY_CODE: dict[str, type[ClosedLoopError]] = {
         UnknownDecisionError,
         DuplicateFeedbackError,
         ModelIncompatibleError,
+        ExperimentError,
+        UnknownExperimentError,
         ServiceUnavailableError,
     )
 }

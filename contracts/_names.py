@@ -18,6 +18,7 @@ class RegistryKeys:
     ``sequence:{use_case}:{outcome}``         counter that numbers new versions
     ``generation``                             counter bumped on every champion change
     ``changes``                                pub/sub channel announcing champion changes
+    ``experiments``                            hash: experiment name -> JSON list of its phases
     """
 
     prefix: str
@@ -41,6 +42,10 @@ class RegistryKeys:
     @property
     def changes(self) -> str:
         return f"{self.prefix}:registry:changes"
+
+    @property
+    def experiments(self) -> str:
+        return f"{self.prefix}:registry:experiments"
 
 
 @dataclass(frozen=True)

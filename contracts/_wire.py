@@ -127,6 +127,8 @@ class DecisionEvent(WireModel):
     policy: PolicyKind
     experiment: str | None
     arm: str | None
+    experiment_phase: int | None = None
+    """The allocation phase of the experiment the arm was assigned in (see ExperimentPhase)."""
 
 
 class FeedbackEvent(WireModel):

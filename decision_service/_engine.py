@@ -32,7 +32,9 @@ from closedloop.contracts import (
     UnknownDecisionError,
     UnknownUseCaseError,
     UseCaseConfig,
+    ValueExpression,
 )
+from closedloop.decision_service._arms import Assignment, ServingPolicy
 from closedloop.decision_service._decision_index import DecisionIndex
 from closedloop.decision_service._features import BINARY_CANDIDATES, FeatureEncoder
 from closedloop.decision_service._metrics import EngineMetrics
@@ -64,11 +66,8 @@ class DecisionEngine:
         self._rng = rng or np.random.default_rng()
         self._clock = clock
         self._encoders = {name: FeatureEncoder(uc) for name, uc in config.use_cases.items()}
-        # Parsed once here: the value expression and the logged exploration never change per decision.
-        self._values = {name: uc.policy.value_expression for name, uc in config.use_cases.items()}
-        self._exploration_logs = {
-            name: uc.policy.exploration.model_dump() for name, uc in config.use_cases.items()
-        }
+        # Built once here: outside experiments the policy never changes per decision.
+        self._policies = {name: ServingPolicy.of(uc.policy) for name, uc in config.use_cases.items()}
         self._fact_ttl = (
             max(uc.max_window.total_seconds() for uc in config.use_cases.values()) + GRACE_SECONDS
         )
@@ -104,8 +103,10 @@ class DecisionEngine:
         started = time.perf_counter()
         use_case, encoder, ids, context, candidates = self._checked(request)
         models = self.models.for_use_case(request.use_case)
+        assignment = models.experiment.assign(request.unit_id) if models.experiment else None
+        policy = assignment.policy if assignment else self._policies[request.use_case]
         predictions, values, pick = self._apply_policy(
-            use_case, request.use_case, encoder, models, context, candidates, ids
+            use_case, policy, encoder, models, context, candidates, ids
         )
         decision = Decision.model_construct(
             decision_id=uuid.uuid4().hex,
@@ -117,14 +118,14 @@ class DecisionEngine:
             propensity=pick.propensity,
             model_versions=models.versions if predictions else {},
             policy="model" if predictions else "default",
-            experiment=None,
-            arm=None,
+            experiment=assignment.experiment if assignment else None,
+            arm=assignment.arm if assignment else None,
             fallback=False,
         )
         replayed = self._claim_request(request.request_id, decision)
         if replayed is not None:
             return replayed
-        self._log_decision(request, use_case, decision, context, candidates, predictions)
+        self._log_decision(request, policy, assignment, decision, context, candidates, predictions)
         self.index.remember(
             [(self.index.keys.decision(decision.decision_id), request.use_case)], self._fact_ttl
         )
@@ -148,21 +149,25 @@ class DecisionEngine:
     def _apply_policy(
         self,
         use_case: UseCaseConfig,
-        name: str,
+        policy: ServingPolicy,
         encoder: FeatureEncoder,
         models: UseCaseModels,
         context: dict[str, FeatureValue],
         candidates: list[dict[str, FeatureValue]],
         ids: list[str],
     ) -> tuple[dict[str, np.ndarray], np.ndarray, Pick]:
-        scored = self._model_values(name, encoder, models, context, candidates, len(ids))
+        scored = (
+            self._model_values(policy.value, encoder, models, context, candidates, len(ids))
+            if policy.use_model
+            else None
+        )
         predictions, values = scored if scored else ({}, self._default_values(use_case, candidates))
-        exploration = use_case.policy.exploration
+        exploration = policy.exploration
         if use_case.decision == "rank":
             return predictions, values, rank(values, exploration, self._rng)
         if use_case.decision == "binary":
             if predictions:
-                margin = float(values[1] - values[0]) - use_case.policy.threshold
+                margin = float(values[1] - values[0]) - policy.threshold
                 greedy = 1 if margin > 0 else 0
                 return predictions, values, choose(np.array([0.0, margin]), greedy, exploration, self._rng)
             greedy = 1 if use_case.policy.default.action == "yes" else 0
@@ -171,7 +176,7 @@ class DecisionEngine:
 
     def _model_values(
         self,
-        name: str,
+        expression: ValueExpression,
         encoder: FeatureEncoder,
         models: UseCaseModels,
         context: dict[str, FeatureValue],
@@ -180,7 +185,6 @@ class DecisionEngine:
     ) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
         """Per-outcome predictions and the value function, or None until every outcome it needs
         has a champion."""
-        expression = self._values[name]
         if not expression.names <= models.by_outcome.keys():
             return None
         rows = encoder.encode(context, candidates)
@@ -198,7 +202,8 @@ class DecisionEngine:
         (for scoring a policy offline); None while the default policy serves."""
         _, encoder, ids, context, candidates = self._checked(request)
         models = self.models.for_use_case(request.use_case)
-        scored = self._model_values(request.use_case, encoder, models, context, candidates, len(ids))
+        expression = self._policies[request.use_case].value
+        scored = self._model_values(expression, encoder, models, context, candidates, len(ids))
         return scored[1] if scored else None
 
     def _default_values(
@@ -262,7 +267,8 @@ class DecisionEngine:
     def _log_decision(
         self,
         request: DecideRequest,
-        use_case: UseCaseConfig,
+        policy: ServingPolicy,
+        assignment: Assignment | None,
         decision: Decision,
         context: dict[str, FeatureValue],
         candidates: list[dict[str, FeatureValue]],
@@ -292,11 +298,12 @@ class DecisionEngine:
             "choice": decision.choice,
             "ranking": decision.ranking,
             "propensity": decision.propensity,
-            "exploration": self._exploration_logs[decision.use_case],
+            "exploration": policy.exploration_log,
             "model_versions": decision.model_versions,
             "policy": decision.policy,
             "experiment": decision.experiment,
             "arm": decision.arm,
+            "experiment_phase": assignment.phase if assignment else None,
         }
         self.event_log.append(self.topics.decisions, [(decision.decision_id, orjson.dumps(event))])
 

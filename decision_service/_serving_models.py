@@ -2,8 +2,9 @@
 
 A refresh builds new boosters beside the ones serving and then replaces one immutable snapshot by
 another in a single assignment; a request holds the snapshot it started with, so it never sees a
-half-loaded model. A model whose features do not match its use case is refused (the old one keeps
-serving) and reported in ``errors``.
+half-loaded model. The snapshot also holds each use case's running experiment phase. A model
+whose features do not match its use case is refused (the old one keeps serving) and reported in
+``errors``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from types import MappingProxyType
 import lightgbm as lgb
 import numpy as np
 
-from closedloop.contracts import ClosedLoopConfig, ModelIncompatibleError
-from closedloop.registry import ModelRegistry
+from closedloop.contracts import ClosedLoopConfig, ExperimentPhase, ModelIncompatibleError
+from closedloop.decision_service._arms import ActiveExperiment
+from closedloop.registry import ModelRegistry, running_phases
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ class UseCaseModels:
     """The champions of one use case, one per outcome that has one."""
 
     by_outcome: Mapping[str, ServingModel] = field(default_factory=dict)
+    experiment: ActiveExperiment | None = None
+    """The running experiment's phase, if one runs on this use case."""
 
     @property
     def versions(self) -> dict[str, str]:
@@ -75,7 +79,11 @@ class ServingModels:
             if generation == self._generation and not force:
                 return False
             current = self._snapshot
-            updated = {name: self._refreshed(name, current[name]) for name in self._config.use_cases}
+            phases = running_phases(self._registry)
+            updated = {
+                name: self._refreshed(name, current[name], phases.get(name))
+                for name in self._config.use_cases
+            }
             changed = any(updated[name] is not current[name] for name in updated)
             if changed:
                 self._snapshot = MappingProxyType(updated)
@@ -83,7 +91,10 @@ class ServingModels:
             self._generation = generation
             return changed
 
-    def _refreshed(self, use_case: str, current: UseCaseModels) -> UseCaseModels:
+    def _refreshed(
+        self, use_case: str, current: UseCaseModels, phase: ExperimentPhase | None
+    ) -> UseCaseModels:
+        experiment = self._experiment(use_case, current.experiment, phase)
         outcomes = list(self._config.use_cases[use_case].outcomes)
         champions = self._registry.champions(use_case, outcomes)
         models = dict(current.by_outcome)
@@ -99,11 +110,31 @@ class ServingModels:
             except (ModelIncompatibleError, KeyError, lgb.basic.LightGBMError) as exc:
                 self.errors[f"{use_case}/{outcome}"] = f"{key}: {exc}"
                 logger.error("not serving %s: %s", key, exc)
-        if models.keys() == current.by_outcome.keys() and all(
-            models[o] is current.by_outcome[o] for o in models
+        if (
+            experiment is current.experiment
+            and models.keys() == current.by_outcome.keys()
+            and all(models[o] is current.by_outcome[o] for o in models)
         ):
             return current
-        return UseCaseModels(MappingProxyType(models))
+        return UseCaseModels(MappingProxyType(models), experiment)
+
+    def _experiment(
+        self, use_case: str, current: ActiveExperiment | None, phase: ExperimentPhase | None
+    ) -> ActiveExperiment | None:
+        if phase is None:
+            self.errors.pop(f"{use_case}/experiment", None)
+            return None
+        if current is not None and current.phase == phase:
+            return current
+        try:
+            active = ActiveExperiment(phase, self._config.use_cases[use_case])
+        except ValueError as exc:  # e.g. an arm whose overrides this use case cannot apply
+            self.errors[f"{use_case}/experiment"] = f"{phase.experiment} phase {phase.phase}: {exc}"
+            logger.error("not running experiment %s: %s", phase.experiment, exc)
+            return current
+        self.errors.pop(f"{use_case}/experiment", None)
+        logger.info("running experiment %s phase %d", phase.experiment, phase.phase)
+        return active
 
     def _load(self, use_case: str, outcome: str, version: str) -> ServingModel:
         booster = lgb.Booster(model_str=self._registry.model_text(use_case, outcome, version))

@@ -1,10 +1,13 @@
 """The model registry: LightGBM models as text, numbered versions, a champion per use case and outcome.
 
 `RedisModelRegistry` is what deployments use; `LocalModelRegistry` keeps the same things in a
-directory for embedded runs. `open_registry` picks one from the infrastructure settings.
+directory for embedded runs. Both also hold the phase history of experiments, which
+`start_experiment` and `stop_experiment` write and every decision service follows.
+`open_registry` picks one from the infrastructure settings.
 """
 
 from closedloop.contracts import InfrastructureConfig
+from closedloop.registry._experiments import running_phases, start_experiment, stop_experiment
 from closedloop.registry._local import LocalModelRegistry
 from closedloop.registry._protocol import ModelRegistry, ModelVersion
 from closedloop.registry._redis import RedisModelRegistry
@@ -23,4 +26,7 @@ __all__ = [
     "ModelVersion",
     "RedisModelRegistry",
     "open_registry",
+    "running_phases",
+    "start_experiment",
+    "stop_experiment",
 ]

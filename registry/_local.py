@@ -11,10 +11,12 @@ import json
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from closedloop.contracts import ExperimentPhase
 from closedloop.registry._protocol import ModelVersion
 
 
@@ -70,6 +72,27 @@ class LocalModelRegistry:
         metas.sort(key=lambda meta: int(meta["version"][1:]))
         return [ModelVersion(use_case, outcome, meta["version"], meta) for meta in metas]
 
+    def experiment_names(self) -> list[str]:
+        folder = self.root / "_experiments"
+        return sorted(p.stem for p in folder.glob("*.json")) if folder.exists() else []
+
+    def phases(self, experiment: str) -> list[ExperimentPhase]:
+        path = self.root / "_experiments" / f"{experiment}.json"
+        if not path.exists():
+            return []
+        return [ExperimentPhase.model_validate(item) for item in json.loads(path.read_text())]
+
+    def replace_phases(self, experiment: str, phases: list[ExperimentPhase], *, expected: int) -> bool:
+        folder = self.root / "_experiments"
+        folder.mkdir(exist_ok=True)
+        with self._lock, _file_lock(folder / ".lock"):
+            if len(self.phases(experiment)) != expected:
+                return False
+            payload = json.dumps([phase.model_dump(mode="json") for phase in phases])
+            _write_atomic(folder / f"{experiment}.json", payload)
+            _write_atomic(self.root / "generation", str(self.generation() + 1))
+        return True
+
     def generation(self) -> int:
         path = self.root / "generation"
         return int(path.read_text()) if path.exists() else 0
@@ -85,6 +108,19 @@ class LocalModelRegistry:
     def _write_champion(self, folder: Path, version: str) -> None:
         _write_atomic(folder / "champion", version)
         _write_atomic(self.root / "generation", str(self.generation() + 1))
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    # Another process (the CLI, a tuner) may record phases while the service runs.
+    import fcntl
+
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -9,14 +9,26 @@ from typing import Any
 
 import redis
 
-from closedloop.contracts import RegistryKeys, ServiceUnavailableError
+from closedloop.contracts import ExperimentPhase, RegistryKeys, ServiceUnavailableError
 from closedloop.registry._protocol import ModelVersion
+
+# Compare-and-set of an experiment's phase list: replace it only if it still has ARGV[2] phases.
+_REPLACE_PHASES = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+local count = 0
+if current then count = #cjson.decode(current) end
+if count ~= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('INCR', KEYS[2])
+return 1
+"""
 
 
 class RedisModelRegistry:
     def __init__(self, client: redis.Redis, *, prefix: str = "closedloop") -> None:
         self._redis = client
         self.keys = RegistryKeys(prefix)
+        self._replace_phases = client.register_script(_REPLACE_PHASES)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "closedloop") -> RedisModelRegistry:
@@ -80,6 +92,23 @@ class RedisModelRegistry:
             ModelVersion(use_case, outcome, version, json.loads(meta) if meta else {})
             for version, meta in zip(decoded, metas, strict=True)
         ]
+
+    def experiment_names(self) -> list[str]:
+        names = self._call(self._redis.hkeys, self.keys.experiments)
+        return sorted(n.decode() if isinstance(n, bytes) else n for n in names)
+
+    def phases(self, experiment: str) -> list[ExperimentPhase]:
+        raw = self._call(self._redis.hget, self.keys.experiments, experiment)
+        return [ExperimentPhase.model_validate(item) for item in json.loads(raw)] if raw else []
+
+    def replace_phases(self, experiment: str, phases: list[ExperimentPhase], *, expected: int) -> bool:
+        payload = json.dumps([phase.model_dump(mode="json") for phase in phases])
+        stored = self._call(
+            self._replace_phases,
+            [self.keys.experiments, self.keys.generation],
+            [experiment, expected, payload],
+        )
+        return bool(stored)
 
     def generation(self) -> int:
         return int(self._call(self._redis.get, self.keys.generation) or 0)
