@@ -17,6 +17,7 @@ COMPONENTS = [
     "closedloop.cli",
     "closedloop.trainer",
     "closedloop.simulator",
+    "closedloop.evaluation",
 ]
 
 
