@@ -43,7 +43,7 @@ class UnitSample:
             return sums
         counts = np.asarray(self.counts, dtype=float)
         ratio = sums.sum() / counts.sum()
-        return ratio + (sums - ratio * counts) / counts.mean()
+        return np.asarray(ratio + (sums - ratio * counts) / counts.mean())
 
 
 @dataclass(frozen=True)
