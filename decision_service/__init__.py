@@ -4,6 +4,7 @@
 - `open_engine(config)`: an engine on the stores the configuration names
 - `create_app(config)`: the FastAPI service (``closedloop serve`` runs it under uvicorn)
 - `FeatureEncoder`: the column order and encoding shared with the trainer
+- `OfflinePolicy`: a policy's action probabilities on logged decisions (for off-policy evaluation)
 """
 
 from closedloop.decision_service._app import create_app
@@ -14,6 +15,7 @@ from closedloop.decision_service._decision_index import (
 )
 from closedloop.decision_service._engine import DecisionEngine
 from closedloop.decision_service._features import ACTION_FEATURE, BINARY_CANDIDATES, FeatureEncoder
+from closedloop.decision_service._offline import OfflinePolicy
 from closedloop.decision_service._policy import action_probabilities
 from closedloop.decision_service._wiring import open_decision_index, open_engine
 
@@ -24,6 +26,7 @@ __all__ = [
     "DecisionIndex",
     "FeatureEncoder",
     "MemoryDecisionIndex",
+    "OfflinePolicy",
     "RedisDecisionIndex",
     "action_probabilities",
     "create_app",

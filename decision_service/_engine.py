@@ -38,7 +38,13 @@ from closedloop.decision_service._arms import Assignment, ServingPolicy
 from closedloop.decision_service._decision_index import DecisionIndex
 from closedloop.decision_service._features import BINARY_CANDIDATES, FeatureEncoder
 from closedloop.decision_service._metrics import EngineMetrics
-from closedloop.decision_service._policy import Pick, choose, default_values, rank
+from closedloop.decision_service._policy import (
+    Pick,
+    choose,
+    default_policy_values,
+    exploration_inputs,
+    rank,
+)
 from closedloop.decision_service._serving_models import RefreshLoop, ServingModels, UseCaseModels
 from closedloop.eventlog import EventLog
 from closedloop.registry import ModelRegistry
@@ -161,18 +167,14 @@ class DecisionEngine:
             if policy.use_model
             else None
         )
-        predictions, values = scored if scored else ({}, self._default_values(use_case, candidates))
+        predictions, values = scored if scored else ({}, default_policy_values(use_case, candidates))
         exploration = policy.exploration
         if use_case.decision == "rank":
             return predictions, values, rank(values, exploration, self._rng)
-        if use_case.decision == "binary":
-            if predictions:
-                margin = float(values[1] - values[0]) - policy.threshold
-                greedy = 1 if margin > 0 else 0
-                return predictions, values, choose(np.array([0.0, margin]), greedy, exploration, self._rng)
-            greedy = 1 if use_case.policy.default.action == "yes" else 0
-            return predictions, values, choose(values, greedy, exploration, self._rng)
-        return predictions, values, choose(values, int(np.argmax(values)), exploration, self._rng)
+        scores, greedy = exploration_inputs(
+            use_case, values, from_model=bool(predictions), threshold=policy.threshold
+        )
+        return predictions, values, choose(scores, greedy, exploration, self._rng)
 
     def _model_values(
         self,
@@ -205,18 +207,6 @@ class DecisionEngine:
         expression = self._policies[request.use_case].value
         scored = self._model_values(expression, encoder, models, context, candidates, len(ids))
         return scored[1] if scored else None
-
-    def _default_values(
-        self, use_case: UseCaseConfig, candidates: list[dict[str, FeatureValue]]
-    ) -> np.ndarray:
-        default = use_case.policy.default
-        if use_case.decision == "binary":
-            return np.array([0.0, 1.0]) if default.action == "yes" else np.array([1.0, 0.0])
-        preference = None
-        if default.order == "feature" and default.feature:
-            sign = 1.0 if default.descending else -1.0
-            preference = np.array([sign * float(c[default.feature] or 0.0) for c in candidates])
-        return default_values(len(candidates), preference)
 
     def _candidate_ids(self, use_case: UseCaseConfig, request: DecideRequest) -> list[str]:
         count = len(request.candidates)

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from closedloop.contracts import EpsilonGreedy, Exploration, Greedy, Softmax
+from closedloop.contracts import (
+    EpsilonGreedy,
+    Exploration,
+    FeatureValue,
+    Greedy,
+    Softmax,
+    UseCaseConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -74,3 +81,31 @@ def default_values(count: int, preference: np.ndarray | None) -> np.ndarray:
     values = np.empty(count)
     values[order] = np.linspace(1.0, 0.0, count)
     return values
+
+
+def default_policy_values(use_case: UseCaseConfig, candidates: list[dict[str, FeatureValue]]) -> np.ndarray:
+    """The default policy's values: by the use case's order, or its yes/no answer for binary."""
+    default = use_case.policy.default
+    if use_case.decision == "binary":
+        return np.array([0.0, 1.0]) if default.action == "yes" else np.array([1.0, 0.0])
+    preference = None
+    if default.order == "feature" and default.feature:
+        sign = 1.0 if default.descending else -1.0
+        preference = np.array([sign * float(c[default.feature] or 0.0) for c in candidates])
+    return default_values(len(candidates), preference)
+
+
+def exploration_inputs(
+    use_case: UseCaseConfig, values: np.ndarray, *, from_model: bool, threshold: float
+) -> tuple[np.ndarray, int]:
+    """The scores exploration works on and the greedy action's index.
+
+    A binary decision by model explores on the margin of yes over no beyond the threshold; every
+    other decision explores on the candidates' values and is greedy on the best of them.
+    """
+    if use_case.decision == "binary":
+        if from_model:
+            margin = float(values[1] - values[0]) - threshold
+            return np.array([0.0, margin]), 1 if margin > 0 else 0
+        return values, 1 if use_case.policy.default.action == "yes" else 0
+    return values, int(np.argmax(values))

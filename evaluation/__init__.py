@@ -1,9 +1,15 @@
 """Causal evaluation: experiment analysis, heterogeneous effects, off-policy evaluation, reports.
 
+- `analyze_experiment(config, name)`: one phase of an experiment, read from the event logs, as an
+  `ExperimentReport` (the numbers of ``report.json``)
 - statistics: `welch`, `cuped`, `sample_ratio_check`, `adjust_p_values`, `sequential_half_width`
   on `UnitSample`s (one linearized value per unit, so ratio metrics get delta-method intervals)
+- off-policy estimators: `off_policy_estimates` (IPS, SNIPS, direct method, doubly robust)
 """
 
+from closedloop.evaluation._analysis import analyze_experiment, find_experiment
+from closedloop.evaluation._offpolicy import OffPolicyEstimates, PolicyValue, off_policy_estimates
+from closedloop.evaluation._report_model import ExperimentReport
 from closedloop.evaluation._stats import (
     Comparison,
     CupedResult,
@@ -22,11 +28,17 @@ __all__ = [
     "Comparison",
     "CupedResult",
     "Estimate",
+    "ExperimentReport",
+    "OffPolicyEstimates",
+    "PolicyValue",
     "SampleRatioCheck",
     "UnitSample",
     "adjust_p_values",
+    "analyze_experiment",
     "cuped",
+    "find_experiment",
     "non_inferior",
+    "off_policy_estimates",
     "sample_ratio_check",
     "sequential_half_width",
     "welch",

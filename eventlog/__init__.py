@@ -3,12 +3,13 @@
 `KafkaEventLog` is what deployments use: every event is written to a durable local outbox before
 it is acknowledged, and shipped to Kafka by a background thread that survives broker outages.
 `FileEventLog` keeps the same events in segment files for embedded runs. `open_event_log` picks one
-from the infrastructure settings.
+from the infrastructure settings; `scan_topic` reads a whole topic once, for analyses.
 """
 
 from closedloop.contracts import InfrastructureConfig, Topics
 from closedloop.eventlog._logs import EventLog, FileEventLog, KafkaEventLog, KeyedRecord, ensure_topics
 from closedloop.eventlog._outbox import decode_record, encode_record
+from closedloop.eventlog._scan import scan_topic
 from closedloop.eventlog._segments import Position, SegmentLog
 
 
@@ -35,4 +36,5 @@ __all__ = [
     "encode_record",
     "ensure_topics",
     "open_event_log",
+    "scan_topic",
 ]

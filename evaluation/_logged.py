@@ -1,0 +1,255 @@
+"""One experiment phase's decisions and outcomes, gathered from the event logs in one streaming pass.
+
+Memory is bounded by design: each decision becomes a few numbers in growing column buffers (its
+hashed id and unit, arm, time, the codes of the breakdown features), outcomes are joined in bulk by
+sorted hash, and only a bounded uniform sample of whole decisions (the smallest decision hashes)
+is kept for off-policy evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import orjson
+
+from closedloop.contracts import ExperimentPhase, UseCaseConfig
+
+OPE_SAMPLE = 50_000
+
+
+def id_hash(text: str) -> int:
+    """A 63-bit hash of an id: joins and unit grouping on integers instead of strings."""
+    if len(text) == 32:
+        try:
+            return int(text[:16], 16) >> 1  # the service's decision ids are already random hex
+        except ValueError:
+            pass
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
+
+
+def _seconds(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+@dataclass
+class _Columns:
+    decision: array[int] = field(default_factory=lambda: array("q"))
+    unit: array[int] = field(default_factory=lambda: array("q"))
+    arm: array[int] = field(default_factory=lambda: array("h"))
+    time: array[float] = field(default_factory=lambda: array("d"))
+    breakdowns: list[array[float]] = field(default_factory=list)
+    context: list[array[float]] = field(default_factory=list)
+
+
+@dataclass
+class LoggedDecisions:
+    """Columns of one phase's decisions (in the experiment), plus the pre-period's for CUPED."""
+
+    arms: list[str]
+    decision: np.ndarray
+    unit: np.ndarray
+    arm: np.ndarray
+    time: np.ndarray
+    outcomes: np.ndarray
+    """decisions x outcomes, with each outcome's default where no feedback came in its window."""
+    reported: np.ndarray
+    """decisions x outcomes: whether feedback arrived (within the window)."""
+    breakdowns: dict[str, np.ndarray]
+    """Feature -> the value each decision saw (category names, or numbers as floats)."""
+    context: np.ndarray
+    """decisions x context features, numeric (categories as codes), for the effect models."""
+    context_names: list[str]
+    pre_unit: np.ndarray
+    pre_outcomes: np.ndarray
+    sample: list[bytes]
+    """Whole decision events: a uniform sample for off-policy evaluation."""
+    still_open: int
+    """Decisions left out because an outcome window had not closed at the analysis time."""
+    other_phases: int
+    """Decisions of the same experiment in other phases (never mixed in)."""
+    bad_propensity: int
+    """Decisions in the sample whose logged propensity is missing, zero or above 1."""
+
+
+class Gatherer:
+    """Streams decision and feedback records into `LoggedDecisions` for one experiment phase."""
+
+    def __init__(
+        self,
+        use_case_name: str,
+        use_case: UseCaseConfig,
+        phase: ExperimentPhase,
+        *,
+        pre_period_seconds: float | None,
+        breakdowns: list[str],
+        ope_sample: int = OPE_SAMPLE,
+    ) -> None:
+        self._use_case_name = use_case_name
+        self._use_case = use_case
+        self._phase = phase
+        self._arms = [*phase.arms, "holdout"]
+        self._arm_codes = {name: i for i, name in enumerate(self._arms)}
+        self._pre_from = phase.started_at - pre_period_seconds if pre_period_seconds else None
+        self._breakdowns = breakdowns
+        self._context_names = list(use_case.context)
+        self._categories = {
+            name: {v: i for i, v in enumerate(getattr(feature, "values", []) or [])}
+            for name, feature in use_case.context.items()
+        }
+        self._outcomes = list(use_case.outcomes)
+        self._in = _Columns(
+            breakdowns=[array("d") for _ in breakdowns], context=[array("f") for _ in self._context_names]
+        )
+        self._pre_unit = array("q")
+        self._pre_decision = array("q")
+        self._pre_time = array("d")
+        self._sample: list[tuple[int, bytes]] = []
+        self._sample_size = ope_sample
+        self.other_phases = 0
+
+    def add_decisions(self, records: Iterable[bytes]) -> None:
+        name, experiment, number = self._use_case_name, self._phase.experiment, self._phase.phase
+        for record in records:
+            event = orjson.loads(record)
+            if event.get("use_case") != name:
+                continue
+            if event.get("experiment") == experiment:
+                if event.get("experiment_phase") != number:
+                    self.other_phases += 1
+                    continue
+                self._add_in_phase(event, record)
+            elif self._pre_from is not None:
+                at = _seconds(event["timestamp"])
+                if self._pre_from <= at < self._phase.started_at:
+                    self._pre_unit.append(id_hash(event["unit_id"]))
+                    self._pre_decision.append(id_hash(event["event_id"]))
+                    self._pre_time.append(at)
+
+    def _add_in_phase(self, event: dict[str, object], record: bytes) -> None:
+        columns = self._in
+        decision = id_hash(str(event["event_id"]))
+        columns.decision.append(decision)
+        columns.unit.append(id_hash(str(event["unit_id"])))
+        columns.arm.append(self._arm_codes.get(str(event.get("arm")), -1))
+        columns.time.append(_seconds(str(event["timestamp"])))
+        context = event.get("context")
+        context = context if isinstance(context, dict) else {}
+        for name, into in zip(self._breakdowns, columns.breakdowns, strict=True):
+            into.append(self._code(name, context.get(name)))
+        for name, into in zip(self._context_names, columns.context, strict=True):
+            into.append(self._code(name, context.get(name)))
+        # Keep the smallest decision hashes: a uniform sample that needs no second pass.
+        if len(self._sample) < self._sample_size:
+            heapq.heappush(self._sample, (-decision, record))
+        elif -self._sample[0][0] > decision:
+            heapq.heapreplace(self._sample, (-decision, record))
+
+    def _code(self, name: str, value: object) -> float:
+        categories = self._categories.get(name)
+        if categories:
+            return float(categories.get(str(value), -1))
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return math.nan
+
+    def finish(self, feedback: Iterable[list[bytes]], *, as_of: float) -> LoggedDecisions:
+        """Join the feedback records to the gathered decisions and close the windows."""
+        columns = self._in
+        decision = np.frombuffer(columns.decision, dtype=np.int64).copy()
+        times = np.frombuffer(columns.time, dtype=np.float64).copy()
+        pre_decision = np.frombuffer(self._pre_decision, dtype=np.int64).copy()
+        pre_times = np.frombuffer(self._pre_time, dtype=np.float64).copy()
+        all_ids = np.concatenate([decision, pre_decision])
+        all_times = np.concatenate([times, pre_times])
+        outcomes, reported = self._join(all_ids, all_times, feedback)
+        windows = np.array([o.window.total_seconds() for o in self._use_case.outcomes.values()])
+        closed = all_times + windows.max() <= as_of
+        inside = closed[: len(decision)]
+        pre_inside = closed[len(decision) :]
+        categories = {name: list(self._categories.get(name, {})) for name in self._breakdowns}
+        breakdowns = {
+            name: _decode(np.frombuffer(codes, dtype=np.float64)[inside], categories[name])
+            for name, codes in zip(self._breakdowns, columns.breakdowns, strict=True)
+        }
+        context = (
+            np.column_stack([np.frombuffer(c, dtype=np.float32) for c in columns.context])[inside]
+            if columns.context
+            else np.zeros((int(inside.sum()), 0), dtype=np.float32)
+        )
+        sample = [record for _, record in sorted(self._sample, key=lambda item: -item[0])]
+        return LoggedDecisions(
+            arms=self._arms,
+            decision=decision[inside],
+            unit=np.frombuffer(columns.unit, dtype=np.int64)[inside],
+            arm=np.frombuffer(columns.arm, dtype=np.int16)[inside],
+            time=times[inside],
+            outcomes=outcomes[: len(decision)][inside],
+            reported=reported[: len(decision)][inside],
+            breakdowns=breakdowns,
+            context=context,
+            context_names=self._context_names,
+            pre_unit=np.frombuffer(self._pre_unit, dtype=np.int64)[pre_inside],
+            pre_outcomes=outcomes[len(decision) :][pre_inside],
+            sample=sample,
+            still_open=int((~inside).sum()),
+            other_phases=self.other_phases,
+            bad_propensity=0,
+        )
+
+    def _join(
+        self, ids: np.ndarray, times: np.ndarray, feedback: Iterable[list[bytes]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        defaults = np.array([o.default for o in self._use_case.outcomes.values()])
+        windows = np.array([o.window.total_seconds() for o in self._use_case.outcomes.values()])
+        outcomes = np.tile(defaults, (len(ids), 1))
+        reported = np.zeros((len(ids), len(defaults)), dtype=bool)
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        index = {name: i for i, name in enumerate(self._outcomes)}
+        found_id, found_outcome, found_value, found_time = array("q"), array("h"), array("d"), array("d")
+        for batch in feedback:
+            for record in batch:
+                event = orjson.loads(record)
+                if event.get("use_case") != self._use_case_name:
+                    continue
+                decision = id_hash(event["decision_id"])
+                at = _seconds(event["timestamp"])
+                for name, value in event["outcomes"].items():
+                    position = index.get(name)
+                    if position is not None:
+                        found_id.append(decision)
+                        found_outcome.append(position)
+                        found_value.append(float(value))
+                        found_time.append(at)
+        if not found_id or not len(ids):
+            return outcomes, reported
+        fid = np.frombuffer(found_id, dtype=np.int64)
+        slot = np.searchsorted(sorted_ids, fid)
+        slot = np.minimum(slot, len(sorted_ids) - 1)
+        known = sorted_ids[slot] == fid
+        rows = order[slot[known]]
+        which = np.frombuffer(found_outcome, dtype=np.int16)[known].astype(np.int64)
+        values = np.frombuffer(found_value, dtype=np.float64)[known]
+        delay = np.frombuffer(found_time, dtype=np.float64)[known] - times[rows]
+        in_window = delay <= windows[which]
+        rows, which, values = rows[in_window], which[in_window], values[in_window]
+        # The first report of each (decision, outcome) counts, as in the trainer's join.
+        _, first = np.unique(rows * len(defaults) + which, return_index=True)
+        outcomes[rows[first], which[first]] = values[first]
+        reported[rows[first], which[first]] = True
+        return outcomes, reported
+
+
+def _decode(codes: np.ndarray, categories: list[str]) -> np.ndarray:
+    if not categories:
+        return codes
+    names = np.array([*categories, "(unknown)"], dtype=object)
+    return np.asarray(names[np.where(codes >= 0, codes, len(categories)).astype(int)])

@@ -1,0 +1,184 @@
+"""Off-policy evaluation of an experiment's arms, and of the current champions, on its logged sample.
+
+The reward is the use case's policy value of each logged decision's outcomes. The reward model
+is LightGBM on the logged actions' features, cross-fitted over two halves of the sample so that no
+decision's own reward shapes the prediction it is corrected by.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import orjson
+
+from closedloop.contracts import ArmPolicy, ExperimentPhase, UseCaseConfig
+from closedloop.decision_service import BINARY_CANDIDATES, OfflinePolicy
+from closedloop.evaluation._logged import LoggedDecisions, id_hash
+from closedloop.evaluation._offpolicy import PolicyValue, off_policy_estimates
+from closedloop.evaluation._report_model import Interval, OpeEstimate, OpeResult
+from closedloop.evaluation._stats import Z
+
+_REWARD_PARAMS = {
+    "objective": "regression",
+    "num_leaves": 31,
+    "learning_rate": 0.1,
+    "min_data_in_leaf": 20,
+    "verbose": -1,
+    "num_threads": 2,
+    "seed": 11,
+}
+_REWARD_TREES = 100
+
+
+class LoggedBandit:
+    """The sampled decisions as arrays: stacked candidate rows, logged action, propensity, reward."""
+
+    def __init__(self, use_case: UseCaseConfig, data: LoggedDecisions) -> None:
+        self.encoder = OfflinePolicy(use_case)
+        position = {int(d): i for i, d in enumerate(data.decision)}
+        columns = {name: data.outcomes[:, i] for i, name in enumerate(use_case.outcomes)}
+        value = np.broadcast_to(
+            np.asarray(use_case.policy.value_expression.evaluate(columns), dtype=float), len(data.decision)
+        )
+        rows, offsets, chosen, propensity, reward, candidates = [], [0], [], [], [], []
+        self.bad_propensity = 0
+        for record in data.sample:
+            event = orjson.loads(record)
+            row = position.get(id_hash(event["event_id"]))
+            if row is None:
+                continue  # its window is still open
+            p = event.get("propensity")
+            if not isinstance(p, (int, float)) or not 0 < p <= 1 or not math.isfinite(p):
+                self.bad_propensity += 1
+                continue
+            features = [c["features"] for c in event["candidates"]]
+            ids = [c["id"] for c in event["candidates"]]
+            action = event["choice"] if event["decision_type"] != "rank" else (event["ranking"] or [None])[0]
+            actions = list(BINARY_CANDIDATES) if event["decision_type"] == "binary" else ids
+            if action not in actions:
+                self.bad_propensity += 1
+                continue
+            encoded = self.encoder.encode(
+                event["context"], [] if event["decision_type"] == "binary" else features
+            )
+            rows.append(encoded)
+            offsets.append(offsets[-1] + len(encoded))
+            chosen.append(actions.index(action))
+            propensity.append(float(p))
+            reward.append(float(value[row]))
+            candidates.append(features)
+        self.rows = np.vstack(rows) if rows else np.zeros((0, 0))
+        self.offsets = np.array(offsets)
+        self.chosen = np.array(chosen, dtype=int)
+        self.propensity = np.array(propensity)
+        self.reward = np.array(reward)
+        self.candidates = candidates
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def logged_rows(self) -> np.ndarray:
+        return np.asarray(self.rows[self.offsets[:-1] + self.chosen])
+
+    def reward_model(self) -> np.ndarray:
+        """Cross-fitted predicted reward of every stacked row."""
+        n = len(self)
+        fold_of_decision = np.arange(n) % 2
+        fold_of_row = np.repeat(fold_of_decision, np.diff(self.offsets))
+        predicted = np.empty(len(self.rows))
+        logged = self.logged_rows()
+        for fold in (0, 1):
+            fit = fold_of_decision != fold
+            apply = fold_of_row == fold
+            if fit.sum() < 50:
+                predicted[apply] = float(self.reward[fit].mean()) if fit.any() else 0.0
+                continue
+            booster = lgb.train(
+                _REWARD_PARAMS, lgb.Dataset(logged[fit], self.reward[fit]), num_boost_round=_REWARD_TREES
+            )
+            predicted[apply] = booster.predict(self.rows[apply])
+        return predicted
+
+
+def evaluate_policies(
+    use_case: UseCaseConfig,
+    phase: ExperimentPhase,
+    data: LoggedDecisions,
+    models: Mapping[str, Any],
+    notes: list[str],
+) -> OpeResult | None:
+    bandit = LoggedBandit(use_case, data)
+    if bandit.bad_propensity:
+        notes.append(
+            f"{bandit.bad_propensity} sampled decisions have a missing, zero or out-of-range propensity "
+            "(or a logged action that is not among their candidates); off-policy estimates leave them out."
+        )
+    if len(bandit) < 10:
+        notes.append("Too few decisions with closed windows for off-policy evaluation (need 10).")
+        return None
+    q = bandit.reward_model()
+    q_logged = q[bandit.offsets[:-1] + bandit.chosen]
+    targets: list[tuple[str, str, OfflinePolicy]] = [
+        (name, _describe(arm), OfflinePolicy(use_case, arm, models=models))
+        for name, arm in phase.arms.items()
+    ]
+    if models:
+        versions = ", ".join(sorted(models))
+        targets.append(
+            (
+                "champions",
+                f"the current champion models ({versions}) with the use case's policy",
+                OfflinePolicy(use_case, None, models=models),
+            )
+        )
+    estimates = []
+    for name, description, policy in targets:
+        probabilities = policy.batch_probabilities(bandit.rows, bandit.offsets, bandit.candidates)
+        target_logged = np.array([p[a] for p, a in zip(probabilities, bandit.chosen, strict=True)])
+        under_target = np.array(
+            [
+                float(np.dot(p, q[bandit.offsets[i] : bandit.offsets[i + 1]]))
+                for i, p in enumerate(probabilities)
+            ]
+        )
+        result = off_policy_estimates(bandit.reward, bandit.propensity, target_logged, q_logged, under_target)
+        estimates.append(
+            OpeEstimate(
+                policy=name,
+                description=description,
+                ips=_interval(result.ips),
+                snips=_interval(result.snips),
+                direct=_interval(result.direct),
+                doubly_robust=_interval(result.doubly_robust),
+                effective_sample_size=result.effective_sample_size,
+                decisions=result.decisions,
+            )
+        )
+    mean = float(bandit.reward.mean())
+    half = Z * float(bandit.reward.std(ddof=1)) / math.sqrt(len(bandit))
+    return OpeResult(
+        reward=use_case.policy.value,
+        logged_value=Interval(estimate=mean, low=mean - half, high=mean + half),
+        sample=len(bandit),
+        policies=estimates,
+    )
+
+
+def _describe(arm: ArmPolicy) -> str:
+    parts = ["default policy" if arm.policy == "default" else "models"]
+    for field in ("value", "epsilon", "temperature", "threshold"):
+        value = getattr(arm, field)
+        if value is not None:
+            parts.append(f"{field}={value}")
+    return ", ".join(parts)
+
+
+def _interval(value: PolicyValue) -> Interval:
+    def clean(x: float) -> float | None:
+        return x if math.isfinite(x) else None
+
+    return Interval(estimate=clean(value.estimate), low=clean(value.low), high=clean(value.high))

@@ -1,0 +1,71 @@
+"""Reading a whole topic once, from its beginning to where it ends now: what analyses need.
+
+Unlike the trainer, a report keeps no offsets and joins no consumer group: it assigns itself every
+partition, reads to the end offsets it saw when it began, and stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from closedloop.contracts import InfrastructureConfig
+from closedloop.eventlog._logs import FileEventLog
+from closedloop.eventlog._segments import Position
+
+
+def scan_topic(
+    infrastructure: InfrastructureConfig,
+    topic: str,
+    *,
+    batch_records: int = 20_000,
+    consumer_config: Mapping[str, Any] | None = None,
+) -> Iterator[list[bytes]]:
+    """Batches of a topic's records, oldest first, up to the end it had when the scan began."""
+    if infrastructure.kafka_bootstrap:
+        yield from _scan_kafka(infrastructure.kafka_bootstrap, topic, batch_records, consumer_config or {})
+        return
+    directory = infrastructure.data_path / "events"
+    if not directory.exists():
+        return
+    log = FileEventLog(directory, read_only=True)
+    position = Position(0, 0)
+    while True:
+        records, position = log.read(topic, position, max_records=batch_records)
+        if not records:
+            return
+        yield records
+
+
+def _scan_kafka(
+    bootstrap: str, topic: str, batch_records: int, consumer_config: Mapping[str, Any]
+) -> Iterator[list[bytes]]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap.split(","),
+        group_id=None,
+        enable_auto_commit=False,
+        **{"fetch_max_bytes": 64 * 1024 * 1024, **consumer_config},
+    )
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not assigned:
+            return
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        ends = consumer.end_offsets(assigned)
+        remaining = {tp for tp in assigned if ends[tp] > consumer.position(tp)}
+        while remaining:
+            polled = consumer.poll(timeout_ms=1000, max_records=batch_records)
+            batch: list[bytes] = []
+            for partition, records in polled.items():
+                batch.extend(r.value for r in records if r.offset < ends[partition])
+                if consumer.position(partition) >= ends[partition]:
+                    remaining.discard(partition)
+                    consumer.pause(partition)
+            if batch:
+                yield batch
+    finally:
+        consumer.close()
