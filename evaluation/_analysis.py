@@ -76,10 +76,10 @@ def find_experiment(config: ClosedLoopConfig, name: str) -> tuple[str, UseCaseCo
     if found is None:
         declared = sorted(e for uc in config.use_cases.values() for e in uc.experiments)
         raise UnknownExperimentError(
-            f"No experiment {name!r} is declared in the configuration.",
+            f"No experiment {name!r} is declared in the configuration (declared: {declared}).",
             field="experiment",
             value=name,
-            expected=f"one of {declared}" if declared else "an experiment declared under a use case",
+            expected="an experiment declared under a use case's experiments:",
         )
     use_case_name, experiment = found
     return use_case_name, config.use_cases[use_case_name], experiment
