@@ -1,4 +1,7 @@
-"""`closedloop validate | serve | train | models | demo`: heavy imports happen in the command using them."""
+"""`closedloop validate | serve | train | models | experiments | report | demo`.
+
+Heavy imports happen in the command that uses them, so `closedloop --help` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -156,6 +159,93 @@ def demo(
         kafka_bootstrap=kafka_bootstrap,
         database_url=database_url,
     )
+
+
+experiments_app = typer.Typer(help="Start, change, stop and list experiments.", no_args_is_help=True)
+app.add_typer(experiments_app, name="experiments")
+
+
+@experiments_app.command("start")
+def experiments_start(name: str, config: ConfigOption = Path("closedloop.yaml")) -> None:
+    """Start an experiment as declared (a changed allocation starts a new phase)."""
+    from closedloop.evaluation import find_experiment
+    from closedloop.registry import open_registry, start_experiment
+
+    loaded = load_config(config)
+    use_case_name, use_case, experiment = find_experiment(loaded, name)
+    registry = open_registry(loaded.infrastructure)
+    try:
+        phase = start_experiment(
+            registry, use_case_name, name, experiment, others=[e for e in use_case.experiments if e != name]
+        )
+    finally:
+        registry.close()
+    shares = ", ".join(f"{arm} {spec.share:g}" for arm, spec in phase.arms.items())
+    typer.echo(
+        f"{name}: phase {phase.phase} running on {use_case_name} ({shares}; holdout {phase.holdout:g})"
+    )
+
+
+@experiments_app.command("stop")
+def experiments_stop(name: str, config: ConfigOption = Path("closedloop.yaml")) -> None:
+    """Stop an experiment: every unit goes back to the use case's own policy."""
+    from closedloop.registry import open_registry, stop_experiment
+
+    loaded = load_config(config)
+    registry = open_registry(loaded.infrastructure)
+    try:
+        phase = stop_experiment(registry, name)
+    finally:
+        registry.close()
+    typer.echo(f"{name}: phase {phase.phase} stopped")
+
+
+@experiments_app.command("list")
+def experiments_list(config: ConfigOption = Path("closedloop.yaml")) -> None:
+    """Every declared experiment with its phases (as JSON)."""
+    from closedloop.registry import open_registry
+
+    loaded = load_config(config)
+    registry = open_registry(loaded.infrastructure)
+    try:
+        listing = {
+            name: {
+                "use_case": use_case_name,
+                "phases": [p.model_dump(mode="json") for p in registry.phases(name)],
+            }
+            for use_case_name, use_case in loaded.use_cases.items()
+            for name in use_case.experiments
+        }
+    finally:
+        registry.close()
+    typer.echo(json.dumps(listing, indent=2))
+
+
+@app.command()
+def report(
+    experiment: Annotated[str, typer.Argument(help="The experiment's name.")],
+    config: ConfigOption = Path("closedloop.yaml"),
+    output: Annotated[Path, typer.Option(help="Directory for report.html and report.json.")] = Path(
+        "closedloop-report"
+    ),
+    phase: Annotated[int | None, typer.Option(help="Which phase (default: the latest).")] = None,
+) -> None:
+    """Analyse an experiment from the event logs; write an HTML report and its JSON."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from closedloop.evaluation import analyze_experiment, write_report_files
+
+    loaded = load_config(config)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task("starting", total=None)
+        result = analyze_experiment(
+            loaded, experiment, phase=phase, progress=lambda step: progress.update(task, description=step)
+        )
+    html_path, json_path = write_report_files(result, output)
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"wrote {html_path} and {json_path}")
 
 
 def main() -> None:

@@ -1,13 +1,14 @@
 """Causal evaluation: experiment analysis, heterogeneous effects, off-policy evaluation, reports.
 
 - `analyze_experiment(config, name)`: one phase of an experiment, read from the event logs, as an
-  `ExperimentReport` (the numbers of ``report.json``)
+  `ExperimentReport` (the numbers of ``report.json``); `write_report_files` / `render_html` for the page
 - statistics: `welch`, `cuped`, `sample_ratio_check`, `adjust_p_values`, `sequential_half_width`
   on `UnitSample`s (one linearized value per unit, so ratio metrics get delta-method intervals)
 - off-policy estimators: `off_policy_estimates` (IPS, SNIPS, direct method, doubly robust)
 """
 
 from closedloop.evaluation._analysis import analyze_experiment, find_experiment
+from closedloop.evaluation._html import render_html, write_report_files
 from closedloop.evaluation._offpolicy import OffPolicyEstimates, PolicyValue, off_policy_estimates
 from closedloop.evaluation._report_model import ExperimentReport
 from closedloop.evaluation._stats import (
@@ -39,7 +40,9 @@ __all__ = [
     "find_experiment",
     "non_inferior",
     "off_policy_estimates",
+    "render_html",
     "sample_ratio_check",
     "sequential_half_width",
     "welch",
+    "write_report_files",
 ]
