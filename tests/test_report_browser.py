@@ -28,7 +28,7 @@ def lookup(data: Any, key: str) -> Any:
 def shown(value: Any, text: str) -> bool:
     """Whether the page's text is the JSON value as the page formats it (3-5 significant digits)."""
     if value is None:
-        return text == "–"
+        return text == "\u2013"  # the page's &ndash;
     if isinstance(value, bool):
         return text.lower() in {"true", "pass", "false", "fail"}
     if isinstance(value, (int, float)):
