@@ -52,7 +52,15 @@ def serve(
 
     from closedloop.decision_service import create_app
 
-    service = create_app(load_config(config), refresh_interval=refresh_interval)
+    loaded = load_config(config)
+    routers = []
+    try:
+        from closedloop.evaluation import report_router
+    except ImportError:  # installed without the evaluation extra: no report pages
+        pass
+    else:
+        routers.append(report_router(loaded))
+    service = create_app(loaded, refresh_interval=refresh_interval, routers=routers)
     uvicorn.run(service, host=host, port=port, log_level="info", access_log=False)
 
 

@@ -7,11 +7,11 @@ the status of its class, so the SDK can rebuild it; nothing the caller sends can
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
@@ -43,8 +43,10 @@ def create_app(
     engine: DecisionEngine | None = None,
     refresh_interval: float = 0.5,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
-    """The decision service for ``config``; pass ``engine`` to serve one built elsewhere (tests)."""
+    """The decision service for ``config``; pass ``engine`` to serve one built elsewhere (tests),
+    and ``routers`` to mount more endpoints (``closedloop serve`` adds the experiment reports)."""
     owned = engine is None
     serving = engine or open_engine(config)
 
@@ -67,6 +69,8 @@ def create_app(
     app.state.engine = serving
     _install_error_handlers(app, serving, max_body_bytes)
     _install_routes(app, serving, config)
+    for router in routers:
+        app.include_router(router)
     return app
 
 

@@ -4,6 +4,8 @@
   `ExperimentReport` (the numbers of ``report.json``); `write_report_files` / `render_html` for the page
 - statistics: `welch`, `cuped`, `sample_ratio_check`, `adjust_p_values`, `sequential_half_width`
   on `UnitSample`s (one linearized value per unit, so ratio metrics get delta-method intervals)
+- `report_router(config, registry)`: ``GET /v1/experiments`` and ``/v1/experiments/{name}/report``,
+  mounted on the decision service by ``closedloop serve``
 - off-policy estimators: `off_policy_estimates` (IPS, SNIPS, direct method, doubly robust)
 """
 
@@ -11,6 +13,7 @@ from closedloop.evaluation._analysis import analyze_experiment, find_experiment
 from closedloop.evaluation._html import render_html, write_report_files
 from closedloop.evaluation._offpolicy import OffPolicyEstimates, PolicyValue, off_policy_estimates
 from closedloop.evaluation._report_model import ExperimentReport
+from closedloop.evaluation._routes import report_router
 from closedloop.evaluation._stats import (
     Comparison,
     CupedResult,
@@ -41,6 +44,7 @@ __all__ = [
     "non_inferior",
     "off_policy_estimates",
     "render_html",
+    "report_router",
     "sample_ratio_check",
     "sequential_half_width",
     "welch",

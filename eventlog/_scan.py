@@ -1,7 +1,7 @@
 """Reading a whole topic once, from its beginning to where it ends now: what analyses need.
 
 Unlike the trainer, a report keeps no offsets and joins no consumer group: it assigns itself every
-partition, reads to the end offsets it saw when it began, and stops.
+partition, reads past the end offsets it saw when it began until a poll finds nothing more, and stops.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def scan_topic(
     batch_records: int = 20_000,
     consumer_config: Mapping[str, Any] | None = None,
 ) -> Iterator[list[bytes]]:
-    """Batches of a topic's records, oldest first, up to the end it had when the scan began."""
+    """Batches of a topic's records, oldest first, up to (at least) the end it had when the scan began."""
     if infrastructure.kafka_bootstrap:
         yield from _scan_kafka(infrastructure.kafka_bootstrap, topic, batch_records, consumer_config or {})
         return
@@ -56,16 +56,14 @@ def _scan_kafka(
         consumer.assign(assigned)
         consumer.seek_to_beginning(*assigned)
         ends = consumer.end_offsets(assigned)
-        remaining = {tp for tp in assigned if ends[tp] > consumer.position(tp)}
-        while remaining:
-            polled = consumer.poll(timeout_ms=1000, max_records=batch_records)
-            batch: list[bytes] = []
-            for partition, records in polled.items():
-                batch.extend(r.value for r in records if r.offset < ends[partition])
-                if consumer.position(partition) >= ends[partition]:
-                    remaining.discard(partition)
-                    consumer.pause(partition)
+        while True:
+            polled = consumer.poll(timeout_ms=500, max_records=batch_records)
+            batch = [record.value for records in polled.values() for record in records]
             if batch:
                 yield batch
+            elif all(consumer.position(tp) >= ends[tp] for tp in assigned):
+                # The end offsets are a floor, not the exact end: a broker may report the start of
+                # its last batch (Tansu does). So stop only once a poll past them comes back empty.
+                return
     finally:
         consumer.close()

@@ -23,7 +23,8 @@ from closedloop.contracts import (
 )
 from closedloop.decision_service import open_engine
 from closedloop.evaluation import ExperimentReport, analyze_experiment
-from closedloop.registry import LocalModelRegistry, start_experiment
+from closedloop.eventlog import KafkaEventLog
+from closedloop.registry import LocalModelRegistry, open_registry, start_experiment
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 OFFER_YAML = """
@@ -80,7 +81,7 @@ class Clock:
 
 
 def run_experiment(config: ClosedLoopConfig, units: int, decisions_per_unit: int, seed: int = 0) -> None:
-    registry = LocalModelRegistry(config.infrastructure.data_path / "registry")
+    registry = open_registry(config.infrastructure)
     registry.publish("offer", "buy", quality_model(), {}, champion=True)
     experiment = config.use_cases["offer"].experiments["by_quality"]
     start_experiment(registry, "offer", "by_quality", experiment, now=T0.timestamp())
@@ -107,7 +108,10 @@ def run_experiment(config: ClosedLoopConfig, units: int, decisions_per_unit: int
                 engine.log_feedback(
                     [FeedbackIn(decision_id=decision.decision_id, outcomes={"buy": 1}, timestamp=clock.now)]
                 )
+    if isinstance(engine.event_log, KafkaEventLog):
+        assert engine.event_log.wait_until_delivered(60)
     engine.close()
+    registry.close()
 
 
 @pytest.fixture(scope="module")
