@@ -49,7 +49,10 @@ def parse_config(
     try:
         config = ClosedLoopConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source), hint="See docs/configuration.md.") from None
+        raise ConfigError(
+            _describe(exc, source),
+            hint="See examples/closedloop.yaml for a complete file, docs/experiments.md for experiments.",
+        ) from None
     return config.model_copy(update={"infrastructure": config.infrastructure.with_environment(env)})
 
 

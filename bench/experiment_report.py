@@ -1,0 +1,178 @@
+"""Time and memory of an experiment report over 1,000,000 logged decisions (embedded event files).
+
+The decisions are written straight into the event log in the shape the engine logs them (5
+candidates, 3 context and 2 candidate features, epsilon-greedy propensities, two arms and a
+holdout), with feedback for about a fifth of them; then `analyze_experiment` reads and analyses
+the phase. Prints the seconds of each step and the peak resident memory of the analysis.
+
+    cd bench && ../.venv/bin/python experiment_report.py [--decisions 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import resource
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import orjson
+from rich.progress import track
+
+from closedloop.contracts import parse_config
+from closedloop.evaluation import analyze_experiment, write_report_files
+from closedloop.eventlog import FileEventLog
+from closedloop.registry import LocalModelRegistry, start_experiment
+
+CONFIG = """
+use_cases:
+  shop:
+    decision: choose
+    context:
+      country: {type: categorical, values: [us, de, fr, uk]}
+      device: {type: categorical, values: [ios, android, web]}
+      tenure: {type: numeric}
+    candidate:
+      price: {type: numeric}
+      quality: {type: numeric}
+    outcomes:
+      buy: {type: binary, window: 1h}
+      revenue: {type: continuous, window: 1h}
+    policy:
+      value: buy + 0.01 * revenue
+      exploration: {strategy: epsilon_greedy, epsilon: 0.2}
+    experiments:
+      big:
+        arms:
+          control: {share: 0.5, control: true, policy: default}
+          model: {share: 0.5}
+        holdout: 0.05
+        sequential: true
+"""
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+CANDIDATES = 5
+
+
+def write_events(directory: Path, decisions: int, units: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    log = FileEventLog(directory / "events", fsync_interval=5.0)
+    arms = ["control", "model"]
+    unit_country = rng.integers(0, 4, units)
+    unit_device = rng.integers(0, 3, units)
+    batch_decisions: list[tuple[str, bytes]] = []
+    batch_feedback: list[tuple[str, bytes]] = []
+    for i in track(range(decisions), description="writing 1 event per decision"):
+        unit = int(rng.integers(units))
+        arm = "holdout" if unit % 20 == 0 else arms[unit % 2]
+        decision_id = uuid.UUID(int=int(rng.integers(2**63)) << 64 | i).hex
+        at = T0 + timedelta(seconds=i * 0.5)
+        chosen = int(rng.integers(CANDIDATES))
+        event = {
+            "schema_version": 1,
+            "event_id": decision_id,
+            "use_case": "shop",
+            "unit_id": f"user-{unit}",
+            "timestamp": at,
+            "decision_type": "choose",
+            "context": {
+                "country": ["us", "de", "fr", "uk"][unit_country[unit]],
+                "device": ["ios", "android", "web"][unit_device[unit]],
+                "tenure": float(unit % 100),
+            },
+            "candidates": [
+                {
+                    "id": f"item{k}",
+                    "features": {"price": float(10 + k), "quality": float(k) / CANDIDATES},
+                    "predictions": {},
+                    "value": 1.0 - k / CANDIDATES,
+                }
+                for k in range(CANDIDATES)
+            ],
+            "choice": f"item{chosen}",
+            "ranking": None,
+            "propensity": 0.84 if chosen == 0 else 0.04,
+            "exploration": {"strategy": "epsilon_greedy", "epsilon": 0.2},
+            "model_versions": {},
+            "policy": "default" if arm != "model" else "model",
+            "experiment": "big",
+            "arm": arm,
+            "experiment_phase": 1,
+        }
+        batch_decisions.append((decision_id, orjson.dumps(event)))
+        if rng.random() < 0.2 + 0.02 * chosen:
+            feedback = {
+                "schema_version": 1,
+                "event_id": uuid.uuid4().hex,
+                "decision_id": decision_id,
+                "use_case": "shop",
+                "outcomes": {"buy": 1.0, "revenue": float(10 + chosen)},
+                "timestamp": at + timedelta(minutes=5),
+                "received_at": at + timedelta(minutes=5),
+                "orphan": False,
+            }
+            batch_feedback.append((decision_id, orjson.dumps(feedback)))
+        if len(batch_decisions) >= 10_000:
+            log.append("closedloop.decisions", batch_decisions)
+            log.append("closedloop.feedback", batch_feedback)
+            batch_decisions, batch_feedback = [], []
+    log.append("closedloop.decisions", batch_decisions)
+    log.append("closedloop.feedback", batch_feedback)
+    log.close()
+
+
+def champion(registry: LocalModelRegistry) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.random((5000, 5))
+    y = (rng.random(5000) < 0.1 + 0.3 * x[:, 4]).astype(float)
+    names = ["country", "device", "tenure", "price", "quality"]
+    booster = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(x, y, feature_name=names), 100)
+    registry.publish("shop", "buy", booster.model_to_string(), {}, champion=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--decisions", type=int, default=1_000_000)
+    parser.add_argument("--units", type=int, default=200_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        directory = Path(folder)
+        config = parse_config(CONFIG, environ={})
+        config = config.model_copy(
+            update={"infrastructure": config.infrastructure.model_copy(update={"data_dir": str(directory)})}
+        )
+        registry = LocalModelRegistry(directory / "registry")
+        champion(registry)
+        start_experiment(registry, "shop", "big", config.use_cases["shop"].experiments["big"], now=T0.timestamp())
+        started = time.perf_counter()
+        write_events(directory, args.decisions, args.units)
+        print(f"wrote {args.decisions:,} decisions in {time.perf_counter() - started:.1f} s")
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        marks: list[tuple[str, float]] = []  # (step, when it began)
+        started = time.perf_counter()
+        report = analyze_experiment(
+            config,
+            "big",
+            as_of=(T0 + timedelta(days=30)).timestamp(),
+            progress=lambda step: marks.append((step, time.perf_counter())),
+        )
+        analysis = time.perf_counter() - started
+        marks.append(("(end)", time.perf_counter()))
+        started = time.perf_counter()
+        write_report_files(report, directory / "report")
+        rendering = time.perf_counter() - started
+        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        for (name, began), (_, ended) in itertools.pairwise(marks):
+            print(f"  {name:<24} {ended - began:7.2f} s")
+        print(f"analysis of {sum(a.decisions for a in report.arms):,} decisions: {analysis:.1f} s "
+              f"({sum(a.decisions for a in report.arms) / analysis:,.0f} decisions/s); report files {rendering:.1f} s")
+        print(f"peak RSS: {rss_before:.0f} MiB before the analysis, {rss_after:.0f} MiB after")
+        print(f"OPE sample: {report.ope.sample if report.ope else 0}; notes: {report.notes}")
+
+
+if __name__ == "__main__":
+    main()
