@@ -68,7 +68,7 @@ def write_events(directory: Path, decisions: int, units: int, seed: int = 0) -> 
     batch_feedback: list[tuple[str, bytes]] = []
     for i in track(range(decisions), description="writing 1 event per decision"):
         unit = int(rng.integers(units))
-        arm = "holdout" if unit % 20 == 0 else arms[unit % 2]
+        arm = "holdout" if unit % 20 == 0 else arms[(unit // 20) % 2]  # 5% / 47.5% / 47.5%
         decision_id = uuid.UUID(int=int(rng.integers(2**63)) << 64 | i).hex
         at = T0 + timedelta(seconds=i * 0.5)
         chosen = int(rng.integers(CANDIDATES))

@@ -39,7 +39,8 @@ class LoggedBandit:
 
     def __init__(self, use_case: UseCaseConfig, data: LoggedDecisions) -> None:
         self.encoder = OfflinePolicy(use_case)
-        position = {int(d): i for i, d in enumerate(data.decision)}
+        order = np.argsort(data.decision)
+        sorted_ids = data.decision[order]
         columns = {name: data.outcomes[:, i] for i, name in enumerate(use_case.outcomes)}
         value = np.broadcast_to(
             np.asarray(use_case.policy.value_expression.evaluate(columns), dtype=float), len(data.decision)
@@ -48,7 +49,7 @@ class LoggedBandit:
         self.bad_propensity = 0
         for record in data.sample:
             event = orjson.loads(record)
-            row = position.get(id_hash(event["event_id"]))
+            row = _row_of(id_hash(event["event_id"]), sorted_ids, order)
             if row is None:
                 continue  # its window is still open
             p = event.get("propensity")
@@ -102,6 +103,13 @@ class LoggedBandit:
             )
             predicted[apply] = booster.predict(self.rows[apply])
         return predicted
+
+
+def _row_of(decision: int, sorted_ids: np.ndarray, order: np.ndarray) -> int | None:
+    slot = int(np.searchsorted(sorted_ids, decision))
+    if slot < len(sorted_ids) and sorted_ids[slot] == decision:
+        return int(order[slot])
+    return None
 
 
 def evaluate_policies(
