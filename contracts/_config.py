@@ -154,6 +154,12 @@ class PromotionGate(StrictModel):
     max_logloss_increase: float = Field(0.0, ge=0.0)
     max_rmse_increase: float = Field(0.0, ge=0.0)
     """Continuous outcomes: the challenger's RMSE may be at most this much above the champion's."""
+    off_policy_check: bool = False
+    """Also require the doubly robust value of the policy with the new model, estimated on the
+    held-out period's logged decisions, to be no lower than with the champions (needs the
+    evaluation extra; reads the decision log)."""
+    max_value_drop: float = Field(0.0, ge=0.0)
+    """How far the new policy's doubly robust value may fall below the champions' and still pass."""
 
 
 DecisionType = Literal["choose", "rank", "binary"]

@@ -6,12 +6,15 @@
   on `UnitSample`s (one linearized value per unit, so ratio metrics get delta-method intervals)
 - `report_router(config, registry)`: ``GET /v1/experiments`` and ``/v1/experiments/{name}/report``,
   mounted on the decision service by ``closedloop serve``
+- `compare_policies_offline`: doubly robust values of the policy with two sets of models (the
+  trainer's off-policy promotion check)
 - off-policy estimators: `off_policy_estimates` (IPS, SNIPS, direct method, doubly robust)
 """
 
 from closedloop.evaluation._analysis import analyze_experiment, find_experiment
 from closedloop.evaluation._html import render_html, write_report_files
 from closedloop.evaluation._offpolicy import OffPolicyEstimates, PolicyValue, off_policy_estimates
+from closedloop.evaluation._ope_data import compare_policies_offline
 from closedloop.evaluation._report_model import ExperimentReport
 from closedloop.evaluation._routes import report_router
 from closedloop.evaluation._stats import (
@@ -39,6 +42,7 @@ __all__ = [
     "UnitSample",
     "adjust_p_values",
     "analyze_experiment",
+    "compare_policies_offline",
     "cuped",
     "find_experiment",
     "non_inferior",

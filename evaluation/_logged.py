@@ -85,18 +85,24 @@ class Gatherer:
         self,
         use_case_name: str,
         use_case: UseCaseConfig,
-        phase: ExperimentPhase,
+        phase: ExperimentPhase | None,
         *,
-        pre_period_seconds: float | None,
-        breakdowns: list[str],
+        pre_period_seconds: float | None = None,
+        breakdowns: list[str] | None = None,
         ope_sample: int = OPE_SAMPLE,
+        since: float | None = None,
     ) -> None:
+        """``phase`` None gathers every decision of the use case from ``since`` on, whatever its
+        experiment (for off-policy checks outside experiments)."""
         self._use_case_name = use_case_name
         self._use_case = use_case
         self._phase = phase
-        self._arms = [*phase.arms, "holdout"]
+        self._since = since
+        self._phase_start = phase.started_at if phase else math.inf
+        self._arms = [*phase.arms, "holdout"] if phase else []
         self._arm_codes = {name: i for i, name in enumerate(self._arms)}
-        self._pre_from = phase.started_at - pre_period_seconds if pre_period_seconds else None
+        self._pre_from = phase.started_at - pre_period_seconds if phase and pre_period_seconds else None
+        breakdowns = breakdowns or []
         self._breakdowns = breakdowns
         self._context_names = list(use_case.context)
         self._categories = {
@@ -115,6 +121,9 @@ class Gatherer:
         self.other_phases = 0
 
     def add_decisions(self, records: Iterable[bytes]) -> None:
+        if self._phase is None:
+            self._add_all(records)
+            return
         name, experiment, number = self._use_case_name, self._phase.experiment, self._phase.phase
         for record in records:
             event = orjson.loads(record)
@@ -127,10 +136,18 @@ class Gatherer:
                 self._add_in_phase(event, record)
             elif self._pre_from is not None:
                 at = _seconds(event["timestamp"])
-                if self._pre_from <= at < self._phase.started_at:
+                if self._pre_from <= at < self._phase_start:
                     self._pre_unit.append(id_hash(event["unit_id"]))
                     self._pre_decision.append(id_hash(event["event_id"]))
                     self._pre_time.append(at)
+
+    def _add_all(self, records: Iterable[bytes]) -> None:
+        for record in records:
+            event = orjson.loads(record)
+            if event.get("use_case") != self._use_case_name:
+                continue
+            if self._since is None or _seconds(event["timestamp"]) >= self._since:
+                self._add_in_phase(event, record)
 
     def _add_in_phase(self, event: dict[str, object], record: bytes) -> None:
         columns = self._in

@@ -15,12 +15,13 @@ import lightgbm as lgb
 import numpy as np
 import orjson
 
-from closedloop.contracts import ArmPolicy, ExperimentPhase, UseCaseConfig
+from closedloop.contracts import ArmPolicy, ClosedLoopConfig, ExperimentPhase, Topics, UseCaseConfig
 from closedloop.decision_service import BINARY_CANDIDATES, OfflinePolicy
-from closedloop.evaluation._logged import LoggedDecisions, id_hash
-from closedloop.evaluation._offpolicy import PolicyValue, off_policy_estimates
+from closedloop.evaluation._logged import Gatherer, LoggedDecisions, id_hash
+from closedloop.evaluation._offpolicy import OffPolicyEstimates, PolicyValue, off_policy_estimates
 from closedloop.evaluation._report_model import Interval, OpeEstimate, OpeResult
 from closedloop.evaluation._stats import Z
+from closedloop.eventlog import scan_topic
 
 _REWARD_PARAMS = {
     "objective": "regression",
@@ -145,15 +146,7 @@ def evaluate_policies(
         )
     estimates = []
     for name, description, policy in targets:
-        probabilities = policy.batch_probabilities(bandit.rows, bandit.offsets, bandit.candidates)
-        target_logged = np.array([p[a] for p, a in zip(probabilities, bandit.chosen, strict=True)])
-        under_target = np.array(
-            [
-                float(np.dot(p, q[bandit.offsets[i] : bandit.offsets[i + 1]]))
-                for i, p in enumerate(probabilities)
-            ]
-        )
-        result = off_policy_estimates(bandit.reward, bandit.propensity, target_logged, q_logged, under_target)
+        result = _estimate(bandit, policy, q, q_logged)
         estimates.append(
             OpeEstimate(
                 policy=name,
@@ -190,3 +183,48 @@ def _interval(value: PolicyValue) -> Interval:
         return x if math.isfinite(x) else None
 
     return Interval(estimate=clean(value.estimate), low=clean(value.low), high=clean(value.high))
+
+
+def compare_policies_offline(
+    config: ClosedLoopConfig,
+    use_case_name: str,
+    challenger: Mapping[str, Any],
+    champion: Mapping[str, Any],
+    *,
+    since: float | None,
+    as_of: float,
+    sample: int = 20_000,
+) -> tuple[OffPolicyEstimates, OffPolicyEstimates, int]:
+    """Doubly robust values of the use case's policy with two sets of models, on a uniform sample
+    of the logged decisions from ``since`` on whose windows closed by ``as_of``.
+
+    Returns (challenger, champion, decisions used). A set that lacks a model the value function
+    needs is the default policy, as it would be when serving.
+    """
+    use_case = config.use_cases[use_case_name]
+    gatherer = Gatherer(use_case_name, use_case, None, ope_sample=sample, since=since)
+    topics = Topics(config.infrastructure.topic_prefix)
+    for batch in scan_topic(config.infrastructure, topics.decisions):
+        gatherer.add_decisions(batch)
+    data = gatherer.finish(scan_topic(config.infrastructure, topics.feedback), as_of=as_of)
+    bandit = LoggedBandit(use_case, data)
+    if len(bandit) < 10:
+        raise ValueError(f"only {len(bandit)} logged decisions with closed windows to compare policies on")
+    q = bandit.reward_model()
+    q_logged = q[bandit.offsets[:-1] + bandit.chosen]
+    values = []
+    for models in (challenger, champion):
+        policy = OfflinePolicy(use_case, None, models=models)
+        values.append(_estimate(bandit, policy, q, q_logged))
+    return values[0], values[1], len(bandit)
+
+
+def _estimate(
+    bandit: LoggedBandit, policy: OfflinePolicy, q: np.ndarray, q_logged: np.ndarray
+) -> OffPolicyEstimates:
+    probabilities = policy.batch_probabilities(bandit.rows, bandit.offsets, bandit.candidates)
+    target_logged = np.array([p[a] for p, a in zip(probabilities, bandit.chosen, strict=True)])
+    under_target = np.array(
+        [float(np.dot(p, q[bandit.offsets[i] : bandit.offsets[i + 1]])) for i, p in enumerate(probabilities)]
+    )
+    return off_policy_estimates(bandit.reward, bandit.propensity, target_logged, q_logged, under_target)

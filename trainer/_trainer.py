@@ -23,6 +23,7 @@ from closedloop.contracts import ClosedLoopConfig, OutcomeConfig
 from closedloop.decision_service import FeatureEncoder
 from closedloop.registry import ModelRegistry
 from closedloop.trainer._join import Joiner
+from closedloop.trainer._offpolicy_gate import off_policy_check
 from closedloop.trainer._sources import EventBatch, EventSource
 from closedloop.trainer._store import ExampleStore, TrainingRun
 from closedloop.trainer._training import (
@@ -197,11 +198,28 @@ class Trainer:
             (champion, f"champion {parent}") if champion else (baseline, "constant baseline")
         )
         decision = gate(challenger, reference, reference_name, outcome, rules)
+        off_policy: dict[str, Any] | None = None
+        if rules.off_policy_check and decision.passed:
+            failed, off_policy = off_policy_check(
+                self.config,
+                self.registry,
+                name,
+                outcome_name,
+                booster,
+                since=float(holdout.decided_at[0]),
+                as_of=self._clock(),
+            )
+            decision = failed or decision
         report: dict[str, Any] = {
             "metrics": challenger,
             "champion_metrics": champion,
             "baseline_metrics": baseline,
-            "gate": {"passed": decision.passed, "compared_with": reference_name, "reasons": decision.reasons},
+            "gate": {
+                "passed": decision.passed,
+                "compared_with": reference_name,
+                "reasons": decision.reasons,
+                "off_policy": off_policy,
+            },
             "params": {**params, "num_trees": use_case.model.num_trees},
             "lineage": {
                 "data_from": _iso(float(train.decided_at[0])),
