@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine:
 #   ./dev.sh demo   set everything up and run the end-to-end demo on embedded defaults (no servers)
-#   ./dev.sh test   set everything up, start Redis/PostgreSQL if they are not running, run every check
+#   ./dev.sh test   set everything up, start Redis/PostgreSQL if they are not running, install
+#                   chromium if missing (browser test of the reports), run every check
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -51,6 +52,10 @@ ensure_postgres() {
   su postgres -c "psql -tc \"SELECT 1 FROM pg_database WHERE datname='test'\" | grep -q 1 || createdb test" || true
 }
 
+ensure_chromium() {  # the experiment report's browser test drives Debian's chromium with Playwright
+  command -v chromium >/dev/null || apt_install chromium
+}
+
 case "${1:-}" in
   demo)
     setup all
@@ -60,6 +65,7 @@ case "${1:-}" in
     setup dev
     ensure_redis
     ensure_postgres
+    ensure_chromium
     "$VENV/bin/ruff" check .
     "$VENV/bin/mypy"
     set +e
