@@ -54,6 +54,7 @@ from closedloop.contracts._experiments import (
 from closedloop.contracts._loading import load_config, parse_config
 from closedloop.contracts._names import DecisionIndexKeys, RegistryKeys, Topics
 from closedloop.contracts._settings import ENVIRONMENT_VARIABLES, InfrastructureConfig
+from closedloop.contracts._tuning import Constraint, Objective, TunedParameter, TuningConfig
 from closedloop.contracts._value_expression import ValueExpression
 from closedloop.contracts._wire import (
     EVENT_SCHEMA_VERSION,
@@ -81,6 +82,7 @@ __all__ = [
     "ClosedLoopConfig",
     "ClosedLoopError",
     "ConfigError",
+    "Constraint",
     "CupedConfig",
     "DecideRequest",
     "Decision",
@@ -114,6 +116,7 @@ __all__ = [
     "ModelConfig",
     "ModelIncompatibleError",
     "NumericFeature",
+    "Objective",
     "OutcomeConfig",
     "PayloadTooLargeError",
     "PolicyConfig",
@@ -123,6 +126,8 @@ __all__ = [
     "ServiceUnavailableError",
     "Softmax",
     "Topics",
+    "TunedParameter",
+    "TuningConfig",
     "UnknownDecisionError",
     "UnknownExperimentError",
     "UnknownUseCaseError",

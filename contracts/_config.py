@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from closedloop.contracts._durations import Duration
 from closedloop.contracts._experiments import ArmPolicy, ExperimentConfig
 from closedloop.contracts._settings import InfrastructureConfig
+from closedloop.contracts._tuning import TUNABLE_ROOTS, TuningConfig
 from closedloop.contracts._value_expression import ValueExpression
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
@@ -181,6 +182,8 @@ class UseCaseConfig(StrictModel):
     max_candidates: int = Field(100, ge=1, le=10_000)
     experiments: dict[Name, ExperimentConfig] = Field(default_factory=dict)
     """A/B experiments whose arms are variants of this use case's policy."""
+    tuning: TuningConfig | None = None
+    """What the tuner may change in this use case's policy, and the objective it optimises."""
 
     @model_validator(mode="after")
     def _consistent(self) -> UseCaseConfig:
@@ -207,7 +210,63 @@ class UseCaseConfig(StrictModel):
                 )
         for name, experiment in self.experiments.items():
             self._check_experiment(name, experiment)
+        if self.tuning is not None:
+            self._check_tuning(self.tuning)
         return self
+
+    def _check_tuning(self, tuning: TuningConfig) -> None:
+        strategy = self.policy.exploration.strategy
+        valid = {
+            "exploration.epsilon": strategy == "epsilon_greedy",
+            "exploration.temperature": strategy == "softmax",
+            "threshold": self.decision == "binary",
+        }
+        placeholders = tuning.template_names
+        for path in tuning.parameters:
+            root, _, leaf = path.partition(".")
+            if root not in TUNABLE_ROOTS:
+                raise ValueError(
+                    f"tuning parameter {path!r}: unknown path; expected value.<placeholder>, "
+                    "exploration.epsilon, exploration.temperature, threshold or model.<LightGBM parameter>"
+                )
+            if path in valid and not valid[path]:
+                raise ValueError(
+                    f"tuning parameter {path!r} does not apply to this use case ({self.decision}, {strategy})"
+                )
+            if root == "model" and leaf not in ModelConfig.model_fields:
+                raise ValueError(
+                    f"tuning parameter {path!r}: {leaf!r} is not a model parameter "
+                    f"(model parameters: {sorted(ModelConfig.model_fields)})"
+                )
+            if root == "value" and leaf not in placeholders:
+                raise ValueError(
+                    f"tuning parameter {path!r}: value_template has no {{{leaf}}} placeholder "
+                    f"(placeholders: {sorted(placeholders)})"
+                )
+            if root == "exploration" and path not in valid:
+                raise ValueError(
+                    f"tuning parameter {path!r}: unknown path; "
+                    "expected exploration.epsilon or exploration.temperature"
+                )
+        missing = placeholders - {p.partition(".")[2] for p in tuning.parameters if p.startswith("value.")}
+        if missing:
+            raise ValueError(
+                f"tuning.value_template placeholders {sorted(missing)} have no value.<name> parameter"
+            )
+        if tuning.value_template is not None:
+            probe = tuning.value_template.format(**{name: 1.0 for name in placeholders})
+            unknown = ValueExpression(probe).names - set(self.outcomes)
+            if unknown:
+                raise ValueError(
+                    f"tuning.value_template uses {sorted(unknown)}, which are not declared outcomes"
+                )
+        measurable = set(self.outcomes) | {"value"}
+        for metric in tuning.objective.metrics + [c.metric for c in tuning.parsed_constraints]:
+            if metric not in measurable:
+                raise ValueError(
+                    f"tuning metric {metric!r} cannot be measured: it is not an outcome or 'value' "
+                    f"(measurable: {sorted(measurable)})"
+                )
 
     def _check_experiment(self, name: str, experiment: ExperimentConfig) -> None:
         where = f"experiment {name!r}"
