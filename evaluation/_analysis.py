@@ -324,7 +324,7 @@ def _pre_period_covariates(
     return dict(zip(unique.tolist(), result.tolist(), strict=True))
 
 
-def _compared_arms(current: ExperimentPhase, data: LoggedDecisions) -> list[str]:
+def _compared_arms(current: ExperimentPhase) -> list[str]:
     names = [a for a in current.arms if a != current.control]
     if current.holdout > 0:
         names.append(HOLDOUT_ARM)
@@ -356,7 +356,7 @@ def _metric_results(
                 samples[arm] = _unit_sample(data.unit[mask], values[mask], metric.per, covariates)[0]
         arm_metrics = [_arm_metric(arm, samples.get(arm)) for arm in data.arms if arm in samples]
         comparisons = []
-        for arm in _compared_arms(current, data):
+        for arm in _compared_arms(current):
             comparisons.append((arm, *_compare(samples, current.control, arm, experiment)))
         raw.append((metric, arm_metrics, comparisons))
     p_values = [c.p_value if c else math.nan for _, _, comps in raw for _, c, _ in comps]
