@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -61,3 +63,26 @@ def test_the_trainer_shares_the_services_stores_and_runs_a_real_command() -> Non
     assert result.exit_code == 0
     for option in ("--config", "--interval", "--once"):
         assert option in result.output
+
+
+def _extra_requirements(extra: str, extras: dict[str, list[str]]) -> set[str]:
+    """Distribution names an extra pulls in, following closedloop[...] self-references."""
+    names: set[str] = set()
+    for requirement in extras[extra]:
+        name = re.split(r"[<>=\[ ;]", requirement, maxsplit=1)[0].lower()
+        if name == "closedloop":
+            for inner in re.findall(r"\[(.*?)\]", requirement)[0].split(","):
+                names |= _extra_requirements(inner.strip(), extras)
+        else:
+            names.add(name)
+    return names
+
+
+def test_the_image_installs_what_the_compose_commands_import() -> None:
+    """The trainer needs SQLAlchemy and psycopg (the compose database is PostgreSQL); the
+    service's report pages need the evaluation extra. All run from the one image."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    install = re.search(r'pip install[^\n]*"\.\[([a-z,]+)\]"', (ROOT / "Dockerfile").read_text())
+    assert install is not None
+    installed = set().union(*(_extra_requirements(e, extras) for e in install.group(1).split(",")))
+    assert {"sqlalchemy", "psycopg", "statsmodels", "fastapi", "kafka-python", "redis"} <= installed
