@@ -211,19 +211,13 @@ def experiments_stop(name: str, config: ConfigOption = Path("closedloop.yaml")) 
 @experiments_app.command("list")
 def experiments_list(config: ConfigOption = Path("closedloop.yaml")) -> None:
     """Every declared experiment with its phases (as JSON)."""
+    from closedloop.evaluation import experiment_listing
     from closedloop.registry import open_registry
 
     loaded = load_config(config)
     registry = open_registry(loaded.infrastructure)
     try:
-        listing = {
-            name: {
-                "use_case": use_case_name,
-                "phases": [p.model_dump(mode="json") for p in registry.phases(name)],
-            }
-            for use_case_name, use_case in loaded.use_cases.items()
-            for name in use_case.experiments
-        }
+        listing = experiment_listing(loaded, registry)
     finally:
         registry.close()
     typer.echo(json.dumps(listing, indent=2))

@@ -11,7 +11,7 @@
 - off-policy estimators: `off_policy_estimates` (IPS, SNIPS, direct method, doubly robust)
 """
 
-from closedloop.evaluation._analysis import analyze_experiment, find_experiment
+from closedloop.evaluation._analysis import analyze_experiment, experiment_listing, find_experiment
 from closedloop.evaluation._html import render_html, write_report_files
 from closedloop.evaluation._offpolicy import OffPolicyEstimates, PolicyValue, off_policy_estimates
 from closedloop.evaluation._ope_data import compare_policies_offline
@@ -44,6 +44,7 @@ __all__ = [
     "analyze_experiment",
     "compare_policies_offline",
     "cuped",
+    "experiment_listing",
     "find_experiment",
     "non_inferior",
     "off_policy_estimates",

@@ -50,6 +50,7 @@ from closedloop.evaluation._stats import (
     UnitSample,
     adjust_p_values,
     cuped,
+    non_inferior,
     sample_ratio_check,
     welch,
 )
@@ -83,6 +84,18 @@ def find_experiment(config: ClosedLoopConfig, name: str) -> tuple[str, UseCaseCo
         )
     use_case_name, experiment = found
     return use_case_name, config.use_cases[use_case_name], experiment
+
+
+def experiment_listing(config: ClosedLoopConfig, registry: ModelRegistry) -> dict[str, dict[str, Any]]:
+    """Every declared experiment: its use case and recorded phases (JSON-ready)."""
+    return {
+        name: {
+            "use_case": use_case_name,
+            "phases": [p.model_dump(mode="json") for p in registry.phases(name)],
+        }
+        for use_case_name, use_case in config.use_cases.items()
+        for name in use_case.experiments
+    }
 
 
 def chosen_phase(
@@ -204,7 +217,7 @@ def _report(
         srm=srm,
         metrics=results,
         guardrails=guardrails,
-        timeline=_timeline(use_case, current, data, metrics[len(use_case.outcomes)]),
+        timeline=_timeline(use_case, current, data, _policy_value(metrics)),
         heterogeneity=heterogeneity,
         ope=ope,
     )
@@ -285,6 +298,10 @@ def _metrics(use_case: UseCaseConfig, experiment: ExperimentConfig) -> list[Metr
         Metric(m.name, ValueExpression(m.value), m.per, m.higher_is_better) for m in experiment.metrics
     )
     return metrics
+
+
+def _policy_value(metrics: list[Metric]) -> Metric:
+    return next(m for m in metrics if m.name == "value")
 
 
 def _outcome_columns(use_case: UseCaseConfig, metric: Metric) -> list[int]:
@@ -448,11 +465,8 @@ def _guardrails(
         for comparison in result.comparisons:
             if comparison.arm == HOLDOUT_ARM:
                 continue
-            low = comparison.relative.low
-            high = comparison.relative.high
-            passed = None
-            if low is not None and high is not None:
-                passed = low > -guardrail.margin if result.higher_is_better else high < guardrail.margin
+            low, high = comparison.relative.low, comparison.relative.high
+            passed = non_inferior(low, high, guardrail.margin, higher_is_better=result.higher_is_better)
             rows.append(
                 GuardrailResult(
                     metric=guardrail.metric,
@@ -507,7 +521,7 @@ def _heterogeneity(
     notes: list[str],
 ) -> list[Heterogeneity]:
     """Effects on the policy value by segment, and the DR-learner's sorted groups, per arm."""
-    metric = metrics[len(use_case.outcomes)]
+    metric = _policy_value(metrics)
     values = _per_decision(use_case, metric, data.outcomes)
     # One row per unit: the context of its first decision in the phase.
     order = np.lexsort((data.time, data.unit))

@@ -74,8 +74,6 @@ class LoggedDecisions:
     """Decisions left out because an outcome window had not closed at the analysis time."""
     other_phases: int
     """Decisions of the same experiment in other phases (never mixed in)."""
-    bad_propensity: int
-    """Decisions in the sample whose logged propensity is missing, zero or above 1."""
 
 
 class Gatherer:
@@ -218,7 +216,6 @@ class Gatherer:
             sample=sample,
             still_open=int((~inside).sum()),
             other_phases=self.other_phases,
-            bad_propensity=0,
         )
 
     def _join(

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, Response
 
 from closedloop.contracts import ClosedLoopConfig
-from closedloop.evaluation._analysis import analyze_experiment
+from closedloop.evaluation._analysis import analyze_experiment, experiment_listing
 from closedloop.evaluation._html import render_html
 from closedloop.evaluation._report_model import ExperimentReport
 from closedloop.registry import ModelRegistry, open_registry
@@ -51,20 +51,13 @@ def report_router(
     @router.get("/v1/experiments", response_model=None)
     def experiments(format: Literal["html", "json"] = "html") -> Response:
         """Every declared experiment with its phases; an HTML page linking to the reports."""
-        listing = {
-            name: {
-                "use_case": use_case_name,
-                "phases": [p.model_dump(mode="json") for p in registry.phases(name)],
-            }
-            for use_case_name, use_case in config.use_cases.items()
-            for name in use_case.experiments
-        }
+        listing = experiment_listing(config, registry)
         if format == "json":
             return Response(json.dumps(listing), media_type="application/json")
         rows = "".join(
             f"<tr><td><a href='/v1/experiments/{html.escape(name)}/report'>{html.escape(name)}</a></td>"
-            f"<td>{html.escape(entry['use_case'])}</td><td>{len(entry['phases'])}</td>"  # type: ignore[arg-type]
-            f"<td>{_status(entry['phases'])}</td></tr>"  # type: ignore[arg-type]
+            f"<td>{html.escape(entry['use_case'])}</td><td>{len(entry['phases'])}</td>"
+            f"<td>{_status(entry['phases'])}</td></tr>"
             for name, entry in listing.items()
         )
         return HTMLResponse(

@@ -202,10 +202,15 @@ def adjust_p_values(p_values: Sequence[float], method: str) -> list[float]:
     return adjusted
 
 
-def non_inferior(comparison: Comparison, margin: float, *, higher_is_better: bool) -> bool | None:
-    """Whether the relative lift's interval stays clear of losing more than ``margin``."""
-    if not math.isfinite(comparison.relative_low):
+def non_inferior(
+    relative_low: float | None, relative_high: float | None, margin: float, *, higher_is_better: bool
+) -> bool | None:
+    """Whether the relative lift's interval stays clear of losing more than ``margin``; None when
+    there is no interval to judge."""
+    if relative_low is None or relative_high is None:
+        return None
+    if not (math.isfinite(relative_low) and math.isfinite(relative_high)):
         return None
     if higher_is_better:
-        return comparison.relative_low > -margin
-    return comparison.relative_high < margin
+        return relative_low > -margin
+    return relative_high < margin
