@@ -35,6 +35,7 @@ from closedloop.contracts._errors import (
     ModelIncompatibleError,
     PayloadTooLargeError,
     ServiceUnavailableError,
+    TuningError,
     UnknownDecisionError,
     UnknownExperimentError,
     UnknownUseCaseError,
@@ -54,7 +55,14 @@ from closedloop.contracts._experiments import (
 from closedloop.contracts._loading import load_config, parse_config
 from closedloop.contracts._names import DecisionIndexKeys, RegistryKeys, Topics
 from closedloop.contracts._settings import ENVIRONMENT_VARIABLES, InfrastructureConfig
-from closedloop.contracts._tuning import Constraint, Objective, TunedParameter, TuningConfig
+from closedloop.contracts._tuning import (
+    STATUS_QUO_ARM,
+    Constraint,
+    Objective,
+    TunedParameter,
+    TuningConfig,
+    tuning_experiment_name,
+)
 from closedloop.contracts._value_expression import ValueExpression
 from closedloop.contracts._wire import (
     EVENT_SCHEMA_VERSION,
@@ -123,11 +131,13 @@ __all__ = [
     "PromotionGate",
     "RegistryKeys",
     "RetrainTrigger",
+    "STATUS_QUO_ARM",
     "ServiceUnavailableError",
     "Softmax",
     "Topics",
     "TunedParameter",
     "TuningConfig",
+    "TuningError",
     "UnknownDecisionError",
     "UnknownExperimentError",
     "UnknownUseCaseError",
@@ -138,4 +148,5 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_duration",
+    "tuning_experiment_name",
 ]

@@ -122,6 +122,13 @@ class ExperimentError(ClosedLoopError):
     code = "experiment_error"
 
 
+class TuningError(ClosedLoopError):
+    """A tuning run that cannot be started, resumed or reported as asked."""
+
+    http_status = 409
+    code = "tuning_error"
+
+
 class UnknownExperimentError(ExperimentError):
     """No experiment of that name is declared in the configuration or recorded in the registry."""
 

@@ -21,6 +21,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TUNABLE_ROOTS = ("value", "exploration", "threshold", "model")
+STATUS_QUO_ARM = "status_quo"
+"""The arm of every tuning round that runs the use case's own policy: the baseline."""
+
+
+def tuning_experiment_name(use_case: str) -> str:
+    """The experiment the online tuner deploys its rounds as (in the registry, like any other)."""
+    return f"tune_{use_case}"
 _CONSTRAINT = re.compile(
     r"^\s*(?P<metric>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>>=|<=)\s*"
     r"(?:(?P<factor>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\*\s*)?(?P<bound>baseline|-?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$"
@@ -113,6 +120,13 @@ class TuningConfig(_Strict):
     min_units_per_arm: int = Field(500, ge=2)
     rounds: int = Field(10, ge=1, le=1000)
     seed: int = 0
+    promote: bool = False
+    """At the end of an online run, serve the recommended configuration to all of the use case's
+    traffic (a last phase of the tuning experiment) until the YAML is updated."""
+
+    @property
+    def online_parameters(self) -> list[str]:
+        return [path for path in self.parameters if not path.startswith("model.")]
 
     @field_validator("constraints")
     @classmethod

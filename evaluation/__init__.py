@@ -2,19 +2,29 @@
 
 - `analyze_experiment(config, name)`: one phase of an experiment, read from the event logs, as an
   `ExperimentReport` (the numbers of ``report.json``); `write_report_files` / `render_html` for the page
+- `html_page`, `inline_png`, `write_page_files`: the report pages' shell, plots and files, shared
+  with the tuner's report
 - statistics: `welch`, `cuped`, `sample_ratio_check`, `adjust_p_values`, `sequential_half_width`
   on `UnitSample`s (one linearized value per unit, so ratio metrics get delta-method intervals)
 - `report_router(config, registry)`: ``GET /v1/experiments`` and ``/v1/experiments/{name}/report``,
   mounted on the decision service by ``closedloop serve``
 - `compare_policies_offline`: doubly robust values of the policy with two sets of models (the
   trainer's off-policy promotion check)
+- `OfflineEvaluator`: doubly robust values of policy variants, per metric, on one sample of the
+  logs (the tuner's offline measurements)
 - off-policy estimators: `off_policy_estimates` (IPS, SNIPS, direct method, doubly robust)
 """
 
 from closedloop.evaluation._analysis import analyze_experiment, experiment_listing, find_experiment
-from closedloop.evaluation._html import render_html, write_report_files
+from closedloop.evaluation._html import (
+    html_page,
+    inline_png,
+    render_html,
+    write_page_files,
+    write_report_files,
+)
 from closedloop.evaluation._offpolicy import OffPolicyEstimates, PolicyValue, off_policy_estimates
-from closedloop.evaluation._ope_data import compare_policies_offline
+from closedloop.evaluation._policy_values import OfflineEvaluator, TrainingRows, compare_policies_offline
 from closedloop.evaluation._report_model import ExperimentReport
 from closedloop.evaluation._routes import report_router
 from closedloop.evaluation._stats import (
@@ -37,8 +47,10 @@ __all__ = [
     "Estimate",
     "ExperimentReport",
     "OffPolicyEstimates",
+    "OfflineEvaluator",
     "PolicyValue",
     "SampleRatioCheck",
+    "TrainingRows",
     "UnitSample",
     "adjust_p_values",
     "analyze_experiment",
@@ -46,6 +58,8 @@ __all__ = [
     "cuped",
     "experiment_listing",
     "find_experiment",
+    "html_page",
+    "inline_png",
     "non_inferior",
     "off_policy_estimates",
     "render_html",
@@ -53,5 +67,6 @@ __all__ = [
     "sample_ratio_check",
     "sequential_half_width",
     "welch",
+    "write_page_files",
     "write_report_files",
 ]

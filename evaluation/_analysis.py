@@ -129,8 +129,13 @@ def analyze_experiment(
     consumer_config: Mapping[str, Any] | None = None,
     ope_sample: int = OPE_SAMPLE,
     progress: Progress | None = None,
+    detail: bool = True,
 ) -> ExperimentReport:
-    """Read the logs once and compute the whole report of one phase (the latest by default)."""
+    """Read the logs once and compute the whole report of one phase (the latest by default).
+
+    ``detail`` False computes only the arms, SRM, metrics and guardrails: no timeline,
+    heterogeneous effects or off-policy evaluation (what a tuner polling for its measurements needs).
+    """
     say = progress or (lambda _: None)
     use_case_name, use_case, experiment = find_experiment(config, name)
     own_registry = registry is None
@@ -148,7 +153,7 @@ def analyze_experiment(
         current,
         pre_period_seconds=experiment.cuped.pre_period.total_seconds() if experiment.cuped else None,
         breakdowns=breakdowns,
-        ope_sample=ope_sample,
+        ope_sample=ope_sample if detail else 0,
     )
     topics = Topics(config.infrastructure.topic_prefix)
     say("reading decisions")
@@ -159,7 +164,7 @@ def analyze_experiment(
     data = gatherer.finish(
         scan_topic(config.infrastructure, topics.feedback, consumer_config=consumer_config), as_of=now
     )
-    return _report(name, use_case, experiment, current, history, data, models, now, say)
+    return _report(name, use_case, experiment, current, history, data, models, now, say, detail)
 
 
 def _report(
@@ -172,6 +177,7 @@ def _report(
     models: dict[str, Any],
     now: float,
     say: Progress,
+    detail: bool = True,
 ) -> ExperimentReport:
     notes = _data_notes(data, current)
     arms = _arm_summaries(current, data)
@@ -197,10 +203,13 @@ def _report(
     say("comparing arms")
     results = _metric_results(use_case, experiment, current, data, metrics)
     guardrails = _guardrails(experiment, current, results)
-    say("heterogeneous effects")
-    heterogeneity = _heterogeneity(use_case, experiment, current, data, metrics, notes)
-    say("off-policy evaluation")
-    ope = evaluate_policies(use_case, current, data, models, notes) if len(data.sample) else None
+    heterogeneity, ope, timeline = [], None, []
+    if detail:
+        say("heterogeneous effects")
+        heterogeneity = _heterogeneity(use_case, experiment, current, data, metrics, notes)
+        say("off-policy evaluation")
+        ope = evaluate_policies(use_case, current, data, models, notes) if len(data.sample) else None
+        timeline = _timeline(use_case, current, data, _policy_value(metrics))
     return ExperimentReport(
         experiment=name,
         use_case=current.use_case,
@@ -217,7 +226,7 @@ def _report(
         srm=srm,
         metrics=results,
         guardrails=guardrails,
-        timeline=_timeline(use_case, current, data, _policy_value(metrics)),
+        timeline=timeline,
         heterogeneity=heterogeneity,
         ope=ope,
     )

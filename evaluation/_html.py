@@ -9,40 +9,58 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 import numpy as np
+from pydantic import BaseModel
 
 matplotlib.use("Agg")  # no display: render to files
 import matplotlib.pyplot as plt
 
 from closedloop.evaluation._report_model import ExperimentReport, Interval
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 68rem; color: #222; }
+_BASE_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }
 table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.3rem 0.7rem; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
+img { max-width: 100%; }
+"""
+
+_STYLE = """
 .banner { padding: 0.8rem 1rem; border-radius: 6px; margin: 0.5rem 0; }
 .srm { background: #fdd; border: 2px solid #c00; font-weight: bold; }
 .ok { background: #efe; border: 1px solid #6a6; }
 .note { background: #ffe; border: 1px solid #cc6; }
 .win { color: #070; font-weight: bold; } .loss { color: #b00; font-weight: bold; }
-img { max-width: 100%; }
 """
+
+
+def html_page(title: str, sections: Sequence[str], style: str = "") -> str:
+    """A self-contained report page: the reports' shared style plus ``style``, then the sections."""
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_BASE_STYLE}{style}</style></head><body>{''.join(sections)}</body></html>"
+    )
+
+
+def write_page_files(directory: Path, stem: str, numbers: BaseModel, page: str) -> tuple[Path, Path]:
+    """Write ``<stem>.html`` and ``<stem>.json`` (the numbers behind the page) into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path = directory / f"{stem}.json"
+    json_path.write_text(numbers.model_dump_json(indent=2))
+    html_path = directory / f"{stem}.html"
+    html_path.write_text(page)
+    return html_path, json_path
 
 
 def write_report_files(report: ExperimentReport, directory: Path) -> tuple[Path, Path]:
     """Write ``report.html`` and ``report.json`` into ``directory``; returns both paths."""
-    directory.mkdir(parents=True, exist_ok=True)
-    json_path = directory / "report.json"
-    json_path.write_text(report.model_dump_json(indent=2))
-    html_path = directory / "report.html"
-    html_path.write_text(render_html(report))
-    return html_path, json_path
+    return write_page_files(directory, "report", report, render_html(report))
 
 
 def render_html(report: ExperimentReport) -> str:
@@ -56,11 +74,7 @@ def render_html(report: ExperimentReport) -> str:
         _heterogeneity(report),
         _ope(report),
     ]
-    title = html.escape(f"Experiment {report.experiment}")
-    return (
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
-        f"<style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>"
-    )
+    return html_page(f"Experiment {report.experiment}", sections, _STYLE)
 
 
 def _time(seconds: float | None) -> str:
@@ -92,7 +106,8 @@ def _floats(values: list[float | None]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
-def _png(figure: Any) -> str:
+def inline_png(figure: Any) -> str:
+    """A matplotlib figure as an <img> with the PNG inlined (the figure is closed)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
@@ -190,7 +205,7 @@ def _lift_plot(report: ExperimentReport) -> str:
     axis.axvline(0, color="grey", linewidth=1)
     axis.set_yticks(range(len(rows)), [label for label, _ in rows])
     axis.set_xlabel("relative lift vs control (%), 95% interval")
-    return _png(figure)
+    return inline_png(figure)
 
 
 def _guardrails(report: ExperimentReport) -> str:
@@ -225,7 +240,7 @@ def _timeline(report: ExperimentReport) -> str:
     axis.set_xlabel("hours since the phase started")
     axis.set_ylabel("cumulative lift of the policy value")
     axis.legend()
-    return "<h2>Cumulative effect over time</h2>" + _png(figure)
+    return "<h2>Cumulative effect over time</h2>" + inline_png(figure)
 
 
 def _heterogeneity(report: ExperimentReport) -> str:
@@ -260,7 +275,7 @@ def _heterogeneity(report: ExperimentReport) -> str:
             axis.axhline(0, color="grey", linewidth=1)
             axis.set_xlabel("fifth of units by predicted effect (1 = lowest)")
             axis.set_ylabel("effect, 95% interval")
-            parts.append(_png(figure))
+            parts.append(inline_png(figure))
     return "".join(parts)
 
 

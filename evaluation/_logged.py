@@ -163,7 +163,7 @@ class Gatherer:
         # Keep the smallest decision hashes: a uniform sample that needs no second pass.
         if len(self._sample) < self._sample_size:
             heapq.heappush(self._sample, (-decision, record))
-        elif -self._sample[0][0] > decision:
+        elif self._sample and -self._sample[0][0] > decision:
             heapq.heapreplace(self._sample, (-decision, record))
 
     def _code(self, name: str, value: object) -> float:

@@ -23,6 +23,10 @@ class PolicyValue:
     low: float
     high: float
 
+    @property
+    def standard_error(self) -> float:
+        return (self.high - self.low) / (2 * Z)
+
 
 @dataclass(frozen=True)
 class OffPolicyEstimates:

@@ -7,6 +7,7 @@ decision's own reward shapes the prediction it is corrected by.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -15,13 +16,12 @@ import lightgbm as lgb
 import numpy as np
 import orjson
 
-from closedloop.contracts import ArmPolicy, ClosedLoopConfig, ExperimentPhase, Topics, UseCaseConfig
+from closedloop.contracts import ArmPolicy, ExperimentPhase, UseCaseConfig
 from closedloop.decision_service import BINARY_CANDIDATES, OfflinePolicy
-from closedloop.evaluation._logged import Gatherer, LoggedDecisions, id_hash
+from closedloop.evaluation._logged import LoggedDecisions, id_hash
 from closedloop.evaluation._offpolicy import OffPolicyEstimates, PolicyValue, off_policy_estimates
 from closedloop.evaluation._report_model import Interval, OpeEstimate, OpeResult
 from closedloop.evaluation._stats import Z
-from closedloop.eventlog import scan_topic
 
 _REWARD_PARAMS = {
     "objective": "regression",
@@ -47,6 +47,7 @@ class LoggedBandit:
             np.asarray(use_case.policy.value_expression.evaluate(columns), dtype=float), len(data.decision)
         )
         rows, offsets, chosen, propensity, reward, candidates = [], [0], [], [], [], []
+        outcomes, times = [], []
         self.bad_propensity = 0
         for record in data.sample:
             event = orjson.loads(record)
@@ -72,22 +73,51 @@ class LoggedBandit:
             chosen.append(actions.index(action))
             propensity.append(float(p))
             reward.append(float(value[row]))
+            outcomes.append(data.outcomes[row])
+            times.append(float(data.time[row]))
             candidates.append(features)
         self.rows = np.vstack(rows) if rows else np.zeros((0, 0))
         self.offsets = np.array(offsets)
         self.chosen = np.array(chosen, dtype=int)
         self.propensity = np.array(propensity)
         self.reward = np.array(reward)
+        self.outcomes = np.array(outcomes).reshape(len(chosen), len(use_case.outcomes))
+        """decisions x outcomes (each outcome's default where no feedback came)."""
+        self.time = np.array(times)
         self.candidates = candidates
 
     def __len__(self) -> int:
         return len(self.chosen)
 
+    def split_by_time(self, fraction: float) -> tuple[LoggedBandit, LoggedBandit]:
+        """The earliest ``fraction`` of decisions, and the rest."""
+        order = np.argsort(self.time, kind="stable")
+        cut = round(len(order) * fraction)
+        return self._subset(np.sort(order[:cut])), self._subset(np.sort(order[cut:]))
+
+    def _subset(self, decisions: np.ndarray) -> LoggedBandit:
+        part = copy.copy(self)
+        sizes = np.diff(self.offsets)[decisions]
+        part.rows = (
+            np.vstack([self.rows[self.offsets[i] : self.offsets[i + 1]] for i in decisions])
+            if len(decisions)
+            else self.rows[:0]
+        )
+        part.offsets = np.concatenate([[0], np.cumsum(sizes)])
+        part.chosen = self.chosen[decisions]
+        part.propensity = self.propensity[decisions]
+        part.reward = self.reward[decisions]
+        part.outcomes = self.outcomes[decisions]
+        part.time = self.time[decisions]
+        part.candidates = [self.candidates[i] for i in decisions]
+        return part
+
     def logged_rows(self) -> np.ndarray:
         return np.asarray(self.rows[self.offsets[:-1] + self.chosen])
 
-    def reward_model(self) -> np.ndarray:
-        """Cross-fitted predicted reward of every stacked row."""
+    def reward_model(self, reward: np.ndarray | None = None) -> np.ndarray:
+        """Cross-fitted predicted reward (the policy value, or ``reward``) of every stacked row."""
+        reward = self.reward if reward is None else reward
         n = len(self)
         fold_of_decision = np.arange(n) % 2
         fold_of_row = np.repeat(fold_of_decision, np.diff(self.offsets))
@@ -97,10 +127,10 @@ class LoggedBandit:
             fit = fold_of_decision != fold
             apply = fold_of_row == fold
             if fit.sum() < 50:
-                predicted[apply] = float(self.reward[fit].mean()) if fit.any() else 0.0
+                predicted[apply] = float(reward[fit].mean()) if fit.any() else 0.0
                 continue
             booster = lgb.train(
-                _REWARD_PARAMS, lgb.Dataset(logged[fit], self.reward[fit]), num_boost_round=_REWARD_TREES
+                _REWARD_PARAMS, lgb.Dataset(logged[fit], reward[fit]), num_boost_round=_REWARD_TREES
             )
             predicted[apply] = booster.predict(self.rows[apply])
         return predicted
@@ -146,7 +176,7 @@ def evaluate_policies(
         )
     estimates = []
     for name, description, policy in targets:
-        result = _estimate(bandit, policy, q, q_logged)
+        result = estimate_policy(bandit, policy, q, q_logged)
         estimates.append(
             OpeEstimate(
                 policy=name,
@@ -185,46 +215,20 @@ def _interval(value: PolicyValue) -> Interval:
     return Interval(estimate=clean(value.estimate), low=clean(value.low), high=clean(value.high))
 
 
-def compare_policies_offline(
-    config: ClosedLoopConfig,
-    use_case_name: str,
-    challenger: Mapping[str, Any],
-    champion: Mapping[str, Any],
-    *,
-    since: float | None,
-    as_of: float,
-    sample: int = 20_000,
-) -> tuple[OffPolicyEstimates, OffPolicyEstimates, int]:
-    """Doubly robust values of the use case's policy with two sets of models, on a uniform sample
-    of the logged decisions from ``since`` on whose windows closed by ``as_of``.
-
-    Returns (challenger, champion, decisions used). A set that lacks a model the value function
-    needs is the default policy, as it would be when serving.
-    """
-    use_case = config.use_cases[use_case_name]
-    gatherer = Gatherer(use_case_name, use_case, None, ope_sample=sample, since=since)
-    topics = Topics(config.infrastructure.topic_prefix)
-    for batch in scan_topic(config.infrastructure, topics.decisions):
-        gatherer.add_decisions(batch)
-    data = gatherer.finish(scan_topic(config.infrastructure, topics.feedback), as_of=as_of)
-    bandit = LoggedBandit(use_case, data)
-    if len(bandit) < 10:
-        raise ValueError(f"only {len(bandit)} logged decisions with closed windows to compare policies on")
-    q = bandit.reward_model()
-    q_logged = q[bandit.offsets[:-1] + bandit.chosen]
-    values = []
-    for models in (challenger, champion):
-        policy = OfflinePolicy(use_case, None, models=models)
-        values.append(_estimate(bandit, policy, q, q_logged))
-    return values[0], values[1], len(bandit)
-
-
-def _estimate(
-    bandit: LoggedBandit, policy: OfflinePolicy, q: np.ndarray, q_logged: np.ndarray
+def estimate_policy(
+    bandit: LoggedBandit,
+    policy: OfflinePolicy,
+    q: np.ndarray,
+    q_logged: np.ndarray,
+    reward: np.ndarray | None = None,
 ) -> OffPolicyEstimates:
+    """Off-policy estimates of ``policy`` for the policy value (or ``reward``, whose reward model
+    ``q`` is)."""
     probabilities = policy.batch_probabilities(bandit.rows, bandit.offsets, bandit.candidates)
     target_logged = np.array([p[a] for p, a in zip(probabilities, bandit.chosen, strict=True)])
     under_target = np.array(
         [float(np.dot(p, q[bandit.offsets[i] : bandit.offsets[i + 1]])) for i, p in enumerate(probabilities)]
     )
-    return off_policy_estimates(bandit.reward, bandit.propensity, target_logged, q_logged, under_target)
+    return off_policy_estimates(
+        bandit.reward if reward is None else reward, bandit.propensity, target_logged, q_logged, under_target
+    )

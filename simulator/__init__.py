@@ -4,11 +4,19 @@
 - `Demo`: the product calling the SDK round after round while the trainer learns, in simulated time
 - `demo_config()`: the demo's use case (``demo.yaml``)
 - `write_report(result, directory)`: the demo's HTML report and JSON summary
+- `TuningWorld`, `tuning_config()`, `drive_online_tuner`: a product whose best tuning is known
+  (``tuning.yaml``), and the loop that serves an online tuner's rounds on it in simulated time
 """
 
 from closedloop.simulator._command import run_demo_command
 from closedloop.simulator._demo import Demo, DemoResult, RoundSummary, demo_config, fresh_demo_directory
 from closedloop.simulator._report import write_report
+from closedloop.simulator._tuning_world import (
+    SimulatedClock,
+    TuningWorld,
+    drive_online_tuner,
+    tuning_config,
+)
 from closedloop.simulator._world import Request, Response, World
 
 __all__ = [
@@ -17,9 +25,13 @@ __all__ = [
     "Request",
     "Response",
     "RoundSummary",
+    "SimulatedClock",
+    "TuningWorld",
     "World",
     "demo_config",
+    "drive_online_tuner",
     "fresh_demo_directory",
     "run_demo_command",
+    "tuning_config",
     "write_report",
 ]

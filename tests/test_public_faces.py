@@ -18,6 +18,7 @@ COMPONENTS = [
     "closedloop.trainer",
     "closedloop.simulator",
     "closedloop.evaluation",
+    "closedloop.tuner",
 ]
 
 
@@ -43,9 +44,12 @@ def test_the_sdk_is_thin() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_the_decision_service_and_trainer_do_not_import_ax() -> None:
+def test_only_the_tuner_imports_ax() -> None:
+    """Serving, training, evaluating and the CLI never load Ax or torch; the tuner loads them only
+    when a run starts (so `closedloop --help` and `closedloop.tuner` imports stay fast)."""
     code = (
         "import sys, closedloop.decision_service, closedloop.cli, closedloop.trainer\n"
+        "import closedloop.evaluation, closedloop.simulator, closedloop.tuner\n"
         "print(sorted({'ax', 'torch', 'botorch'} & {m.split('.')[0] for m in sys.modules}))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

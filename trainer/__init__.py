@@ -6,6 +6,7 @@
 - `open_trainer(config)`: a trainer on the stores the configuration names (Kafka consumer group or
   the embedded event files; SQLite or PostgreSQL; Redis or local registry)
 - `ExampleStore`, `TrainingRun`: the examples, labels, offsets and runs in the metadata database
+- `open_database(url)`: an engine on the metadata database (SQLite or PostgreSQL), shared with the tuner
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from closedloop.contracts import ClosedLoopConfig, Topics
 from closedloop.eventlog import FileEventLog
 from closedloop.registry import ModelRegistry, open_registry
+from closedloop.trainer._database import open_database
 from closedloop.trainer._sources import EventBatch, EventSource, FileEventSource, KafkaEventSource
 from closedloop.trainer._store import ExampleStore, LabelledExample, TrainingRun
 from closedloop.trainer._trainer import CycleReport, Trainer
@@ -79,5 +81,6 @@ __all__ = [
     "fit",
     "gate",
     "lightgbm_params",
+    "open_database",
     "open_trainer",
 ]

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -22,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from closedloop.contracts import ConfigError
+from closedloop.trainer._database import open_database
 
 metadata = sa.MetaData()
 
@@ -169,19 +169,7 @@ class ExampleStore:
     @classmethod
     def from_url(cls, url: str, *, schema: str | None = None) -> ExampleStore:
         """``schema``: a PostgreSQL schema of its own (created if missing), e.g. one per test or demo."""
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        connect_args: dict[str, Any] = {}
-        if schema is not None:
-            setup = sa.create_engine(url)
-            with setup.begin() as connection:
-                connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-            setup.dispose()
-            connect_args["options"] = f"-csearch_path={schema}"
-        engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
-        if engine.dialect.name == "sqlite":
-            sa.event.listen(engine, "connect", _sqlite_pragmas)
-        return cls(engine)
+        return cls(open_database(url, schema=schema))
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -418,10 +406,3 @@ class ExampleStore:
     def close(self) -> None:
         self.engine.dispose()
 
-
-def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-    # WAL lets `closedloop models` read while the trainer writes; NORMAL sync is safe under WAL.
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()

@@ -1,0 +1,158 @@
+"""The online tuner: each round's configurations serve live traffic as arms of an experiment, next
+to a status-quo arm, and are measured by the causal evaluator once every arm has its sample."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from closedloop.contracts import (
+    STATUS_QUO_ARM,
+    ArmConfig,
+    ClosedLoopConfig,
+    ExperimentConfig,
+    tuning_experiment_name,
+)
+from closedloop.evaluation import ExperimentReport, analyze_experiment
+from closedloop.registry import ModelRegistry, start_experiment, stop_experiment
+from closedloop.tuner._ax import Method
+from closedloop.tuner._loop import RoundMeasurements, TuningLoop
+from closedloop.tuner._space import Measurement, Parameterization, TuningSpace
+from closedloop.tuner._store import RoundRecord, TrialRecord, TuningStore
+
+PROMOTED_ARM = "tuned"
+
+
+class OnlineTuner(TuningLoop):
+    mode = "online"
+
+    def __init__(
+        self,
+        config: ClosedLoopConfig,
+        use_case_name: str,
+        *,
+        store: TuningStore,
+        registry: ModelRegistry,
+        method: Method = "bayesian",
+        clock: Callable[[], float] = time.time,
+        seeds: Sequence[Parameterization] = (),
+        consumer_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        use_case = config.use_cases[use_case_name]
+        super().__init__(
+            use_case_name,
+            TuningSpace.of(use_case_name, use_case, online=True),
+            store,
+            method=method,
+            clock=clock,
+            seeds=seeds,
+        )
+        self.config = config
+        self.registry = registry
+        self.experiment = tuning_experiment_name(use_case_name)
+        self.consumer_config = consumer_config
+
+    def _arms(self, trials: Sequence[TrialRecord]) -> dict[str, ArmConfig]:
+        share = 1.0 / (len(trials) + 1)
+        arms = {STATUS_QUO_ARM: ArmConfig(share=share, control=True)}
+        arms |= {t.arm: self.space.arm(t.parameters, share) for t in trials}
+        return arms
+
+    def _experiment_config(self, round_: int, arms: Mapping[str, ArmConfig]) -> ExperimentConfig:
+        return ExperimentConfig(
+            description=f"tuning round {round_} of {self.use_case_name!r}",
+            arms=dict(arms),
+            salt=f"{self.experiment}-round{round_}",  # a new shuffle of units every round
+        )
+
+    def deployed(self, current: RoundRecord, trials: Sequence[TrialRecord]) -> None:
+        arms = self._arms(trials)
+        phase = start_experiment(
+            self.registry,
+            self.use_case_name,
+            self.experiment,
+            self._experiment_config(current.round, arms),
+            arms=arms,
+            others=list(self.config.use_cases[self.use_case_name].experiments),
+            now=self.clock(),
+        )
+        if phase.phase != current.phase:
+            self.store.set_phase(self.run_name, current.round, phase.phase)
+
+    def measure(self, current: RoundRecord, trials: Sequence[TrialRecord]) -> RoundMeasurements | str:
+        arms = self._arms(trials)
+        use_case = self.config.use_cases[self.use_case_name]
+        experiments = {**use_case.experiments, self.experiment: self._experiment_config(current.round, arms)}
+        config = self.config.model_copy(
+            update={
+                "use_cases": {
+                    **self.config.use_cases,
+                    self.use_case_name: use_case.model_copy(update={"experiments": experiments}),
+                }
+            }
+        )
+        phase = self.store.rounds(self.run_name)[current.round - 1].phase
+        report = analyze_experiment(
+            config,
+            self.experiment,
+            registry=self.registry,
+            phase=phase,
+            as_of=self.clock(),
+            consumer_config=self.consumer_config,
+            detail=False,
+        )
+        units = {arm.name: arm.units for arm in report.arms}
+        needed = self.space.tuning.min_units_per_arm
+        short = {name: units.get(name, 0) for name in arms if units.get(name, 0) < needed}
+        if short:
+            listing = ", ".join(f"{name} {count}/{needed}" for name, count in short.items())
+            return f"waiting for units with closed outcome windows: {listing}"
+        measured = _measurements(report, self.space.measured_metrics)
+        baseline = measured[STATUS_QUO_ARM]
+        return RoundMeasurements(
+            baseline=baseline,
+            baseline_units=units[STATUS_QUO_ARM],
+            trials={
+                t.trial_index: (self.space.with_relative(measured[t.arm], baseline), units[t.arm])
+                for t in trials
+            },
+        )
+
+    def finished(self, recommendation: Mapping[str, Any]) -> None:
+        history = self.registry.phases(self.experiment)
+        best = recommendation["configurations"]
+        if self.space.tuning.promote and len(best) == 1:
+            arm = self.space.arm(best[0]["parameters"], 1.0).model_copy(update={"control": True})
+            promoted = {PROMOTED_ARM: arm}
+            start_experiment(
+                self.registry,
+                self.use_case_name,
+                self.experiment,
+                ExperimentConfig(
+                    arms={PROMOTED_ARM: arm, STATUS_QUO_ARM: ArmConfig(share=0.0)},
+                    salt=f"{self.experiment}-promoted",
+                ),
+                arms=promoted,
+                now=self.clock(),
+            )
+        elif history and history[-1].running:
+            stop_experiment(self.registry, self.experiment, now=self.clock())
+
+    def stop(self) -> None:
+        super().stop()
+        history = self.registry.phases(self.experiment)
+        if history and history[-1].running:
+            stop_experiment(self.registry, self.experiment, now=self.clock())
+
+
+def _measurements(report: ExperimentReport, metrics: Sequence[str]) -> dict[str, Measurement]:
+    """arm -> metric -> (mean, standard error), from the evaluator's per-arm metric results."""
+    by_arm: dict[str, Measurement] = {}
+    for result in report.metrics:
+        if result.name not in metrics:
+            continue
+        for arm in result.arms:
+            if arm.mean is not None:
+                by_arm.setdefault(arm.arm, {})[result.name] = (arm.mean, arm.se or 0.0)
+    return by_arm
