@@ -14,6 +14,8 @@ setup() {
     python3 -m venv "$VENV"
   fi
   "$PY" -m pip install -q --upgrade pip
+  # Ax needs torch; its CPU wheel first, or pip resolves the CUDA build and several GB with it.
+  "$PY" -m pip install -q "torch==2.13.0"
   "$PY" -m pip install -q -e ".[$1]"
 }
 

@@ -147,7 +147,9 @@ def main() -> None:
         )
         registry = LocalModelRegistry(directory / "registry")
         champion(registry)
-        start_experiment(registry, "shop", "big", config.use_cases["shop"].experiments["big"], now=T0.timestamp())
+        start_experiment(
+            registry, "shop", "big", config.use_cases["shop"].experiments["big"], now=T0.timestamp()
+        )
         started = time.perf_counter()
         write_events(directory, args.decisions, args.units)
         print(f"wrote {args.decisions:,} decisions in {time.perf_counter() - started:.1f} s")
@@ -168,8 +170,10 @@ def main() -> None:
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         for (name, began), (_, ended) in itertools.pairwise(marks):
             print(f"  {name:<24} {ended - began:7.2f} s")
-        print(f"analysis of {sum(a.decisions for a in report.arms):,} decisions: {analysis:.1f} s "
-              f"({sum(a.decisions for a in report.arms) / analysis:,.0f} decisions/s); report files {rendering:.1f} s")
+        print(
+            f"analysis of {sum(a.decisions for a in report.arms):,} decisions: {analysis:.1f} s "
+            f"({sum(a.decisions for a in report.arms) / analysis:,.0f} decisions/s); report files {rendering:.1f} s"
+        )
         print(f"peak RSS: {rss_before:.0f} MiB before the analysis, {rss_after:.0f} MiB after")
         print(f"OPE sample: {report.ope.sample if report.ope else 0}; notes: {report.notes}")
 

@@ -3,12 +3,14 @@
 The service runs as a separate process (``closedloop serve``) on real Redis and a Tansu
 Kafka-protocol broker started here; this process is the load generator.
 
-    .venv/bin/python bench/http_service.py [--rate 500] [--seconds 10]
+    .venv/bin/python bench/http_service.py [--rate 500] [--seconds 10] [--workers 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import json
 import os
 import re
@@ -20,8 +22,10 @@ import time
 import uuid
 from pathlib import Path
 
+import aiohttp
 import httpx
 import numpy as np
+import orjson
 import yaml
 from _setup import bench_config, percentile_ms, publish, request_body, train_click_model
 
@@ -31,6 +35,7 @@ from conftest import REDIS_URL, Broker, free_port, wait_for_port
 from closedloop.registry import RedisModelRegistry
 
 JSON = {"content-type": "application/json"}
+SERVE = [sys.executable, "-m", "closedloop.cli", "serve"]
 
 
 def main() -> None:
@@ -39,6 +44,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--feedback", type=int, default=200_000)
     parser.add_argument("--feedback-only", action="store_true", help="only the feedback ingestion stage")
+    parser.add_argument("--workers", type=int, default=1, help="closedloop serve --workers")
     args = parser.parse_args()
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     broker = Broker()
@@ -57,14 +63,14 @@ def main() -> None:
         publish(registry, train_click_model())
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "closedloop.cli", "serve", "--config", str(path), "--port", str(port)],
+            [*SERVE, "--config", str(path), "--port", str(port), "--workers", str(args.workers)],
             env={**os.environ, "PYTHONWARNINGS": "ignore"},
             stderr=subprocess.DEVNULL,
         )
         try:
             wait_for_port(port, timeout=60)
             url = f"http://127.0.0.1:{port}"
-            run_benchmarks(url, args)
+            run_benchmarks(url, args, server.pid)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -74,7 +80,7 @@ def main() -> None:
                 registry._redis.delete(*keys[start : start + 1000])
 
 
-def run_benchmarks(url: str, args: argparse.Namespace) -> None:
+def run_benchmarks(url: str, args: argparse.Namespace, server_pid: int) -> None:
     rng = np.random.default_rng(0)
     # encoded once here, so the load generator (on the same 2 cores) spends little CPU per request
     bodies = [json.dumps(request_body(rng)).encode() for _ in range(1000)]
@@ -89,41 +95,58 @@ def run_benchmarks(url: str, args: argparse.Namespace) -> None:
         f"HTTP decide at {args.rate:.0f}/s for {args.seconds:.0f}s: {len(latencies)} ok, {errors} errors, "
         f"p50 {percentile_ms(latencies, 50):.2f} ms, p99 {percentile_ms(latencies, 99):.2f} ms"
     )
+    cpu_before = cpu_seconds(server_pid)
     done, elapsed = closed_loop(url, bodies, workers=8, seconds=args.seconds)
-    print(f"HTTP decide max throughput (8 connections): {done / elapsed:.0f} decisions/s")
+    cpu = cpu_seconds(server_pid) - cpu_before
+    print(
+        f"HTTP decide max throughput (8 connections): {done / elapsed:.0f} decisions/s; "
+        f"service CPU {cpu / done * 1000:.2f} ms per decision, {cpu / elapsed:.2f} cores busy"
+    )
     ingest_feedback(url, args.feedback)
 
 
 def paced_load(url: str, bodies: list[bytes], *, rate: float, seconds: float) -> tuple[list[float], int]:
-    """Open loop: requests start on schedule whatever the answers' latency (no coordinated omission)."""
+    """Open loop: requests start on schedule whatever the answers' latency (no coordinated omission).
+
+    One asyncio loop with aiohttp's client rather than threads: with threads a request waits for
+    the client's own GIL (up to the 5 ms switch interval), and httpx's async pool slows down under
+    many concurrent requests; either would be counted as the service's latency."""
+    # The generator's own full garbage collection (this process holds numpy, LightGBM, the
+    # config...) stalls it for ~80 ms, and that stall would be counted as the service's latency.
+    gc.collect()
+    gc.freeze()
+    try:
+        return asyncio.run(_paced(url, bodies, rate=rate, seconds=seconds))
+    finally:
+        gc.unfreeze()
+
+
+async def _paced(url: str, bodies: list[bytes], *, rate: float, seconds: float) -> tuple[list[float], int]:
     latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
+    errors = 0
     total = int(rate * seconds)
-    start = time.perf_counter() + 0.1
-    workers = 16
+    connector = aiohttp.TCPConnector(limit=64)
+    async with aiohttp.ClientSession(url, connector=connector, headers=JSON) as http:
 
-    def worker(offset: int) -> None:
-        with httpx.Client(base_url=url, timeout=5) as http:
-            for i in range(offset, total, workers):
-                scheduled = start + i / rate
-                delay = scheduled - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                response = http.post("/v1/decide", content=bodies[i % len(bodies)], headers=JSON)
-                took = time.perf_counter() - scheduled
-                with lock:
-                    if response.status_code == 200:
-                        latencies.append(took)
-                    else:
-                        errors[0] += 1
+        async def one(body: bytes, scheduled: float) -> None:
+            nonlocal errors
+            async with http.post("/v1/decide", data=body) as response:
+                await response.read()
+                if response.status == 200:
+                    latencies.append(time.perf_counter() - scheduled)
+                else:
+                    errors += 1
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return latencies, errors[0]
+        start = time.perf_counter() + 0.1
+        tasks = []
+        for i in range(total):
+            scheduled = start + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(bodies[i % len(bodies)], scheduled)))
+        await asyncio.gather(*tasks)
+    return latencies, errors
 
 
 def closed_loop(url: str, bodies: list[bytes], *, workers: int, seconds: float) -> tuple[int, float]:
@@ -155,24 +178,27 @@ def ingest_feedback(url: str, total: int, batch: int = 1000) -> None:
     The decision ids are unknown to the service, so every item is kept and logged as an orphan
     (feedback for known decisions would be refused as duplicates after the first report).
     """
+    # Encoded before the clock starts, like the decide bodies: the load generator shares the two
+    # cores with the service, and its own JSON work is not what is measured.
+    bodies = [
+        orjson.dumps(
+            {
+                "items": [
+                    {"decision_id": f"unknown-{j}", "outcomes": {"click": 1}, "feedback_id": uuid.uuid4().hex}
+                    for j in range(sent, min(sent + batch, total))
+                ]
+            }
+        )
+        for sent in range(0, total, batch)
+    ]
     with httpx.Client(base_url=url, timeout=30) as http:
         delivered_before = delivered(http)
         started = time.perf_counter()
-        sent = 0
-        while sent < total:
-            items = [
-                {
-                    "decision_id": f"unknown-{j}",
-                    "outcomes": {"click": 1},
-                    "feedback_id": uuid.uuid4().hex,
-                }
-                for j in range(sent, sent + batch)
-            ]
-            response = http.post("/v1/feedback/batch", json={"items": items})
+        for body in bodies:
+            response = http.post("/v1/feedback/batch", content=body, headers=JSON)
             response.raise_for_status()
-            statuses = {r["status"] for r in response.json()["results"]}
+            statuses = {r["status"] for r in orjson.loads(response.content)["results"]}
             assert statuses == {"orphan"}, statuses
-            sent += batch
         acked = time.perf_counter() - started
         while delivered(http) - delivered_before < total:
             time.sleep(0.05)
@@ -181,6 +207,25 @@ def ingest_feedback(url: str, total: int, batch: int = 1000) -> None:
         f"feedback: {total} events in batches of {batch}: acknowledged {total / acked:.0f} events/s, "
         f"all in Kafka after {landed:.1f}s ({total / landed:.0f} events/s end to end)"
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (uvicorn's workers), all their threads
+    (Linux: /proc/<pid>/stat)."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    family, ticks = {pid}, 0
+    for process, (parent, used) in sorted(stats.items()):
+        if process in family or parent in family:
+            family.add(process)
+            ticks += used
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def delivered(http: httpx.Client) -> float:

@@ -1,4 +1,4 @@
-"""`closedloop validate | serve | train | models | experiments | report | demo`.
+"""`closedloop validate | serve | train | models | experiments | report | tune | demo`.
 
 Heavy imports happen in the command that uses them, so `closedloop --help` stays fast.
 """
@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from closedloop.contracts import ClosedLoopConfig, ClosedLoopError, load_config
+from closedloop.cli._tune import tune_app
+from closedloop.contracts import ClosedLoopConfig, ClosedLoopError, load_config, tuning_experiment_name
 
 app = typer.Typer(
     name="closedloop",
@@ -46,22 +47,15 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     refresh_interval: Annotated[float, typer.Option(help="Seconds between registry checks.")] = 0.5,
+    workers: Annotated[
+        int,
+        typer.Option(min=1, help="Worker processes; more than one needs Redis and Kafka (shared state)."),
+    ] = 1,
 ) -> None:
     """Run the decision service (FastAPI under uvicorn)."""
-    import uvicorn
+    from closedloop.cli._serve import run_service
 
-    from closedloop.decision_service import create_app
-
-    loaded = load_config(config)
-    routers = []
-    try:
-        from closedloop.evaluation import report_router
-    except ImportError:  # installed without the evaluation extra: no report pages
-        pass
-    else:
-        routers.append(report_router(loaded))
-    service = create_app(loaded, refresh_interval=refresh_interval, routers=routers)
-    uvicorn.run(service, host=host, port=port, log_level="info", access_log=False)
+    run_service(config, host=host, port=port, refresh_interval=refresh_interval, workers=workers)
 
 
 @app.command()
@@ -171,6 +165,7 @@ def demo(
 
 experiments_app = typer.Typer(help="Start, change, stop and list experiments.", no_args_is_help=True)
 app.add_typer(experiments_app, name="experiments")
+app.add_typer(tune_app, name="tune")
 
 
 @experiments_app.command("start")
@@ -184,7 +179,11 @@ def experiments_start(name: str, config: ConfigOption = Path("closedloop.yaml"))
     registry = open_registry(loaded.infrastructure)
     try:
         phase = start_experiment(
-            registry, use_case_name, name, experiment, others=[e for e in use_case.experiments if e != name]
+            registry,
+            use_case_name,
+            name,
+            experiment,
+            others=[*(e for e in use_case.experiments if e != name), tuning_experiment_name(use_case_name)],
         )
     finally:
         registry.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -351,8 +352,8 @@ class DecisionEngine:
             raise
         if to_release:
             self.index.release(to_release)
-        for result in results:
-            self.metrics.feedback.labels(result.status).inc()
+        for status, count in Counter(result.status for result in results).items():
+            self.metrics.feedback.labels(status).inc(count)
         return results
 
     def _check_feedback(
@@ -437,7 +438,7 @@ class DecisionEngine:
     def _result(
         feedback_id: str, status: FeedbackStatus, error: ClosedLoopError | None = None
     ) -> FeedbackResult:
-        return FeedbackResult.model_construct(
+        return FeedbackResult(
             feedback_id=feedback_id, status=status, error=error.to_payload()["error"] if error else None
         )
 

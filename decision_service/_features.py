@@ -49,6 +49,8 @@ class FeatureEncoder:
     def __init__(self, use_case: UseCaseConfig) -> None:
         self._context = _specs(use_case.context)
         self._candidate = _specs(use_case.candidate)
+        self._context_names = frozenset(s.name for s in self._context)
+        self._candidate_names = frozenset(s.name for s in self._candidate)
         self._binary = use_case.decision == "binary"
         self.feature_names: list[str] = [s.name for s in self._context] + [s.name for s in self._candidate]
         if self._binary:
@@ -58,10 +60,10 @@ class FeatureEncoder:
 
     def check_context(self, context: Mapping[str, FeatureValue]) -> dict[str, FeatureValue]:
         """The context with defaults filled in, as it will be logged; raises on a bad value."""
-        return _checked(context, self._context, "context")
+        return _checked(context, self._context, self._context_names, "context")
 
     def check_candidate(self, features: Mapping[str, FeatureValue], index: int) -> dict[str, FeatureValue]:
-        return _checked(features, self._candidate, f"candidates[{index}].features")
+        return _checked(features, self._candidate, self._candidate_names, f"candidates[{index}].features")
 
     def encode(
         self, context: Mapping[str, FeatureValue], candidates: Sequence[Mapping[str, FeatureValue]]
@@ -110,10 +112,9 @@ class FeatureEncoder:
 
 
 def _checked(
-    values: Mapping[str, FeatureValue], specs: tuple[_Spec, ...], where: str
+    values: Mapping[str, FeatureValue], specs: tuple[_Spec, ...], declared: frozenset[str], where: str
 ) -> dict[str, FeatureValue]:
-    declared = {spec.name for spec in specs}
-    for name in values:
+    for name in values if not declared.issuperset(values) else ():
         if name not in declared:
             raise InvalidRequestError(
                 f"{where}.{name} is not a declared feature.",
@@ -134,7 +135,11 @@ def _checked(
                     hint="Send it, or give it a 'default' in closedloop.yaml.",
                 )
             value = spec.default
-        checked[spec.name] = _checked_value(value, spec, f"{where}.{spec.name}")
+        # Most values are finite numbers: accepted here without a call (x - x is 0 unless NaN or inf).
+        if spec.categories is None and (type(value) is float or type(value) is int) and value - value == 0:
+            checked[spec.name] = value
+        else:
+            checked[spec.name] = _checked_value(value, spec, f"{where}.{spec.name}")
     return checked
 
 

@@ -1,8 +1,16 @@
-"""Prometheus metrics of one decision engine, in a registry of its own (not the global one)."""
+"""Prometheus metrics of one decision engine, in a registry of its own (not the global one).
+
+Under ``closedloop serve --workers N`` each worker writes its values to prometheus_client's
+multiprocess files (the ``PROMETHEUS_MULTIPROC_DIR`` set by the parent), and a scrape of any worker
+reports them summed over the workers; each gauge says how its workers' values combine.
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
@@ -31,16 +39,34 @@ class EngineMetrics:
             "Categorical values not declared in the configuration (scored as missing)",
             ["use_case"],
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.model_swaps = Gauge(
-            "closedloop_model_swaps", "Times the serving models were replaced", registry=self.registry
+            "closedloop_model_swaps",
+            "Times the serving models were replaced (the most of any worker)",
+            registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.events_delivered = Gauge(
-            "closedloop_events_delivered", "Events acknowledged by Kafka", registry=self.registry
+            "closedloop_events_delivered",
+            "Events acknowledged by Kafka",
+            registry=self.registry,
+            multiprocess_mode="sum",  # a replaced worker's deliveries still happened
         )
         self.outbox_backlog = Gauge(
-            "closedloop_outbox_backlog", "1 while events wait in the outbox for Kafka", registry=self.registry
+            "closedloop_outbox_backlog",
+            "1 while events wait in the outbox for Kafka",
+            registry=self.registry,
+            multiprocess_mode="livemax",
         )
 
+    @property
+    def multiprocess(self) -> bool:
+        return "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)

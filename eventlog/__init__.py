@@ -1,7 +1,8 @@
 """The decision and feedback logs.
 
 `KafkaEventLog` is what deployments use: every event is written to a durable local outbox before
-it is acknowledged, and shipped to Kafka by a background thread that survives broker outages.
+it is acknowledged, and shipped to Kafka by a background thread that survives broker outages;
+processes sharing an outbox directory each write a slot of their own and ship what a stopped one left.
 `FileEventLog` keeps the same events in segment files for embedded runs. `open_event_log` picks one
 from the infrastructure settings; `scan_topic` reads a whole topic once, for analyses.
 """

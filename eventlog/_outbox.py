@@ -33,7 +33,9 @@ class RecordFuture(Protocol):
 class Connection(Protocol):
     """A live link to the broker, made by the shipper's factory and remade after any failure."""
 
-    def before_batch(self) -> None: ...
+    def before_batch(self, topics: set[str]) -> None:
+        """Make sure the batch's topics exist."""
+        ...
 
     def send(self, topic: str, key: bytes, value: bytes) -> RecordFuture: ...
 
@@ -129,8 +131,9 @@ class Shipper:
                 if connection is None:
                     connection = self._connect()
                     self.connected = True
-                connection.before_batch()
-                self._send_batch(connection, records, acked)
+                decoded = [decode_record(r) for r in records]
+                connection.before_batch({topic for topic, _, _ in decoded})
+                self._send_batch(connection, decoded, acked)
             except Exception as exc:  # the broker, the network or the producer: retry all the same
                 logger.warning("cannot reach Kafka yet (%s); %d events wait in the outbox", exc, len(records))
                 self.failures += 1
@@ -142,21 +145,21 @@ class Shipper:
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
             if len(acked) == len(records):
+                finished_segment = after.segment > self._checkpoint.position.segment
                 self._checkpoint.save(after)
-                self._outbox.delete_before(after)
+                if finished_segment:  # listing the directory per batch would cost more than the batch
+                    self._outbox.delete_before(after)
                 self.delivered += len(records)
                 acked = set()
                 backoff = 0.05
         if connection is not None:
             _close_quietly(connection)
 
-    def _send_batch(self, connection: Connection, records: Sequence[bytes], acked: set[int]) -> None:
+    def _send_batch(
+        self, connection: Connection, records: Sequence[tuple[str, bytes, bytes]], acked: set[int]
+    ) -> None:
         """Send what is not yet acked; add each acknowledged index to ``acked``; raise on any failure."""
-        pending = [
-            (index, connection.send(*decode_record(r)))
-            for index, r in enumerate(records)
-            if index not in acked
-        ]
+        pending = [(index, connection.send(*r)) for index, r in enumerate(records) if index not in acked]
         error: Exception | None = None
         for index, future in pending:
             try:

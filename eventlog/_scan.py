@@ -56,14 +56,21 @@ def _scan_kafka(
         consumer.assign(assigned)
         consumer.seek_to_beginning(*assigned)
         ends = consumer.end_offsets(assigned)
+        refreshed = False
         while True:
             polled = consumer.poll(timeout_ms=500, max_records=batch_records)
             batch = [record.value for records in polled.values() for record in records]
             if batch:
                 yield batch
-            elif all(consumer.position(tp) >= ends[tp] for tp in assigned):
-                # The end offsets are a floor, not the exact end: a broker may report the start of
-                # its last batch (Tansu does). So stop only once a poll past them comes back empty.
+            if not all(consumer.position(tp) >= ends[tp] for tp in assigned):
+                continue
+            # The end offsets are a floor, not the exact end: a broker may report the start of its
+            # last batch (Tansu does). So stop once a poll past them comes back empty or, while
+            # producers keep writing, once past a second look at the ends, which lies beyond the end
+            # the scan began with.
+            if not batch or refreshed:
                 return
+            ends = consumer.end_offsets(assigned)
+            refreshed = True
     finally:
         consumer.close()

@@ -12,6 +12,7 @@ timer (``fsync_interval``) or on every append when the interval is 0, like Kafka
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import struct
@@ -20,6 +21,8 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from closedloop.contracts import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ class SegmentLog:
         self._appended = threading.Condition(self._lock)
         self._fsync_every_append = fsync_interval <= 0
         self._dirty = False
+        self._retired: list[int] = []  # descriptors of finished segments, for the syncer to sync and close
         self._closed = threading.Event()
         self._syncer: threading.Thread | None = None
         segments = self.segments()
@@ -63,6 +67,7 @@ class SegmentLog:
         if read_only:
             self._size = -1
             return
+        self._writer_lock = _claim_writer(self.directory)
         self._size = _recover_tail(self._path(self._active)) if segments else 0
         self._fd = os.open(self._path(self._active), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         if not self._fsync_every_append:
@@ -147,37 +152,90 @@ class SegmentLog:
         return sorted(int(p.stem) for p in self.directory.glob(f"*{_SUFFIX}"))
 
     def flush(self) -> None:
+        # fsync can take tens of milliseconds; holding the lock through it would stall every
+        # append (and the request waiting on it). A duplicate descriptor stays valid even if the
+        # segment rolls meanwhile, and records appended during the sync are marked dirty again.
         with self._lock:
-            if self._dirty:
-                os.fsync(self._fd)
-                self._dirty = False
+            if not self._dirty or self._fd < 0:
+                return
+            self._dirty = False
+            fd = os.dup(self._fd)
+        try:
+            os.fsync(fd)
+        except BaseException:
+            with self._lock:
+                self._dirty = True
+            raise
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         self._closed.set()
         if self._syncer is not None:
             self._syncer.join(timeout=2)
+        self._sync_retired()
         with self._lock:
             if self._fd >= 0:
                 os.fsync(self._fd)
                 os.close(self._fd)
                 self._fd = -1
+                os.close(self._writer_lock)  # lets another process write here
 
     def _roll(self) -> None:
-        os.fsync(self._fd)
-        os.close(self._fd)
+        if self._fsync_every_append:  # every record is synced already
+            os.close(self._fd)
+        else:
+            # Syncing a full segment takes tens of milliseconds, and the append that rolls is
+            # serving a request: the syncer thread syncs and closes the finished file instead.
+            self._retired.append(self._fd)
         self._active += 1
         self._size = 0
         self._fd = os.open(self._path(self._active), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
+    def _sync_retired(self) -> None:
+        with self._lock:
+            retired, self._retired = self._retired, []
+        for fd in retired:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
     def _sync_periodically(self, interval: float) -> None:
         while not self._closed.wait(interval):
             try:
+                self._sync_retired()
                 self.flush()
             except OSError:
                 logger.exception("fsync of the event log failed")
 
     def _path(self, segment: int) -> Path:
         return self.directory / f"{segment:016d}{_SUFFIX}"
+
+
+class LogInUseError(ConfigError):
+    """Another writer holds the segment log."""
+
+
+def _claim_writer(directory: Path) -> int:
+    """Lock ``directory`` for this writer (the lock dies with the process). Two writers would
+    interleave frames, each keep a wrong size, and one could cut the other's records as torn."""
+    descriptor = os.open(directory / ".writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(descriptor)
+        raise LogInUseError(
+            f"The event log in {directory} is already being written by another writer (process {holder}).",
+            field="data_dir",
+            value=str(directory),
+            expected="a data_dir that no other running service or demo writes to",
+            hint="Give each deciding process its own data_dir (CLOSEDLOOP_DATA_DIR), or stop the other.",
+        ) from None
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, str(os.getpid()).encode(), 0)
+    return descriptor
 
 
 def _read_frames(path: Path, start: Position, end: int | None, limit: int) -> tuple[list[bytes], Position]:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from closedloop.contracts import ConfigError
 from closedloop.eventlog import Position, SegmentLog
 from closedloop.eventlog import _segments as segments_module
 
@@ -46,3 +51,68 @@ def test_a_reader_in_another_process_sees_complete_records_only(tmp_path: Path) 
         reader.append([b"three"])
     reader.close()
     writer.close()
+
+
+def test_appends_and_rolls_do_not_wait_for_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request appends its event while an fsync is in flight, even the append that rolls the
+    segment; the synced data is complete once the disk answers."""
+    log = SegmentLog(tmp_path, segment_bytes=1000, fsync_interval=3600)  # no timer sync in the test
+    log.append([b"first"])
+    in_fsync, disk_answers = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        in_fsync.set()
+        assert disk_answers.wait(10)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    syncing = threading.Thread(target=log.flush)
+    syncing.start()
+    assert in_fsync.wait(10)
+    appending = threading.Thread(target=lambda: [log.append([b"x" * 400]) for _ in range(5)])
+    appending.start()
+    appending.join(timeout=10)
+    assert not appending.is_alive(), "an append waited for an fsync"
+    assert len(log.segments()) > 1  # the appends rolled at least once, with the disk still busy
+    disk_answers.set()
+    syncing.join(timeout=10)
+    log.close()
+    assert _read_all(log, 100) == [b"first"] + [b"x" * 400] * 5
+
+
+def test_one_writer_per_log_and_the_error_names_the_holder(tmp_path: Path) -> None:
+    """A second service or demo on the same data_dir is refused before it writes a byte."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from closedloop.eventlog import SegmentLog\n"
+            "log = SegmentLog(sys.argv[1])\n"
+            "print('writing', flush=True)\n"
+            "time.sleep(600)\n",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "writing"
+        with pytest.raises(ConfigError, match=f"process {holder.pid}") as refused:
+            SegmentLog(tmp_path)
+        assert refused.value.field == "data_dir"
+        reader = SegmentLog(tmp_path, read_only=True)  # the trainer reads beside a running service
+        assert reader.read(Position(0, 0)) == ([], Position(0, 0))
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+    log = SegmentLog(tmp_path)  # the killed writer's lock went with it
+    log.append([b"mine"])
+    log.close()
+    again = SegmentLog(tmp_path)  # and a closed writer's lock with its close
+    assert _read_all(again, 10) == [b"mine"]
+    again.close()
