@@ -6,7 +6,7 @@ partition, reads past the end offsets it saw when it began until a poll finds no
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from closedloop.contracts import InfrastructureConfig
@@ -37,6 +37,21 @@ def scan_topic(
         yield records
 
 
+def seek_to_first_record(consumer: Any, partitions: Iterable[Any]) -> None:
+    """Point a kafka-python consumer, made with ``auto_offset_reset="earliest"``, at the first
+    record each partition still holds.
+
+    Not ``seek_to_beginning``: that trusts the broker's answer for the earliest offset, and the
+    Tansu broker (memory storage) has answered a later one after concurrent producers, so a reader
+    skipped records that were there. Offset 0 is the first record on a broker that deleted
+    nothing; where retention deleted it, the broker answers "out of range" and the consumer's
+    reset policy moves to the earliest offset it still has."""
+    from kafka import TopicPartition
+
+    for partition in partitions:
+        consumer.seek(TopicPartition(partition.topic, partition.partition), 0)
+
+
 def _scan_kafka(
     bootstrap: str, topic: str, batch_records: int, consumer_config: Mapping[str, Any]
 ) -> Iterator[list[bytes]]:
@@ -46,6 +61,7 @@ def _scan_kafka(
         bootstrap_servers=bootstrap.split(","),
         group_id=None,
         enable_auto_commit=False,
+        auto_offset_reset="earliest",  # what seek_to_first_record relies on
         **{"fetch_max_bytes": 64 * 1024 * 1024, **consumer_config},
     )
     try:
@@ -54,7 +70,7 @@ def _scan_kafka(
         if not assigned:
             return
         consumer.assign(assigned)
-        consumer.seek_to_beginning(*assigned)
+        seek_to_first_record(consumer, assigned)
         ends = consumer.end_offsets(assigned)
         refreshed = False
         while True:

@@ -155,21 +155,24 @@ def broker() -> Iterator[Broker]:
 
 def consume_all(bootstrap: str, topic: str, *, expected: int, timeout: float = 30.0) -> list[bytes]:
     """Every record of ``topic`` from the beginning, until ``expected`` arrived or ``timeout``."""
-    from kafka import KafkaConsumer
+    from kafka import KafkaConsumer, TopicPartition
+
+    from closedloop.eventlog import seek_to_first_record
 
     consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"test-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
-        max_poll_interval_ms=6000,
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     values: list[bytes] = []
     deadline = time.monotonic() + timeout
     try:
+        partitions: set[int] = set()
+        while not partitions and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic) or set()
+            if not partitions:
+                time.sleep(0.1)
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        seek_to_first_record(consumer, assigned)
         while len(values) < expected and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500).values():
                 values.extend(record.value for record in records)

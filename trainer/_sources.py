@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from closedloop.contracts import Topics
-from closedloop.eventlog import FileEventLog, Position, ensure_topics
+from closedloop.eventlog import FileEventLog, Position, ensure_topics, seek_to_first_record
 from closedloop.trainer._store import SourceOffsets
 
 logger = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class KafkaEventSource:
             offset = positions.get((partition.topic, partition.partition))
             if offset is None:
                 # Not in the database: nothing of it was stored yet, whatever the group committed.
-                self._consumer.seek_to_beginning(partition)
+                seek_to_first_record(self._consumer, [partition])
             else:
                 self._consumer.seek(TopicPartition(partition.topic, partition.partition), offset)
 
