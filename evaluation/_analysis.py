@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,29 +18,27 @@ from closedloop.contracts import (
     Topics,
     UnknownExperimentError,
     UseCaseConfig,
-    ValueExpression,
 )
-from closedloop.evaluation._effects import (
-    MAX_UNITS,
-    dr_pseudo_outcomes,
-    gains_and_losses,
-    group_effect,
-    predicted_effects,
-    sorted_groups,
-)
+from closedloop.evaluation._heterogeneity import heterogeneous_effects
 from closedloop.evaluation._logged import OPE_SAMPLE, Gatherer, LoggedDecisions
+from closedloop.evaluation._metrics import (
+    Metric,
+    experiment_metrics,
+    outcome_columns,
+    per_decision,
+    policy_value,
+    pre_period_covariates,
+    unit_sample,
+)
 from closedloop.evaluation._ope_data import evaluate_policies
 from closedloop.evaluation._report_model import (
     ArmMetric,
     ArmSummary,
-    CateGroup,
     ExperimentReport,
     GuardrailResult,
-    Heterogeneity,
     Interval,
     MetricComparison,
     MetricResult,
-    SegmentEffect,
     SrmSummary,
     TimelinePoint,
 )
@@ -62,14 +59,6 @@ TIMELINE_POINTS = 12
 # tuned for experiments of roughly a thousand units per arm; any value keeps the intervals valid.
 SEQUENTIAL_TUNING = 1.0 / 1000
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    value: ValueExpression
-    per: str
-    higher_is_better: bool
 
 
 def find_experiment(config: ClosedLoopConfig, name: str) -> tuple[str, UseCaseConfig, ExperimentConfig]:
@@ -193,9 +182,9 @@ def _report(
             f"SAMPLE RATIO MISMATCH: units per arm do not match the configured shares "
             f"(p = {srm.p_value:.2g}). Assignment or logging is broken; do not trust the effects below.",
         )
-    metrics = _metrics(use_case, experiment)
+    metrics = experiment_metrics(use_case, experiment)
     for metric in metrics:
-        if not data.reported[:, _outcome_columns(use_case, metric)].any() and len(data.decision):
+        if not data.reported[:, outcome_columns(use_case, metric)].any() and len(data.decision):
             notes.append(
                 f"Metric {metric.name!r}: none of its outcomes was ever reported in this phase; "
                 "its values are the outcomes' defaults."
@@ -206,10 +195,10 @@ def _report(
     heterogeneity, ope, timeline = [], None, []
     if detail:
         say("heterogeneous effects")
-        heterogeneity = _heterogeneity(use_case, experiment, current, data, metrics, notes)
+        heterogeneity = heterogeneous_effects(use_case, experiment, current, data, metrics, notes)
         say("off-policy evaluation")
         ope = evaluate_policies(use_case, current, data, models, notes) if len(data.sample) else None
-        timeline = _timeline(use_case, current, data, _policy_value(metrics))
+        timeline = _timeline(use_case, current, data, policy_value(metrics))
     return ExperimentReport(
         experiment=name,
         use_case=current.use_case,
@@ -300,68 +289,11 @@ def _srm(current: ExperimentPhase, arms: list[ArmSummary], alpha: float) -> SrmS
     )
 
 
-def _metrics(use_case: UseCaseConfig, experiment: ExperimentConfig) -> list[Metric]:
-    metrics = [Metric(o, ValueExpression(o), "decision", True) for o in use_case.outcomes]
-    metrics.append(Metric("value", use_case.policy.value_expression, "decision", True))
-    metrics.extend(
-        Metric(m.name, ValueExpression(m.value), m.per, m.higher_is_better) for m in experiment.metrics
-    )
-    return metrics
-
-
-def _policy_value(metrics: list[Metric]) -> Metric:
-    return next(m for m in metrics if m.name == "value")
-
-
-def _outcome_columns(use_case: UseCaseConfig, metric: Metric) -> list[int]:
-    names = list(use_case.outcomes)
-    return [names.index(o) for o in sorted(metric.value.names)]
-
-
-def _per_decision(use_case: UseCaseConfig, metric: Metric, outcomes: np.ndarray) -> np.ndarray:
-    columns = {name: outcomes[:, i] for i, name in enumerate(use_case.outcomes)}
-    return np.broadcast_to(np.asarray(metric.value.evaluate(columns), dtype=float), len(outcomes))
-
-
-def _unit_sample(
-    units: np.ndarray, values: np.ndarray, per: str, covariates: dict[int, float] | None = None
-) -> tuple[UnitSample, np.ndarray]:
-    """Per-unit sums (and decision counts for per-decision metrics) of one arm's decisions."""
-    unique, inverse = np.unique(units, return_inverse=True)
-    sums = np.bincount(inverse, weights=values, minlength=len(unique))
-    counts = np.bincount(inverse, minlength=len(unique)).astype(float)
-    covariate = None
-    if covariates is not None:
-        covariate = np.array([covariates.get(int(u), 0.0) for u in unique])
-    return UnitSample(sums, counts if per == "decision" else None, covariate), unique
-
-
-def _pre_period_covariates(
-    use_case: UseCaseConfig, data: LoggedDecisions, metric: Metric
-) -> dict[int, float]:
-    """Each unit's pre-period value of the metric (per decision: its mean; per unit: its sum)."""
-    if not len(data.pre_unit):
-        return {}
-    values = _per_decision(use_case, metric, data.pre_outcomes)
-    unique, inverse = np.unique(data.pre_unit, return_inverse=True)
-    sums = np.bincount(inverse, weights=values)
-    counts = np.bincount(inverse)
-    result = sums / counts if metric.per == "decision" else sums
-    return dict(zip(unique.tolist(), result.tolist(), strict=True))
-
-
 def _compared_arms(current: ExperimentPhase) -> list[str]:
     names = [a for a in current.arms if a != current.control]
     if current.holdout > 0:
         names.append(HOLDOUT_ARM)
     return names
-
-
-def _interval(estimate: float, low: float, high: float) -> Interval:
-    def clean(x: float) -> float | None:
-        return x if math.isfinite(x) else None
-
-    return Interval(estimate=clean(estimate), low=clean(low), high=clean(high))
 
 
 def _metric_results(
@@ -373,13 +305,13 @@ def _metric_results(
 ) -> list[MetricResult]:
     raw: list[tuple[Metric, list[ArmMetric], list[tuple[str, Comparison | None, Any]]]] = []
     for metric in metrics:
-        values = _per_decision(use_case, metric, data.outcomes)
-        covariates = _pre_period_covariates(use_case, data, metric) if experiment.cuped else None
+        values = per_decision(use_case, metric, data.outcomes)
+        covariates = pre_period_covariates(use_case, data, metric) if experiment.cuped else None
         samples = {}
         for code, arm in enumerate(data.arms):
             mask = data.arm == code
             if mask.any():
-                samples[arm] = _unit_sample(data.unit[mask], values[mask], metric.per, covariates)[0]
+                samples[arm] = unit_sample(data.unit[mask], values[mask], metric.per, covariates)[0]
         arm_metrics = [_arm_metric(arm, samples.get(arm)) for arm in data.arms if arm in samples]
         comparisons = []
         for arm in _compared_arms(current):
@@ -443,11 +375,11 @@ def _comparison_row(
         )
     sequential = None
     if comparison.sequential_low is not None and comparison.sequential_high is not None:
-        sequential = _interval(comparison.lift, comparison.sequential_low, comparison.sequential_high)
+        sequential = Interval.finite(comparison.lift, comparison.sequential_low, comparison.sequential_high)
     row = MetricComparison(
         arm=arm,
-        lift=_interval(comparison.lift, comparison.lift_low, comparison.lift_high),
-        relative=_interval(comparison.relative, comparison.relative_low, comparison.relative_high),
+        lift=Interval.finite(comparison.lift, comparison.lift_low, comparison.lift_high),
+        relative=Interval.finite(comparison.relative, comparison.relative_low, comparison.relative_high),
         p_value=comparison.p_value if math.isfinite(comparison.p_value) else None,
         adjusted_p_value=adjusted_p if math.isfinite(adjusted_p) else None,
         significant=bool(math.isfinite(adjusted_p) and adjusted_p < 0.05),
@@ -457,7 +389,7 @@ def _comparison_row(
         adjusted, reduction = cuped_result
         row = row.model_copy(
             update={
-                "cuped_lift": _interval(adjusted.lift, adjusted.lift_low, adjusted.lift_high),
+                "cuped_lift": Interval.finite(adjusted.lift, adjusted.lift_low, adjusted.lift_high),
                 "cuped_variance_reduction": reduction,
             }
         )
@@ -494,7 +426,7 @@ def _timeline(
     """The cumulative lift of the policy value, re-estimated at evenly spaced times."""
     if len(data.time) < 2:
         return []
-    values = _per_decision(use_case, metric, data.outcomes)
+    values = per_decision(use_case, metric, data.outcomes)
     control = data.arms.index(current.control)
     points = []
     for cutoff in np.linspace(data.time.min(), data.time.max(), TIMELINE_POINTS + 1)[1:]:
@@ -502,12 +434,12 @@ def _timeline(
         c_mask = upto & (data.arm == control)
         if c_mask.sum() < 2:
             continue
-        c_sample = _unit_sample(data.unit[c_mask], values[c_mask], metric.per)[0]
+        c_sample = unit_sample(data.unit[c_mask], values[c_mask], metric.per)[0]
         for arm in [a for a in current.arms if a != current.control]:
             t_mask = upto & (data.arm == data.arms.index(arm))
             if t_mask.sum() < 2:
                 continue
-            t_sample = _unit_sample(data.unit[t_mask], values[t_mask], metric.per)[0]
+            t_sample = unit_sample(data.unit[t_mask], values[t_mask], metric.per)[0]
             if c_sample.units < 2 or t_sample.units < 2:
                 continue
             result = welch(c_sample.linearized(), t_sample.linearized())
@@ -515,141 +447,7 @@ def _timeline(
                 TimelinePoint(
                     time=float(cutoff),
                     arm=arm,
-                    lift=_interval(result.lift, result.lift_low, result.lift_high),
+                    lift=Interval.finite(result.lift, result.lift_low, result.lift_high),
                 )
             )
     return points
-
-
-def _heterogeneity(
-    use_case: UseCaseConfig,
-    experiment: ExperimentConfig,
-    current: ExperimentPhase,
-    data: LoggedDecisions,
-    metrics: list[Metric],
-    notes: list[str],
-) -> list[Heterogeneity]:
-    """Effects on the policy value by segment, and the DR-learner's sorted groups, per arm."""
-    metric = _policy_value(metrics)
-    values = _per_decision(use_case, metric, data.outcomes)
-    # One row per unit: the context of its first decision in the phase.
-    order = np.lexsort((data.time, data.unit))
-    first = order[np.r_[True, data.unit[order][1:] != data.unit[order][:-1]]] if len(order) else order
-    unit_of_first = data.unit[first]
-    results = []
-    control_code = data.arms.index(current.control)
-    for arm in [a for a in current.arms if a != current.control]:
-        code = data.arms.index(arm)
-        mask = (data.arm == control_code) | (data.arm == code)
-        if len(np.unique(data.unit[mask & (data.arm == code)])) < 2:
-            continue
-        results.append(
-            _arm_heterogeneity(
-                use_case, experiment, data, metric, values, mask, code, arm, first, unit_of_first
-            )
-        )
-    if not results and len(data.decision):
-        notes.append("Heterogeneous effects need units in the control arm and in another arm.")
-    return results
-
-
-def _arm_heterogeneity(
-    use_case: UseCaseConfig,
-    experiment: ExperimentConfig,
-    data: LoggedDecisions,
-    metric: Metric,
-    values: np.ndarray,
-    mask: np.ndarray,
-    code: int,
-    arm: str,
-    first: np.ndarray,
-    unit_of_first: np.ndarray,
-) -> Heterogeneity:
-    units = data.unit[mask]
-    unique, inverse = np.unique(units, return_inverse=True)
-    sums = np.bincount(inverse, weights=values[mask])
-    counts = np.bincount(inverse).astype(float)
-    treated = np.zeros(len(unique), dtype=bool)
-    treated[np.unique(inverse[data.arm[mask] == code])] = True
-    # Per-unit value linearized within its arm, so group means are the arms' ratio metric.
-    outcome = np.empty(len(unique))
-    for flag in (False, True):
-        group = treated == flag
-        sample = UnitSample(sums[group], counts[group] if metric.per == "decision" else None)
-        outcome[group] = sample.linearized()
-    position = np.searchsorted(unit_of_first, unique)
-    rows = first[position]
-    features = data.context[rows].astype(np.float64)
-    keep = np.ones(len(unique), dtype=bool)
-    if len(unique) > MAX_UNITS:
-        keep = (unique % 1_000_003) < (1_000_003 * MAX_UNITS / len(unique))
-    folds = (unique & 1).astype(int)
-    pseudo = np.full(len(unique), np.nan)
-    effect = np.full(len(unique), np.nan)
-    pseudo[keep] = dr_pseudo_outcomes(features[keep], outcome[keep], treated[keep], folds[keep])
-    effect[keep] = predicted_effects(features[keep], pseudo[keep], folds[keep])
-    breakdowns, segments = [], []
-    for feature, column in data.breakdowns.items():
-        labels = _segment_labels(column[rows])
-        for label in _ordered_labels(labels):
-            in_segment = labels == label
-            c = UnitSample(
-                sums[in_segment & ~treated],
-                counts[in_segment & ~treated] if metric.per == "decision" else None,
-            )
-            t = UnitSample(
-                sums[in_segment & treated], counts[in_segment & treated] if metric.per == "decision" else None
-            )
-            if c.units >= 2 and t.units >= 2:
-                result = welch(c.linearized(), t.linearized())
-                breakdowns.append(
-                    SegmentEffect(
-                        feature=feature,
-                        segment=label,
-                        arm=arm,
-                        units=c.units + t.units,
-                        lift=_interval(result.lift, result.lift_low, result.lift_high),
-                    )
-                )
-            segments.append(group_effect(f"{feature}={label}", pseudo[in_segment & keep]))
-    gains, losses = gains_and_losses(
-        [s for s in segments if s.units > 1],
-        correction=experiment.correction,
-        higher_is_better=metric.higher_is_better,
-    )
-    groups = sorted_groups(effect[keep], pseudo[keep])
-    return Heterogeneity(
-        metric=metric.name,
-        arm=arm,
-        method="DR-learner (LightGBM, 2-fold cross-fitting); segment effects: its pseudo-outcomes' means",
-        breakdowns=breakdowns,
-        cate_groups=[
-            CateGroup(group=int(g.label), units=g.units, effect=_interval(g.estimate, g.low, g.high))
-            for g in groups
-        ],
-        gains=gains,
-        losses=losses,
-    )
-
-
-def _segment_labels(column: np.ndarray) -> np.ndarray:
-    """Category names as they are; numbers in four quartile bins."""
-    if column.dtype == object:
-        return column
-    finite = column[np.isfinite(column)]
-    if not len(finite):
-        return np.array(["(missing)"] * len(column), dtype=object)
-    edges = np.unique(np.quantile(finite, [0.25, 0.5, 0.75]))
-    bins = np.searchsorted(edges, column, side="right")
-    bounds = [-np.inf, *edges.tolist(), np.inf]
-    names = [f"[{bounds[i]:.3g}, {bounds[i + 1]:.3g})" for i in range(len(bounds) - 1)]
-    labels = np.array([names[b] for b in bins], dtype=object)
-    labels[~np.isfinite(column)] = "(missing)"
-    return labels
-
-
-def _ordered_labels(labels: np.ndarray) -> list[str]:
-    seen: dict[str, None] = {}
-    for label in labels:
-        seen.setdefault(str(label), None)
-    return sorted(seen)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pydantic import BaseModel, ConfigDict
 
 
@@ -13,6 +15,15 @@ class Interval(_Model):
     estimate: float | None
     low: float | None
     high: float | None
+
+    @classmethod
+    def finite(cls, estimate: float, low: float, high: float) -> Interval:
+        """An interval with its infinite or NaN ends (no estimate possible) shown as missing."""
+
+        def clean(x: float) -> float | None:
+            return x if math.isfinite(x) else None
+
+        return cls(estimate=clean(estimate), low=clean(low), high=clean(high))
 
 
 class ArmSummary(_Model):

@@ -1,0 +1,70 @@
+"""The metrics an experiment is judged on, and their per-decision and per-unit values.
+
+Every outcome is a metric, and so is the policy's value function (``value``); an experiment may
+declare more. A metric is measured per decision (a ratio of per-unit sums) or per unit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from closedloop.contracts import ExperimentConfig, UseCaseConfig, ValueExpression
+from closedloop.evaluation._logged import LoggedDecisions
+from closedloop.evaluation._stats import UnitSample
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    value: ValueExpression
+    per: str
+    higher_is_better: bool
+
+
+def experiment_metrics(use_case: UseCaseConfig, experiment: ExperimentConfig) -> list[Metric]:
+    metrics = [Metric(o, ValueExpression(o), "decision", True) for o in use_case.outcomes]
+    metrics.append(Metric("value", use_case.policy.value_expression, "decision", True))
+    metrics.extend(
+        Metric(m.name, ValueExpression(m.value), m.per, m.higher_is_better) for m in experiment.metrics
+    )
+    return metrics
+
+
+def policy_value(metrics: list[Metric]) -> Metric:
+    return next(m for m in metrics if m.name == "value")
+
+
+def outcome_columns(use_case: UseCaseConfig, metric: Metric) -> list[int]:
+    names = list(use_case.outcomes)
+    return [names.index(o) for o in sorted(metric.value.names)]
+
+
+def per_decision(use_case: UseCaseConfig, metric: Metric, outcomes: np.ndarray) -> np.ndarray:
+    columns = {name: outcomes[:, i] for i, name in enumerate(use_case.outcomes)}
+    return np.broadcast_to(np.asarray(metric.value.evaluate(columns), dtype=float), len(outcomes))
+
+
+def unit_sample(
+    units: np.ndarray, values: np.ndarray, per: str, covariates: dict[int, float] | None = None
+) -> tuple[UnitSample, np.ndarray]:
+    """Per-unit sums (and decision counts for per-decision metrics) of one arm's decisions."""
+    unique, inverse = np.unique(units, return_inverse=True)
+    sums = np.bincount(inverse, weights=values, minlength=len(unique))
+    counts = np.bincount(inverse, minlength=len(unique)).astype(float)
+    covariate = None
+    if covariates is not None:
+        covariate = np.array([covariates.get(int(u), 0.0) for u in unique])
+    return UnitSample(sums, counts if per == "decision" else None, covariate), unique
+
+
+def pre_period_covariates(use_case: UseCaseConfig, data: LoggedDecisions, metric: Metric) -> dict[int, float]:
+    """Each unit's pre-period value of the metric (per decision: its mean; per unit: its sum)."""
+    if not len(data.pre_unit):
+        return {}
+    values = per_decision(use_case, metric, data.pre_outcomes)
+    unique, inverse = np.unique(data.pre_unit, return_inverse=True)
+    sums = np.bincount(inverse, weights=values)
+    counts = np.bincount(inverse)
+    result = sums / counts if metric.per == "decision" else sums
+    return dict(zip(unique.tolist(), result.tolist(), strict=True))
