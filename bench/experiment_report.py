@@ -5,7 +5,11 @@ candidates, 3 context and 2 candidate features, epsilon-greedy propensities, two
 holdout), with feedback for about a fifth of them; then `analyze_experiment` reads and analyses
 the phase. Prints the seconds of each step and the peak resident memory of the analysis.
 
-    cd bench && ../.venv/bin/python experiment_report.py [--decisions 1000000]
+Then what a polling tuner pays: ``--poll-decisions`` more decisions are logged, and the seconds of
+an `ExperimentWatch` poll (which had read the log before) are compared with a fresh analysis of
+the whole log, both without the detailed parts (as the tuner asks).
+
+    cd bench && ../.venv/bin/python experiment_report.py [--decisions 1000000] [--poll-decisions 10000]
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ import numpy as np
 import orjson
 from rich.progress import track
 
-from closedloop.contracts import parse_config
-from closedloop.evaluation import analyze_experiment, write_report_files
+from closedloop.contracts import ClosedLoopConfig, parse_config
+from closedloop.evaluation import ExperimentWatch, analyze_experiment, write_report_files
 from closedloop.eventlog import FileEventLog
 from closedloop.registry import LocalModelRegistry, start_experiment
 
@@ -58,7 +62,8 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 CANDIDATES = 5
 
 
-def write_events(directory: Path, decisions: int, units: int, seed: int = 0) -> None:
+def write_events(directory: Path, decisions: int, units: int, seed: int = 0, first: int = 0) -> None:
+    """``decisions`` decisions numbered from ``first`` on (half a second apart), with their feedback."""
     rng = np.random.default_rng(seed)
     log = FileEventLog(directory / "events", fsync_interval=5.0)
     arms = ["control", "model"]
@@ -66,7 +71,7 @@ def write_events(directory: Path, decisions: int, units: int, seed: int = 0) -> 
     unit_device = rng.integers(0, 3, units)
     batch_decisions: list[tuple[str, bytes]] = []
     batch_feedback: list[tuple[str, bytes]] = []
-    for i in track(range(decisions), description="writing 1 event per decision"):
+    for i in track(range(first, first + decisions), description="writing 1 event per decision"):
         unit = int(rng.integers(units))
         arm = "holdout" if unit % 20 == 0 else arms[(unit // 20) % 2]  # 5% / 47.5% / 47.5%
         decision_id = uuid.UUID(int=int(rng.integers(2**63)) << 64 | i).hex
@@ -138,6 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--decisions", type=int, default=1_000_000)
     parser.add_argument("--units", type=int, default=200_000)
+    parser.add_argument("--poll-decisions", type=int, default=10_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         directory = Path(folder)
@@ -176,6 +182,28 @@ def main() -> None:
         )
         print(f"peak RSS: {rss_before:.0f} MiB before the analysis, {rss_after:.0f} MiB after")
         print(f"OPE sample: {report.ope.sample if report.ope else 0}; notes: {report.notes}")
+        poll(config, directory, args.decisions, args.poll_decisions, args.units)
+
+
+def poll(config: ClosedLoopConfig, directory: Path, logged: int, new: int, units: int) -> None:
+    """A watch's poll after ``new`` more decisions, against a fresh analysis of the whole log."""
+    as_of = (T0 + timedelta(days=30)).timestamp()
+    with ExperimentWatch(config, "big", detail=False) as watch:
+        watch.report(as_of=as_of)
+        write_events(directory, new, units, seed=1, first=logged)
+        read_before = watch.records_read
+        started = time.perf_counter()
+        polled = watch.report(as_of=as_of)
+        polling = time.perf_counter() - started
+        read = watch.records_read - read_before
+    started = time.perf_counter()
+    fresh = analyze_experiment(config, "big", as_of=as_of, detail=False)
+    full = time.perf_counter() - started
+    assert polled.model_dump() == fresh.model_dump(), "the poll and the fresh analysis disagree"
+    print(
+        f"after {new:,} more decisions: watch poll {polling:.2f} s ({read:,} records read), "
+        f"fresh analysis {full:.2f} s; the poll takes {polling / full:.3f} of the fresh analysis"
+    )
 
 
 if __name__ == "__main__":

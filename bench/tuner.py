@@ -68,6 +68,7 @@ def one_run(
         )
 
     drive_online_tuner(tuner, world, engine, clock, on_round=score)
+    tuner.close()
     engine.close()
     store.close()
     registry.close()

@@ -105,6 +105,7 @@ def tune_start(
         typer.echo("interrupted: the run is saved; `closedloop tune start` resumes it")
         return
     finally:
+        tuner.close()
         store.close()
         registry.close()
     typer.echo(f"{record.run}: {record.status} after {record.rounds_done} rounds")

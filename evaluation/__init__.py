@@ -1,7 +1,8 @@
 """Causal evaluation: experiment analysis, heterogeneous effects, off-policy evaluation, reports.
 
 - `analyze_experiment(config, name)`: one phase of an experiment, read from the event logs, as an
-  `ExperimentReport` (the numbers of ``report.json``); `write_report_files` / `render_html` for the page
+  `ExperimentReport` (the numbers of ``report.json``); `write_report_files` / `render_html` for the page;
+  `ExperimentWatch`: the same report again and again as the logs grow, reading only the new events
 - `html_page`, `inline_png`, `write_page_files`: the report pages' shell, plots and files, shared
   with the tuner's report
 - statistics: `welch`, `cuped`, `sample_ratio_check`, `adjust_p_values`, `sequential_half_width`
@@ -15,7 +16,12 @@
 - off-policy estimators: `off_policy_estimates` (IPS, SNIPS, direct method, doubly robust)
 """
 
-from closedloop.evaluation._analysis import analyze_experiment, experiment_listing, find_experiment
+from closedloop.evaluation._analysis import (
+    ExperimentWatch,
+    analyze_experiment,
+    experiment_listing,
+    find_experiment,
+)
 from closedloop.evaluation._html import (
     html_page,
     inline_png,
@@ -46,6 +52,7 @@ __all__ = [
     "CupedResult",
     "Estimate",
     "ExperimentReport",
+    "ExperimentWatch",
     "OffPolicyEstimates",
     "OfflineEvaluator",
     "PolicyValue",

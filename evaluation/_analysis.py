@@ -51,7 +51,7 @@ from closedloop.evaluation._stats import (
     sample_ratio_check,
     welch,
 )
-from closedloop.eventlog import scan_topic
+from closedloop.eventlog import TopicReader
 from closedloop.registry import ModelRegistry, open_registry
 
 TIMELINE_POINTS = 12
@@ -125,35 +125,107 @@ def analyze_experiment(
     ``detail`` False computes only the arms, SRM, metrics and guardrails: no timeline,
     heterogeneous effects or off-policy evaluation (what a tuner polling for its measurements needs).
     """
-    say = progress or (lambda _: None)
-    use_case_name, use_case, experiment = find_experiment(config, name)
-    own_registry = registry is None
-    registry = registry or open_registry(config.infrastructure)
-    try:
-        current, history = chosen_phase(registry, name, phase)
-        models = _champion_models(registry, use_case_name, use_case)
-    finally:
-        if own_registry:
-            registry.close()
-    breakdowns = _breakdown_features(use_case, experiment)
-    gatherer = Gatherer(
-        use_case_name,
-        use_case,
-        current,
-        pre_period_seconds=experiment.cuped.pre_period.total_seconds() if experiment.cuped else None,
-        breakdowns=breakdowns,
-        ope_sample=ope_sample if detail else 0,
-    )
-    topics = Topics(config.infrastructure.topic_prefix)
-    say("reading decisions")
-    for batch in scan_topic(config.infrastructure, topics.decisions, consumer_config=consumer_config):
-        gatherer.add_decisions(batch)
-    say("joining feedback")
-    now = time.time() if as_of is None else as_of
-    data = gatherer.finish(
-        scan_topic(config.infrastructure, topics.feedback, consumer_config=consumer_config), as_of=now
-    )
-    return _report(name, use_case, experiment, current, history, data, models, now, say, detail)
+    with ExperimentWatch(
+        config,
+        name,
+        registry=registry,
+        phase=phase,
+        consumer_config=consumer_config,
+        ope_sample=ope_sample,
+        detail=detail,
+    ) as watch:
+        return watch.report(as_of=as_of, progress=progress)
+
+
+class ExperimentWatch:
+    """One experiment phase followed while its logs grow: each `report` reads only the events
+    logged since the previous one, then analyses everything gathered so far. A poller (the
+    online tuner) pays for what is new, not for the whole log on every poll.
+
+    Arguments as for `analyze_experiment`; the phase is the latest at construction by default.
+    """
+
+    def __init__(
+        self,
+        config: ClosedLoopConfig,
+        name: str,
+        *,
+        registry: ModelRegistry | None = None,
+        phase: int | None = None,
+        consumer_config: Mapping[str, Any] | None = None,
+        ope_sample: int = OPE_SAMPLE,
+        detail: bool = True,
+    ) -> None:
+        self.name = name
+        self._use_case_name, self._use_case, self._experiment = find_experiment(config, name)
+        self._own_registry = registry is None
+        self._registry = registry or open_registry(config.infrastructure)
+        try:
+            current, _ = chosen_phase(self._registry, name, phase)
+        except Exception:
+            self._close_registry()
+            raise
+        self.phase = current.phase
+        self._detail = detail
+        experiment = self._experiment
+        self._gatherer = Gatherer(
+            self._use_case_name,
+            self._use_case,
+            current,
+            pre_period_seconds=experiment.cuped.pre_period.total_seconds() if experiment.cuped else None,
+            breakdowns=_breakdown_features(self._use_case, experiment),
+            ope_sample=ope_sample if detail else 0,
+        )
+        topics = Topics(config.infrastructure.topic_prefix)
+        infrastructure = config.infrastructure
+        self._decisions = TopicReader(infrastructure, topics.decisions, consumer_config=consumer_config)
+        self._feedback = TopicReader(infrastructure, topics.feedback, consumer_config=consumer_config)
+
+    @property
+    def records_read(self) -> int:
+        """Decision and feedback records read so far, over every report."""
+        return self._decisions.records_read + self._feedback.records_read
+
+    def report(self, *, as_of: float | None = None, progress: Progress | None = None) -> ExperimentReport:
+        """The phase's report with every event logged until now, windows closed at ``as_of``."""
+        say = progress or (lambda _: None)
+        current, history = chosen_phase(self._registry, self.name, self.phase)
+        models = _champion_models(self._registry, self._use_case_name, self._use_case) if self._detail else {}
+        say("reading decisions")
+        for batch in self._decisions.read_new():
+            self._gatherer.add_decisions(batch)
+        say("joining feedback")
+        for batch in self._feedback.read_new():
+            self._gatherer.add_feedback(batch)
+        now = time.time() if as_of is None else as_of
+        data = self._gatherer.finish(as_of=now)
+        return _report(
+            self.name,
+            self._use_case,
+            self._experiment,
+            current,
+            history,
+            data,
+            models,
+            now,
+            say,
+            self._detail,
+        )
+
+    def close(self) -> None:
+        self._decisions.close()
+        self._feedback.close()
+        self._close_registry()
+
+    def _close_registry(self) -> None:
+        if self._own_registry:
+            self._registry.close()
+
+    def __enter__(self) -> ExperimentWatch:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def _report(

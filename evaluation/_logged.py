@@ -49,6 +49,16 @@ class _Columns:
 
 
 @dataclass
+class _Reports:
+    """Reported outcomes: decision hash, outcome index, value and report time, one per row."""
+
+    decision: array[int] = field(default_factory=lambda: array("q"))
+    outcome: array[int] = field(default_factory=lambda: array("h"))
+    value: array[float] = field(default_factory=lambda: array("d"))
+    time: array[float] = field(default_factory=lambda: array("d"))
+
+
+@dataclass
 class LoggedDecisions:
     """Columns of one phase's decisions (in the experiment), plus the pre-period's for CUPED."""
 
@@ -116,6 +126,7 @@ class Gatherer:
         self._pre_time = array("d")
         self._sample: list[tuple[int, bytes]] = []
         self._sample_size = ope_sample
+        self._reports = _Reports()
         self.other_phases = 0
 
     def add_decisions(self, records: Iterable[bytes]) -> None:
@@ -175,8 +186,28 @@ class Gatherer:
         except (TypeError, ValueError):
             return math.nan
 
-    def finish(self, feedback: Iterable[list[bytes]], *, as_of: float) -> LoggedDecisions:
-        """Join the feedback records to the gathered decisions and close the windows."""
+    def add_feedback(self, records: Iterable[bytes]) -> None:
+        """Keep the use case's reported outcomes; they are joined to the decisions in `finish`, so
+        feedback may be added before its decision."""
+        index = {name: i for i, name in enumerate(self._outcomes)}
+        reports = self._reports
+        for record in records:
+            event = orjson.loads(record)
+            if event.get("use_case") != self._use_case_name:
+                continue
+            decision = id_hash(event["decision_id"])
+            at = _seconds(event["timestamp"])
+            for name, value in event["outcomes"].items():
+                position = index.get(name)
+                if position is not None:
+                    reports.decision.append(decision)
+                    reports.outcome.append(position)
+                    reports.value.append(float(value))
+                    reports.time.append(at)
+
+    def finish(self, *, as_of: float) -> LoggedDecisions:
+        """Join the feedback added so far to the decisions gathered so far and close the windows
+        at ``as_of``. Gathering may go on afterwards, for a later `finish`."""
         columns = self._in
         decision = np.frombuffer(columns.decision, dtype=np.int64).copy()
         times = np.frombuffer(columns.time, dtype=np.float64).copy()
@@ -184,7 +215,7 @@ class Gatherer:
         pre_times = np.frombuffer(self._pre_time, dtype=np.float64).copy()
         all_ids = np.concatenate([decision, pre_decision])
         all_times = np.concatenate([times, pre_times])
-        outcomes, reported = self._join(all_ids, all_times, feedback)
+        outcomes, reported = self._join(all_ids, all_times)
         windows = np.array([o.window.total_seconds() for o in self._use_case.outcomes.values()])
         closed = all_times + windows.max() <= as_of
         inside = closed[: len(decision)]
@@ -218,41 +249,24 @@ class Gatherer:
             other_phases=self.other_phases,
         )
 
-    def _join(
-        self, ids: np.ndarray, times: np.ndarray, feedback: Iterable[list[bytes]]
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _join(self, ids: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         defaults = np.array([o.default for o in self._use_case.outcomes.values()])
         windows = np.array([o.window.total_seconds() for o in self._use_case.outcomes.values()])
         outcomes = np.tile(defaults, (len(ids), 1))
         reported = np.zeros((len(ids), len(defaults)), dtype=bool)
+        found = self._reports
+        if not found.decision or not len(ids):
+            return outcomes, reported
         order = np.argsort(ids, kind="stable")
         sorted_ids = ids[order]
-        index = {name: i for i, name in enumerate(self._outcomes)}
-        found_id, found_outcome, found_value, found_time = array("q"), array("h"), array("d"), array("d")
-        for batch in feedback:
-            for record in batch:
-                event = orjson.loads(record)
-                if event.get("use_case") != self._use_case_name:
-                    continue
-                decision = id_hash(event["decision_id"])
-                at = _seconds(event["timestamp"])
-                for name, value in event["outcomes"].items():
-                    position = index.get(name)
-                    if position is not None:
-                        found_id.append(decision)
-                        found_outcome.append(position)
-                        found_value.append(float(value))
-                        found_time.append(at)
-        if not found_id or not len(ids):
-            return outcomes, reported
-        fid = np.frombuffer(found_id, dtype=np.int64)
+        fid = np.frombuffer(found.decision, dtype=np.int64)
         slot = np.searchsorted(sorted_ids, fid)
         slot = np.minimum(slot, len(sorted_ids) - 1)
         known = sorted_ids[slot] == fid
         rows = order[slot[known]]
-        which = np.frombuffer(found_outcome, dtype=np.int16)[known].astype(np.int64)
-        values = np.frombuffer(found_value, dtype=np.float64)[known]
-        delay = np.frombuffer(found_time, dtype=np.float64)[known] - times[rows]
+        which = np.frombuffer(found.outcome, dtype=np.int16)[known].astype(np.int64)
+        values = np.frombuffer(found.value, dtype=np.float64)[known]
+        delay = np.frombuffer(found.time, dtype=np.float64)[known] - times[rows]
         in_window = delay <= windows[which]
         rows, which, values = rows[in_window], which[in_window], values[in_window]
         # The first report of each (decision, outcome) counts, as in the trainer's join.

@@ -77,9 +77,9 @@ class OfflineEvaluator:
         infrastructure = config.infrastructure
         for batch in scan_topic(infrastructure, topics.decisions, consumer_config=consumer_config):
             gatherer.add_decisions(batch)
-        data = gatherer.finish(
-            scan_topic(infrastructure, topics.feedback, consumer_config=consumer_config), as_of=as_of
-        )
+        for batch in scan_topic(infrastructure, topics.feedback, consumer_config=consumer_config):
+            gatherer.add_feedback(batch)
+        data = gatherer.finish(as_of=as_of)
         bandit = LoggedBandit(use_case, data)
         if training_fraction <= 0:
             return cls(use_case, bandit, metrics)

@@ -4,14 +4,15 @@
 it is acknowledged, and shipped to Kafka by a background thread that survives broker outages;
 processes sharing an outbox directory each write a slot of their own and ship what a stopped one left.
 `FileEventLog` keeps the same events in segment files for embedded runs. `open_event_log` picks one
-from the infrastructure settings; `scan_topic` reads a whole topic once, for analyses;
+from the infrastructure settings; `scan_topic` reads a whole topic once, for analyses, and
+`TopicReader` reads it again and again, each time only what is new (for pollers);
 `seek_to_first_record` is how every Kafka reader starts from the beginning.
 """
 
 from closedloop.contracts import InfrastructureConfig, Topics
 from closedloop.eventlog._logs import EventLog, FileEventLog, KafkaEventLog, KeyedRecord, ensure_topics
 from closedloop.eventlog._outbox import decode_record, encode_record
-from closedloop.eventlog._scan import scan_topic, seek_to_first_record
+from closedloop.eventlog._scan import TopicReader, scan_topic, seek_to_first_record
 from closedloop.eventlog._segments import Position, SegmentLog
 
 
@@ -34,6 +35,7 @@ __all__ = [
     "KeyedRecord",
     "Position",
     "SegmentLog",
+    "TopicReader",
     "decode_record",
     "encode_record",
     "ensure_topics",

@@ -1,7 +1,9 @@
-"""Reading a whole topic once, from its beginning to where it ends now: what analyses need.
+"""Reading a topic from its beginning, once (`scan_topic`) or again and again, each time only what
+was logged since (`TopicReader`): what analyses and a polling tuner need.
 
-Unlike the trainer, a report keeps no offsets and joins no consumer group: it assigns itself every
-partition, reads past the end offsets it saw when it began until a poll finds nothing more, and stops.
+Unlike the trainer, a reader keeps no offsets anywhere and joins no consumer group: it assigns
+itself every partition, reads past the end offsets it saw when a read began until a poll finds
+nothing more, and keeps its positions in memory for the next read.
 """
 
 from __future__ import annotations
@@ -22,19 +24,129 @@ def scan_topic(
     consumer_config: Mapping[str, Any] | None = None,
 ) -> Iterator[list[bytes]]:
     """Batches of a topic's records, oldest first, up to (at least) the end it had when the scan began."""
-    if infrastructure.kafka_bootstrap:
-        yield from _scan_kafka(infrastructure.kafka_bootstrap, topic, batch_records, consumer_config or {})
-        return
-    directory = infrastructure.data_path / "events"
-    if not directory.exists():
-        return
-    log = FileEventLog(directory, read_only=True)
-    position = Position(0, 0)
-    while True:
-        records, position = log.read(topic, position, max_records=batch_records)
-        if not records:
+    reader = TopicReader(infrastructure, topic, batch_records=batch_records, consumer_config=consumer_config)
+    try:
+        yield from reader.read_new()
+    finally:
+        reader.close()
+
+
+class TopicReader:
+    """A topic read from its beginning; each `read_new` yields only the records logged since the
+    previous one, so a poller's cost follows what is new rather than the whole log."""
+
+    def __init__(
+        self,
+        infrastructure: InfrastructureConfig,
+        topic: str,
+        *,
+        batch_records: int = 20_000,
+        consumer_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.topic = topic
+        self.records_read = 0
+        self._source: _KafkaReader | _FileReader
+        if infrastructure.kafka_bootstrap:
+            self._source = _KafkaReader(
+                infrastructure.kafka_bootstrap, topic, batch_records, consumer_config or {}
+            )
+        else:
+            self._source = _FileReader(infrastructure, topic, batch_records)
+
+    def read_new(self) -> Iterator[list[bytes]]:
+        """Batches of the records after the last read, up to (at least) the end the topic has now."""
+        for batch in self._source.read_new():
+            self.records_read += len(batch)
+            yield batch
+
+    def close(self) -> None:
+        self._source.close()
+
+
+class _FileReader:
+    def __init__(self, infrastructure: InfrastructureConfig, topic: str, batch_records: int) -> None:
+        self._directory = infrastructure.data_path / "events"
+        self._topic = topic
+        self._batch_records = batch_records
+        self._log: FileEventLog | None = None
+        self._position = Position(0, 0)
+
+    def read_new(self) -> Iterator[list[bytes]]:
+        if self._log is None:
+            if not self._directory.exists():  # nothing was ever logged: do not create the directory
+                return
+            self._log = FileEventLog(self._directory, read_only=True)
+        while True:
+            records, self._position = self._log.read(
+                self._topic, self._position, max_records=self._batch_records
+            )
+            if not records:
+                return
+            yield records
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+
+
+class _KafkaReader:
+    def __init__(
+        self, bootstrap: str, topic: str, batch_records: int, consumer_config: Mapping[str, Any]
+    ) -> None:
+        from kafka import KafkaConsumer
+
+        self._topic = topic
+        self._batch_records = batch_records
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap.split(","),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",  # what seek_to_first_record relies on
+            **{"fetch_max_bytes": 64 * 1024 * 1024, **consumer_config},
+        )
+        self._assigned: list[Any] = []
+
+    def read_new(self) -> Iterator[list[bytes]]:
+        self._assign_new_partitions()
+        if not self._assigned:
             return
-        yield records
+        consumer, assigned = self._consumer, self._assigned
+        ends = consumer.end_offsets(assigned)
+        refreshed = False
+        while True:
+            polled = consumer.poll(timeout_ms=500, max_records=self._batch_records)
+            batch = [record.value for records in polled.values() for record in records]
+            if batch:
+                yield batch
+            if not all(consumer.position(tp) >= ends[tp] for tp in assigned):
+                continue
+            # The end offsets are a floor, not the exact end: a broker may report the start of its
+            # last batch (Tansu does). So stop once a poll past them comes back empty or, while
+            # producers keep writing, once past a second look at the ends, which lies beyond the end
+            # the read began with.
+            if not batch or refreshed:
+                return
+            ends = consumer.end_offsets(assigned)
+            refreshed = True
+
+    def _assign_new_partitions(self) -> None:
+        """Every partition the topic has now; those seen before keep their positions."""
+        from kafka import TopicPartition
+
+        partitions = self._consumer.partitions_for_topic(self._topic) or set()
+        new = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        new = [tp for tp in new if tp not in self._assigned]
+        if not new:
+            return
+        positions = {tp: self._consumer.position(tp) for tp in self._assigned}
+        self._assigned = [*self._assigned, *new]
+        self._consumer.assign(self._assigned)
+        for tp, offset in positions.items():
+            self._consumer.seek(tp, offset)
+        seek_to_first_record(self._consumer, new)
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 def seek_to_first_record(consumer: Any, partitions: Iterable[Any]) -> None:
@@ -50,43 +162,3 @@ def seek_to_first_record(consumer: Any, partitions: Iterable[Any]) -> None:
 
     for partition in partitions:
         consumer.seek(TopicPartition(partition.topic, partition.partition), 0)
-
-
-def _scan_kafka(
-    bootstrap: str, topic: str, batch_records: int, consumer_config: Mapping[str, Any]
-) -> Iterator[list[bytes]]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap.split(","),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",  # what seek_to_first_record relies on
-        **{"fetch_max_bytes": 64 * 1024 * 1024, **consumer_config},
-    )
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not assigned:
-            return
-        consumer.assign(assigned)
-        seek_to_first_record(consumer, assigned)
-        ends = consumer.end_offsets(assigned)
-        refreshed = False
-        while True:
-            polled = consumer.poll(timeout_ms=500, max_records=batch_records)
-            batch = [record.value for records in polled.values() for record in records]
-            if batch:
-                yield batch
-            if not all(consumer.position(tp) >= ends[tp] for tp in assigned):
-                continue
-            # The end offsets are a floor, not the exact end: a broker may report the start of its
-            # last batch (Tansu does). So stop once a poll past them comes back empty or, while
-            # producers keep writing, once past a second look at the ends, which lies beyond the end
-            # the scan began with.
-            if not batch or refreshed:
-                return
-            ends = consumer.end_offsets(assigned)
-            refreshed = True
-    finally:
-        consumer.close()

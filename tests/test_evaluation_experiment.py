@@ -21,7 +21,7 @@ from closedloop.contracts import (
     UnknownExperimentError,
     parse_config,
 )
-from closedloop.decision_service import open_engine
+from closedloop.decision_service import DecisionEngine, open_engine
 from closedloop.evaluation import ExperimentReport, analyze_experiment
 from closedloop.eventlog import KafkaEventLog
 from closedloop.registry import LocalModelRegistry, open_registry, start_experiment
@@ -80,6 +80,24 @@ class Clock:
         return self.now
 
 
+def offer_decision(
+    engine: DecisionEngine, clock: Clock, unit: int, segment: str, rng: np.random.Generator
+) -> tuple[str, float]:
+    """A second later, one decision for the unit among three offers of random quality: its id and
+    the chosen offer's quality."""
+    clock.now += timedelta(seconds=1)
+    qualities = rng.random(3)
+    decision = engine.decide(
+        DecideRequest(
+            use_case="offer",
+            unit_id=f"user-{unit}",
+            context={"segment": segment},
+            candidates=[{"id": f"i{k}", "features": {"quality": float(q)}} for k, q in enumerate(qualities)],  # type: ignore[misc]
+        )
+    )
+    return decision.decision_id, float(qualities[int(decision.choice[1:])])  # type: ignore[index]
+
+
 def run_experiment(config: ClosedLoopConfig, units: int, decisions_per_unit: int, seed: int = 0) -> None:
     registry = open_registry(config.infrastructure)
     registry.publish("offer", "buy", quality_model(), {}, champion=True)
@@ -91,22 +109,10 @@ def run_experiment(config: ClosedLoopConfig, units: int, decisions_per_unit: int
     for unit in range(units):
         segment = "a" if rng.random() < 0.7 else "b"
         for _ in range(decisions_per_unit):
-            clock.now += timedelta(seconds=1)
-            qualities = rng.random(3)
-            decision = engine.decide(
-                DecideRequest(
-                    use_case="offer",
-                    unit_id=f"user-{unit}",
-                    context={"segment": segment},
-                    candidates=[
-                        {"id": f"i{k}", "features": {"quality": float(q)}} for k, q in enumerate(qualities)
-                    ],  # type: ignore[misc]
-                )
-            )
-            quality = float(qualities[int(decision.choice[1:])])  # type: ignore[index]
+            decision_id, quality = offer_decision(engine, clock, unit, segment, rng)
             if rng.random() < buy_probability(segment, quality):
                 engine.log_feedback(
-                    [FeedbackIn(decision_id=decision.decision_id, outcomes={"buy": 1}, timestamp=clock.now)]
+                    [FeedbackIn(decision_id=decision_id, outcomes={"buy": 1}, timestamp=clock.now)]
                 )
     if isinstance(engine.event_log, KafkaEventLog):
         assert engine.event_log.wait_until_delivered(60)

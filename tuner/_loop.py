@@ -217,6 +217,9 @@ class TuningLoop:
     def stop(self) -> None:
         self.store.set_status(self.run_name, "stopped")
 
+    def close(self) -> None:
+        """Let go of what the tuner holds between steps (the online tuner's log readers)."""
+
     def run(
         self, *, poll_seconds: float = 30.0, progress: Progress | None = None, max_steps: int | None = None
     ) -> RunRecord:

@@ -14,7 +14,7 @@ from closedloop.contracts import (
     ExperimentConfig,
     tuning_experiment_name,
 )
-from closedloop.evaluation import ExperimentReport, analyze_experiment
+from closedloop.evaluation import ExperimentReport, ExperimentWatch
 from closedloop.registry import ModelRegistry, start_experiment, stop_experiment
 from closedloop.tuner._ax import Method
 from closedloop.tuner._loop import RoundMeasurements, TuningLoop
@@ -52,6 +52,7 @@ class OnlineTuner(TuningLoop):
         self.registry = registry
         self.experiment = tuning_experiment_name(use_case_name)
         self.consumer_config = consumer_config
+        self._watch: ExperimentWatch | None = None  # the measured round's, kept between polls
 
     def _arms(self, trials: Sequence[TrialRecord]) -> dict[str, ArmConfig]:
         share = 1.0 / (len(trials) + 1)
@@ -93,15 +94,7 @@ class OnlineTuner(TuningLoop):
             }
         )
         phase = self.store.rounds(self.run_name)[current.round - 1].phase
-        report = analyze_experiment(
-            config,
-            self.experiment,
-            registry=self.registry,
-            phase=phase,
-            as_of=self.clock(),
-            consumer_config=self.consumer_config,
-            detail=False,
-        )
+        report = self._round_watch(config, phase).report(as_of=self.clock())
         units = {arm.name: arm.units for arm in report.arms}
         needed = self.space.tuning.min_units_per_arm
         short = {name: units.get(name, 0) for name in arms if units.get(name, 0) < needed}
@@ -118,6 +111,25 @@ class OnlineTuner(TuningLoop):
                 for t in trials
             },
         )
+
+    def _round_watch(self, config: ClosedLoopConfig, phase: int | None) -> ExperimentWatch:
+        """The round's watch: each poll reads only the events logged since the previous poll."""
+        if self._watch is None or self._watch.phase != phase:
+            self.close()
+            self._watch = ExperimentWatch(
+                config,
+                self.experiment,
+                registry=self.registry,
+                phase=phase,
+                consumer_config=self.consumer_config,
+                detail=False,
+            )
+        return self._watch
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     def finished(self, recommendation: Mapping[str, Any]) -> None:
         history = self.registry.phases(self.experiment)
@@ -141,6 +153,7 @@ class OnlineTuner(TuningLoop):
 
     def stop(self) -> None:
         super().stop()
+        self.close()
         history = self.registry.phases(self.experiment)
         if history and history[-1].running:
             stop_experiment(self.registry, self.experiment, now=self.clock())
