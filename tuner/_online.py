@@ -132,6 +132,7 @@ class OnlineTuner(TuningLoop):
             self._watch = None
 
     def finished(self, recommendation: Mapping[str, Any]) -> None:
+        self.close()  # no round is measured any more
         history = self.registry.phases(self.experiment)
         best = recommendation["configurations"]
         if self.space.tuning.promote and len(best) == 1:
