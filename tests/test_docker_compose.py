@@ -65,6 +65,26 @@ def test_the_trainer_shares_the_services_stores_and_runs_a_real_command() -> Non
         assert option in result.output
 
 
+def test_long_running_services_restart_and_wait_for_the_stores_they_need_at_start() -> None:
+    """`depends_on` alone starts a container before its store accepts connections: the trainer
+    would die on a PostgreSQL still initialising and, without a restart policy, stay dead."""
+    for name in ("decision-service", "trainer"):
+        service = SERVICES[name]
+        assert service["restart"] == "unless-stopped"
+        for store, rule in service["depends_on"].items():
+            if rule["condition"] == "service_healthy":
+                assert "healthcheck" in SERVICES[store], (name, store)
+    assert SERVICES["decision-service"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert {rule["condition"] for rule in SERVICES["trainer"]["depends_on"].values()} == {"service_healthy"}
+    # Each health check asks the port the service listens on.
+    assert str(_port("redis")) in SERVICES["redis"]["healthcheck"]["test"]
+    assert f"localhost:{_port('kafka')}" in SERVICES["kafka"]["healthcheck"]["test"][1]
+    assert f"-p {_port('postgres')}" in SERVICES["postgres"]["healthcheck"]["test"][1]
+    port = SERVICES["decision-service"]["ports"][0].split(":")[1]
+    probe = SERVICES["decision-service"]["healthcheck"]["test"][-1]
+    assert f"localhost:{port}/healthz" in probe
+
+
 def _extra_requirements(extra: str, extras: dict[str, list[str]]) -> set[str]:
     """Distribution names an extra pulls in, following closedloop[...] self-references."""
     names: set[str] = set()
