@@ -51,9 +51,15 @@ def test_feedback_is_joined_once_within_its_window_and_silence_gets_the_default(
     clock = Clock()
     trainer = _trainer(tmp_path, database, log, clock)
 
-    # Feedback read before its decision: it waits for it.
-    log.append(topics.feedback, [("early", feedback_event("f-early", "early", {"click": 1}, seconds=300))])
-    assert trainer.catch_up(timeout=0)["feedback_waiting"] == 1
+    # Feedback read before its decision: it waits for it. A repeat of it, in the same batch or a
+    # later one, is a duplicate while it waits, as it would be after its decision arrived.
+    early = feedback_event("f-early", "early", {"click": 1}, seconds=300)
+    log.append(topics.feedback, [("early", early), ("early", early)])
+    counts = trainer.catch_up(timeout=0)
+    assert (counts["feedback_waiting"], counts["feedback_duplicate"]) == (1, 1)
+    log.append(topics.feedback, [("early", feedback_event("f-early-2", "early", {"click": 0}, seconds=310))])
+    counts = trainer.catch_up(timeout=0)
+    assert (counts["feedback_waiting"], counts["feedback_duplicate"]) == (0, 1)
 
     log.append(topics.decisions, [(d, decision_event(d)) for d in ("d1", "late", "silent", "early")])
     first = feedback_event("f1", "d1", {"click": 1}, seconds=600)

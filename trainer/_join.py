@@ -103,11 +103,18 @@ class Joiner:
         ids = [r.decision_id for r in reports]
         known = ExampleStore.known_decisions(connection, ids)
         labelled = ExampleStore.existing_labels(connection, [i for i in ids if i in known])
+        # The first report of an outcome waits; a repeat (redelivered, or a second report) is a
+        # duplicate now, as it would be once its decision arrived.
+        already_waiting = ExampleStore.pending_keys(connection, [i for i in ids if i not in known])
         new_labels: list[dict[str, Any]] = []
         waiting: list[dict[str, Any]] = []
         for report in reports:
             decision = known.get(report.decision_id)
             if decision is None:
+                if (report.decision_id, report.outcome) in already_waiting:
+                    counts["feedback_duplicate"] += 1
+                    continue
+                already_waiting.add((report.decision_id, report.outcome))
                 waiting.append(
                     {
                         "decision_id": report.decision_id,

@@ -247,6 +247,19 @@ class ExampleStore:
         return found
 
     @staticmethod
+    def pending_keys(connection: Connection, decision_ids: Iterable[str]) -> set[tuple[str, str]]:
+        """(decision id, outcome) of the early feedback already waiting for these decisions."""
+        found: set[tuple[str, str]] = set()
+        for chunk in _chunks(sorted(set(decision_ids))):
+            rows = connection.execute(
+                sa.select(pending_feedback.c.decision_id, pending_feedback.c.outcome).where(
+                    pending_feedback.c.decision_id.in_(chunk)
+                )
+            )
+            found.update((row.decision_id, row.outcome) for row in rows)
+        return found
+
+    @staticmethod
     def take_pending(connection: Connection, decision_ids: Iterable[str]) -> list[dict[str, Any]]:
         """Remove and return the early feedback waiting for these decisions."""
         taken: list[dict[str, Any]] = []
@@ -405,4 +418,3 @@ class ExampleStore:
 
     def close(self) -> None:
         self.engine.dispose()
-
