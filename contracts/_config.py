@@ -142,7 +142,8 @@ class RetrainTrigger(StrictModel):
     every: Duration | None = None
     """Retrain at this interval (if there are new examples)."""
     min_new_examples: int = Field(1000, ge=1)
-    """Retrain once this many new labelled examples have arrived."""
+    """Retrain once this many new examples are final: labelled, with their outcome window closed
+    (early feedback inside an open window is not counted yet)."""
 
 
 class PromotionGate(StrictModel):

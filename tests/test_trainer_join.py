@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from conftest import Database, make_config
 from events import T0, decision_event, feedback_event
 
-from closedloop.contracts import Topics
+from closedloop.contracts import RetrainTrigger, Topics
 from closedloop.eventlog import FileEventLog
 from closedloop.registry import LocalModelRegistry
 from closedloop.trainer import ExampleStore, FileEventSource, Trainer
@@ -93,6 +93,39 @@ def test_feedback_is_joined_once_within_its_window_and_silence_gets_the_default(
     counters = trainer.store.counters()
     assert counters["decisions"] == 4
     assert counters["defaults_applied"] == 2
+    trainer.close()
+    log.close()
+
+
+def test_the_retrain_trigger_counts_only_labels_whose_window_closed(
+    tmp_path: Path, database: Database
+) -> None:
+    """Early clicks inside an open window are not examples yet (the no-clicks are still to come),
+    so they do not fire ``min_new_examples``; once the window closes, every decision counts."""
+    topics = Topics("closedloop")
+    log = FileEventLog(tmp_path / "events")
+    clock = Clock()
+    trainer = _trainer(tmp_path, database, log, clock)
+    pick = trainer.config.use_cases["pick"]
+    use_cases = {
+        **trainer.config.use_cases,
+        "pick": pick.model_copy(update={"retrain": RetrainTrigger(min_new_examples=4)}),
+    }
+    trainer.config = trainer.config.model_copy(update={"use_cases": use_cases})
+    decisions = [f"d{i}" for i in range(6)]
+    log.append(topics.decisions, [(d, decision_event(d, seconds=i)) for i, d in enumerate(decisions)])
+    log.append(
+        topics.feedback, [(d, feedback_event(f"f-{d}", d, {"click": 1}, seconds=60)) for d in decisions[:5]]
+    )
+    trainer.catch_up(timeout=0)
+
+    clock.now = T0 + 10 * 60  # five clicks stored, every window (30 minutes) still open
+    trainer.close_windows()
+    assert not trainer.due("pick")
+
+    clock.now = T0 + 32 * 60  # windows and lateness over: five clicks and one default
+    assert trainer.close_windows() == 1
+    assert trainer.due("pick")
     trainer.close()
     log.close()
 

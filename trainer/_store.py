@@ -332,10 +332,18 @@ class ExampleStore:
     # -- reading for training -----------------------------------------------------------------------
 
     def label_counts(self, use_case: str) -> dict[str, int]:
-        """outcome -> labels stored."""
+        """outcome -> final labels: those of decisions whose window has closed, the examples
+        `labelled_examples` can train on (an early positive inside an open window is not one yet)."""
         query = (
             sa.select(labels.c.outcome, sa.func.count())
-            .where(labels.c.use_case == use_case)
+            .select_from(
+                labels.join(examples, labels.c.decision_id == examples.c.decision_id).join(
+                    window_marks,
+                    (window_marks.c.use_case == labels.c.use_case)
+                    & (window_marks.c.outcome == labels.c.outcome),
+                )
+            )
+            .where((labels.c.use_case == use_case) & (examples.c.decided_at <= window_marks.c.closed_before))
             .group_by(labels.c.outcome)
         )
         with self.engine.connect() as connection:
