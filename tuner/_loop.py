@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from closedloop.contracts import TuningError
+from closedloop.contracts import ClosedLoopConfig, TuningError
+from closedloop.registry import ModelRegistry
 from closedloop.tuner._ax import AxSession, Method
 from closedloop.tuner._space import Measurement, Parameterization, TuningSpace
 from closedloop.tuner._store import RoundRecord, RunRecord, TrialRecord, TuningStore
@@ -33,17 +34,24 @@ class TuningLoop:
 
     def __init__(
         self,
+        config: ClosedLoopConfig,
         use_case_name: str,
-        space: TuningSpace,
-        store: TuningStore,
         *,
+        store: TuningStore,
+        registry: ModelRegistry,
         method: Method = "bayesian",
         clock: Callable[[], float] = time.time,
         seeds: Sequence[Parameterization] = (),
+        consumer_config: Mapping[str, Any] | None = None,
     ) -> None:
+        self.config = config
         self.use_case_name = use_case_name
-        self.space = space
+        self.space = TuningSpace.of(
+            use_case_name, config.use_cases[use_case_name], online=self.mode == "online"
+        )
         self.store = store
+        self.registry = registry
+        self.consumer_config = consumer_config
         self.method = method
         self.clock = clock
         self.seeds = list(seeds)

@@ -45,19 +45,17 @@ class OfflineTuner(TuningLoop):
         since: float | None = None,
         consumer_config: Mapping[str, Any] | None = None,
     ) -> None:
-        use_case = config.use_cases[use_case_name]
         super().__init__(
+            config,
             use_case_name,
-            TuningSpace.of(use_case_name, use_case, online=False),
-            store,
+            store=store,
+            registry=registry,
             method=method,
             clock=clock,
+            consumer_config=consumer_config,
         )
-        self.config = config
-        self.registry = registry
         self.sample = sample
         self.since = since
-        self.consumer_config = consumer_config
         self._evaluator: OfflineEvaluator | None = None
         self._champions: dict[str, lgb.Booster] | None = None
         self._baseline: Measurement | None = None

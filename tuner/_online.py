@@ -18,7 +18,7 @@ from closedloop.evaluation import ExperimentReport, ExperimentWatch
 from closedloop.registry import ModelRegistry, start_experiment, stop_experiment
 from closedloop.tuner._ax import Method
 from closedloop.tuner._loop import RoundMeasurements, TuningLoop
-from closedloop.tuner._space import Measurement, Parameterization, TuningSpace
+from closedloop.tuner._space import Measurement, Parameterization
 from closedloop.tuner._store import RoundRecord, TrialRecord, TuningStore
 
 PROMOTED_ARM = "tuned"
@@ -39,19 +39,17 @@ class OnlineTuner(TuningLoop):
         seeds: Sequence[Parameterization] = (),
         consumer_config: Mapping[str, Any] | None = None,
     ) -> None:
-        use_case = config.use_cases[use_case_name]
         super().__init__(
+            config,
             use_case_name,
-            TuningSpace.of(use_case_name, use_case, online=True),
-            store,
+            store=store,
+            registry=registry,
             method=method,
             clock=clock,
             seeds=seeds,
+            consumer_config=consumer_config,
         )
-        self.config = config
-        self.registry = registry
         self.experiment = tuning_experiment_name(use_case_name)
-        self.consumer_config = consumer_config
         self._watch: ExperimentWatch | None = None  # the measured round's, kept between polls
 
     def _arms(self, trials: Sequence[TrialRecord]) -> dict[str, ArmConfig]:
