@@ -3,6 +3,7 @@
 #   ./dev.sh demo   set everything up and run the end-to-end demo on embedded defaults (no servers)
 #   ./dev.sh test   set everything up, start Redis/PostgreSQL if they are not running, install
 #                   chromium if missing (browser test of the reports), run every check
+#                   (ruff, mypy, lint-imports, pytest)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -70,6 +71,7 @@ case "${1:-}" in
     ensure_chromium
     "$VENV/bin/ruff" check .
     "$VENV/bin/mypy"
+    "$VENV/bin/lint-imports"  # the layering contracts of pyproject.toml
     set +e
     "$VENV/bin/python" -m pytest "${@:2}"
     status=$?

@@ -14,7 +14,8 @@ import numpy as np
 from _setup import bench_config, percentile_ms, publish, request_body, train_click_model
 
 from closedloop.contracts import DecideRequest
-from closedloop.decision_service import FeatureEncoder, open_engine
+from closedloop.decision_service import open_engine
+from closedloop.policy import FeatureEncoder
 from closedloop.registry import open_registry
 
 

@@ -25,10 +25,17 @@ from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
-import orjson
 from rich.progress import track
 
-from closedloop.contracts import ClosedLoopConfig, parse_config
+from closedloop.contracts import (
+    ClosedLoopConfig,
+    DecisionEvent,
+    FeedbackEvent,
+    LoggedCandidate,
+    encode_decision,
+    encode_feedback,
+    parse_config,
+)
 from closedloop.evaluation import ExperimentWatch, analyze_experiment, write_report_files
 from closedloop.eventlog import FileEventLog
 from closedloop.registry import LocalModelRegistry, start_experiment
@@ -77,50 +84,47 @@ def write_events(directory: Path, decisions: int, units: int, seed: int = 0, fir
         decision_id = uuid.UUID(int=int(rng.integers(2**63)) << 64 | i).hex
         at = T0 + timedelta(seconds=i * 0.5)
         chosen = int(rng.integers(CANDIDATES))
-        event = {
-            "schema_version": 1,
-            "event_id": decision_id,
-            "use_case": "shop",
-            "unit_id": f"user-{unit}",
-            "timestamp": at,
-            "decision_type": "choose",
-            "context": {
+        event = DecisionEvent(
+            event_id=decision_id,
+            use_case="shop",
+            unit_id=f"user-{unit}",
+            timestamp=at,
+            decision_type="choose",
+            context={
                 "country": ["us", "de", "fr", "uk"][unit_country[unit]],
                 "device": ["ios", "android", "web"][unit_device[unit]],
                 "tenure": float(unit % 100),
             },
-            "candidates": [
-                {
-                    "id": f"item{k}",
-                    "features": {"price": float(10 + k), "quality": float(k) / CANDIDATES},
-                    "predictions": {},
-                    "value": 1.0 - k / CANDIDATES,
-                }
+            candidates=[
+                LoggedCandidate(
+                    id=f"item{k}",
+                    features={"price": float(10 + k), "quality": float(k) / CANDIDATES},
+                    predictions={},
+                    value=1.0 - k / CANDIDATES,
+                )
                 for k in range(CANDIDATES)
             ],
-            "choice": f"item{chosen}",
-            "ranking": None,
-            "propensity": 0.84 if chosen == 0 else 0.04,
-            "exploration": {"strategy": "epsilon_greedy", "epsilon": 0.2},
-            "model_versions": {},
-            "policy": "default" if arm != "model" else "model",
-            "experiment": "big",
-            "arm": arm,
-            "experiment_phase": 1,
-        }
-        batch_decisions.append((decision_id, orjson.dumps(event)))
+            choice=f"item{chosen}",
+            ranking=None,
+            propensity=0.84 if chosen == 0 else 0.04,
+            exploration={"strategy": "epsilon_greedy", "epsilon": 0.2},
+            model_versions={},
+            policy="default" if arm != "model" else "model",
+            experiment="big",
+            arm=arm,
+            experiment_phase=1,
+        )
+        batch_decisions.append((decision_id, encode_decision(event)))
         if rng.random() < 0.2 + 0.02 * chosen:
-            feedback = {
-                "schema_version": 1,
-                "event_id": uuid.uuid4().hex,
-                "decision_id": decision_id,
-                "use_case": "shop",
-                "outcomes": {"buy": 1.0, "revenue": float(10 + chosen)},
-                "timestamp": at + timedelta(minutes=5),
-                "received_at": at + timedelta(minutes=5),
-                "orphan": False,
-            }
-            batch_feedback.append((decision_id, orjson.dumps(feedback)))
+            feedback = FeedbackEvent(
+                event_id=uuid.uuid4().hex,
+                decision_id=decision_id,
+                use_case="shop",
+                outcomes={"buy": 1.0, "revenue": float(10 + chosen)},
+                timestamp=at + timedelta(minutes=5),
+                received_at=at + timedelta(minutes=5),
+            )
+            batch_feedback.append((decision_id, encode_feedback(feedback)))
         if len(batch_decisions) >= 10_000:
             log.append("closedloop.decisions", batch_decisions)
             log.append("closedloop.feedback", batch_feedback)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from closedloop.contracts import parse_config
+from closedloop.registry import ModelRegistry, open_registry
 from closedloop.sdk import EmbeddedClient
 from closedloop.trainer import open_trainer
 
@@ -48,12 +49,12 @@ use_cases:
 """
 
 
-def _trained_through(client: EmbeddedClient) -> float:
+def _trained_through(client: EmbeddedClient, registry: ModelRegistry) -> float:
     """The time of the latest decision the serving click model was trained or evaluated on."""
-    version = client.engine.models.for_use_case("offer").versions.get("click")
+    version = client.serving_versions("offer").get("click")
     if version is None:
         return 0.0
-    [meta] = [v.metadata for v in client.engine.registry.versions("offer", "click") if v.version == version]
+    [meta] = [v.metadata for v in registry.versions("offer", "click") if v.version == version]
     return datetime.fromisoformat(meta["lineage"]["data_to"]).timestamp()
 
 
@@ -68,7 +69,8 @@ def main() -> None:
         update={"infrastructure": config.infrastructure.model_copy(update={"data_dir": str(directory)})}
     )
     client = EmbeddedClient(config, seed=0, refresh_interval=0.2)
-    trainer = open_trainer(config, event_log=client.engine.event_log, lateness=LATENESS)  # type: ignore[arg-type]
+    registry = open_registry(config.infrastructure)
+    trainer = open_trainer(config, lateness=LATENESS)  # reads the client's event files
     stop = threading.Event()
 
     def train_forever() -> None:
@@ -84,20 +86,20 @@ def main() -> None:
         for _ in range(args.decisions):
             age = float(rng.uniform(18, 80))
             offers = {f"o{k}": {"discount": float(rng.uniform(0, 50))} for k in range(5)}
-            decision = client.decide("offer", "u", {"age": age}, offers)
+            decision = client.decide("offer", "u", context={"age": age}, candidates=offers)
             discount = offers[decision.choice or "o0"]["discount"]
             if rng.random() < 1 / (1 + np.exp(-(discount - 25) / 5 - (age - 50) / 20)):
                 client.log_feedback(decision.decision_id, {"click": 1})
         last_decision = time.time()
         logged = time.monotonic()
-        while _trained_through(client) < last_decision - 0.01:
+        while _trained_through(client, registry) < last_decision - 0.01:
             if time.monotonic() - logged > 120:
                 raise SystemExit(f"round {number}: no model trained on this round within 120 s")
             time.sleep(0.02)
         latency = time.monotonic() - logged
         latencies.append(latency)
         processing.append(latency - WINDOW - LATENESS)
-        served = client.engine.models.for_use_case("offer").versions["click"]
+        served = client.serving_versions("offer")["click"]
         print(
             f"round {number}: {served} serving {latency:.2f}s after the last feedback "
             f"({WINDOW + LATENESS:.0f}s of it the window and lateness)"
@@ -109,6 +111,7 @@ def main() -> None:
         f"(beyond the window: {statistics.median(processing):.2f}s); max {max(latencies):.2f}s"
     )
     trainer.close()
+    registry.close()
     client.close()
 
 

@@ -17,10 +17,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import orjson
 from _setup import CANDIDATE, CONTEXT, bench_config
 
-from closedloop.contracts import Topics
+from closedloop.contracts import (
+    DecisionEvent,
+    FeedbackEvent,
+    LoggedCandidate,
+    Topics,
+    encode_decision,
+    encode_feedback,
+)
 from closedloop.eventlog import FileEventLog
 from closedloop.registry import LocalModelRegistry
 from closedloop.trainer import ExampleStore, FileEventSource, Trainer
@@ -41,45 +47,40 @@ def write_events(log: FileEventLog, topics: Topics, decisions: int, seed: int = 
         for j in range(n):
             i = first + j
             stamp = datetime.fromtimestamp(START + i * 0.01, UTC)
-            event = {
-                "schema_version": 1,
-                "event_id": f"d{i}",
-                "use_case": "bench",
-                "unit_id": f"u{i % 50_000}",
-                "timestamp": stamp,
-                "decision_type": "rank",
-                "context": dict(zip(CONTEXT, context[j].tolist(), strict=True)),
-                "candidates": [
-                    {
-                        "id": f"c{k}",
-                        "features": dict(zip(CANDIDATE, items[j, k].tolist(), strict=True)),
-                        "predictions": {},
-                        "value": 0.0,
-                    }
+            event = DecisionEvent(
+                event_id=f"d{i}",
+                use_case="bench",
+                unit_id=f"u{i % 50_000}",
+                timestamp=stamp,
+                decision_type="rank",
+                context=dict(zip(CONTEXT, context[j].tolist(), strict=True)),
+                candidates=[
+                    LoggedCandidate(
+                        id=f"c{k}",
+                        features=dict(zip(CANDIDATE, items[j, k].tolist(), strict=True)),
+                        predictions={},
+                        value=0.0,
+                    )
                     for k in range(5)
                 ],
-                "choice": "c0",
-                "ranking": [f"c{k}" for k in range(5)],
-                "propensity": 0.92,
-                "exploration": {"strategy": "epsilon_greedy", "epsilon": 0.1},
-                "model_versions": {},
-                "policy": "default",
-                "experiment": None,
-                "arm": None,
-            }
-            decided.append((f"d{i}", orjson.dumps(event)))
+                choice="c0",
+                ranking=[f"c{k}" for k in range(5)],
+                propensity=0.92,
+                exploration={"strategy": "epsilon_greedy", "epsilon": 0.1},
+                model_versions={},
+                policy="default",
+            )
+            decided.append((f"d{i}", encode_decision(event)))
             if clicks[j]:
-                feedback = {
-                    "schema_version": 1,
-                    "event_id": f"f{i}",
-                    "decision_id": f"d{i}",
-                    "use_case": "bench",
-                    "outcomes": {"click": 1.0},
-                    "timestamp": stamp,
-                    "received_at": stamp,
-                    "orphan": False,
-                }
-                fed.append((f"d{i}", orjson.dumps(feedback)))
+                feedback = FeedbackEvent(
+                    event_id=f"f{i}",
+                    decision_id=f"d{i}",
+                    use_case="bench",
+                    outcomes={"click": 1.0},
+                    timestamp=stamp,
+                    received_at=stamp,
+                )
+                fed.append((f"d{i}", encode_feedback(feedback)))
         log.append(topics.decisions, decided)
         log.append(topics.feedback, fed)
         feedback_count += len(fed)

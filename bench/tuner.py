@@ -22,8 +22,8 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from closedloop.decision_service import open_engine
 from closedloop.registry import open_registry
+from closedloop.sdk import EmbeddedClient
 from closedloop.simulator import SimulatedClock, TuningWorld, drive_online_tuner, tuning_config
 from closedloop.tuner import METHODS, OnlineTuner, TuningStore
 
@@ -45,7 +45,7 @@ def one_run(
     registry = open_registry(config.infrastructure)
     world.publish_models(registry)
     clock = SimulatedClock(START)
-    engine = open_engine(config, seed=seed, clock=clock.datetime)
+    client = EmbeddedClient(config, seed=seed, clock=clock.datetime)
     store = TuningStore.from_url(config.infrastructure.resolved_database_url)
     tuner = OnlineTuner(config, "offer", store=store, registry=registry, method=method, clock=clock.timestamp)  # type: ignore[arg-type]
     tuner.begin()
@@ -67,9 +67,9 @@ def one_run(
             }
         )
 
-    drive_online_tuner(tuner, world, engine, clock, on_round=score)
+    drive_online_tuner(tuner, world, client, clock, on_round=score)
     tuner.close()
-    engine.close()
+    client.close()
     store.close()
     registry.close()
     within = [t["round"] for t in trace if float(t["ratio"]) >= 1.0 - BAND and not t["violates_by_1pct"]]

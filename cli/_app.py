@@ -13,8 +13,9 @@ from typing import Annotated
 
 import typer
 
-from closedloop.cli._tune import tune_app
 from closedloop.contracts import ClosedLoopConfig, ClosedLoopError, load_config, tuning_experiment_name
+
+from ._tune import tune_app
 
 app = typer.Typer(
     name="closedloop",
@@ -53,7 +54,7 @@ def serve(
     ] = 1,
 ) -> None:
     """Run the decision service (FastAPI under uvicorn)."""
-    from closedloop.cli._serve import run_service
+    from ._serve import run_service
 
     run_service(config, host=host, port=port, refresh_interval=refresh_interval, workers=workers)
 

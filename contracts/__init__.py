@@ -2,12 +2,18 @@
 
 - configuration: `ClosedLoopConfig` and its parts, read by `load_config` / `parse_config`;
   experiments: `ExperimentConfig` (declared) and `ExperimentPhase` (recorded when started)
-- wire formats: `DecideRequest`, `Decision`, `FeedbackIn`, and the logged `DecisionEvent`, `FeedbackEvent`
+- wire formats: `DecideRequest`, `Decision`, `FeedbackIn` (the HTTP API, pydantic)
+- the event codec: `DecisionEvent`, `FeedbackEvent` (and `DecisionHeader`, a decision without its
+  candidates) written by `encode_decision` / `encode_feedback` and read by `decode_decision`,
+  `decode_decision_header`, `decode_feedback`, the only code that writes or reads a logged event
+- the attribution rule: `Attribution` (which feedback counts for which decision), used by the
+  trainer's and the evaluator's joins
 - names: `RegistryKeys`, `DecisionIndexKeys`, `Topics`
 - errors: `ClosedLoopError` and its subclasses (see `closedloop.contracts._errors` for the tree)
 """
 
-from closedloop.contracts._config import (
+from ._attribution import Attribution
+from ._config import (
     CategoricalFeature,
     ClosedLoopConfig,
     DecisionType,
@@ -25,8 +31,8 @@ from closedloop.contracts._config import (
     Softmax,
     UseCaseConfig,
 )
-from closedloop.contracts._durations import parse_duration
-from closedloop.contracts._errors import (
+from ._durations import parse_duration
+from ._errors import (
     ClosedLoopError,
     ConfigError,
     DuplicateFeedbackError,
@@ -42,7 +48,21 @@ from closedloop.contracts._errors import (
     error_from_payload,
     invalid_request_from,
 )
-from closedloop.contracts._experiments import (
+from ._events import (
+    EVENT_SCHEMA_VERSION,
+    DecisionEvent,
+    DecisionHeader,
+    EventFormatError,
+    FeatureValue,
+    FeedbackEvent,
+    LoggedCandidate,
+    decode_decision,
+    decode_decision_header,
+    decode_feedback,
+    encode_decision,
+    encode_feedback,
+)
+from ._experiments import (
     HOLDOUT_ARM,
     ArmConfig,
     ArmPolicy,
@@ -52,10 +72,10 @@ from closedloop.contracts._experiments import (
     GuardrailConfig,
     MetricConfig,
 )
-from closedloop.contracts._loading import load_config, parse_config
-from closedloop.contracts._names import DecisionIndexKeys, RegistryKeys, Topics
-from closedloop.contracts._settings import ENVIRONMENT_VARIABLES, InfrastructureConfig
-from closedloop.contracts._tuning import (
+from ._loading import load_config, parse_config
+from ._names import DecisionIndexKeys, RegistryKeys, Topics
+from ._settings import ENVIRONMENT_VARIABLES, InfrastructureConfig
+from ._tuning import (
     STATUS_QUO_ARM,
     Constraint,
     Objective,
@@ -63,19 +83,14 @@ from closedloop.contracts._tuning import (
     TuningConfig,
     tuning_experiment_name,
 )
-from closedloop.contracts._value_expression import ValueExpression
-from closedloop.contracts._wire import (
-    EVENT_SCHEMA_VERSION,
+from ._value_expression import ValueExpression
+from ._wire import (
     MAX_FEEDBACK_BATCH,
     CandidateIn,
-    CandidateLog,
     DecideRequest,
     Decision,
-    DecisionEvent,
-    FeatureValue,
     FeedbackBatch,
     FeedbackBatchResult,
-    FeedbackEvent,
     FeedbackIn,
     FeedbackResult,
     FeedbackStatus,
@@ -84,8 +99,8 @@ from closedloop.contracts._wire import (
 __all__ = [
     "ArmConfig",
     "ArmPolicy",
+    "Attribution",
     "CandidateIn",
-    "CandidateLog",
     "CategoricalFeature",
     "ClosedLoopConfig",
     "ClosedLoopError",
@@ -95,6 +110,7 @@ __all__ = [
     "DecideRequest",
     "Decision",
     "DecisionEvent",
+    "DecisionHeader",
     "DecisionIndexKeys",
     "DecisionType",
     "DefaultPolicy",
@@ -102,6 +118,7 @@ __all__ = [
     "ENVIRONMENT_VARIABLES",
     "EVENT_SCHEMA_VERSION",
     "EpsilonGreedy",
+    "EventFormatError",
     "ExperimentConfig",
     "ExperimentError",
     "ExperimentPhase",
@@ -119,6 +136,7 @@ __all__ = [
     "HOLDOUT_ARM",
     "InfrastructureConfig",
     "InvalidRequestError",
+    "LoggedCandidate",
     "MAX_FEEDBACK_BATCH",
     "MetricConfig",
     "ModelConfig",
@@ -143,6 +161,11 @@ __all__ = [
     "UnknownUseCaseError",
     "UseCaseConfig",
     "ValueExpression",
+    "decode_decision",
+    "decode_decision_header",
+    "decode_feedback",
+    "encode_decision",
+    "encode_feedback",
     "error_from_payload",
     "invalid_request_from",
     "load_config",

@@ -11,11 +11,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from closedloop.contracts._durations import Duration
-from closedloop.contracts._experiments import ArmPolicy, ExperimentConfig
-from closedloop.contracts._settings import InfrastructureConfig
-from closedloop.contracts._tuning import TUNABLE_ROOTS, TuningConfig
-from closedloop.contracts._value_expression import ValueExpression
+from ._durations import Duration
+from ._experiments import ArmPolicy, ExperimentConfig
+from ._settings import InfrastructureConfig
+from ._tuning import TUNABLE_ROOTS, TuningConfig
+from ._value_expression import ValueExpression
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]

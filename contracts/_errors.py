@@ -12,11 +12,14 @@ The hierarchy::
     ├── ModelIncompatibleError       a registry model whose features do not match the use case
     ├── ExperimentError              409: an experiment that cannot start, stop or be analysed as asked
     │   └── UnknownExperimentError   404: no experiment of that name is declared or recorded
+    ├── TuningError                  409: a tuning run that cannot start, resume or be reported as asked
+    ├── EventFormatError             a logged record this version cannot read (see `_events`)
     └── ServiceUnavailableError      503: the service or one of its stores cannot be reached
 
 The decision service turns each error into its HTTP status and a JSON body (`to_payload`), and
 the SDK rebuilds the same class from that body (`error_from_payload`), so product code can catch
-`UnknownUseCaseError` whether it runs embedded or over HTTP.
+`UnknownUseCaseError` whether it runs embedded or over HTTP. A subclass that declares a ``code``
+of its own is registered for that when it is defined.
 """
 
 from __future__ import annotations
@@ -24,12 +27,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+_BY_CODE: dict[str, type[ClosedLoopError]] = {}
+"""Wire code -> error class, filled as each class is defined."""
+
 
 class ClosedLoopError(Exception):
     """Base of every closedloop error: what went wrong, and how to fix it."""
 
     http_status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every class with a code of its own is rebuilt from its wire form: none can be forgotten.
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            _BY_CODE.setdefault(cls.code, cls)
 
     def __init__(
         self,
@@ -66,6 +78,9 @@ class ClosedLoopError(Exception):
                 "expected": self.expected,
             }
         }
+
+
+_BY_CODE[ClosedLoopError.code] = ClosedLoopError
 
 
 class ConfigError(ClosedLoopError):
@@ -141,24 +156,6 @@ class ServiceUnavailableError(ClosedLoopError):
 
     http_status = 503
     code = "service_unavailable"
-
-
-_BY_CODE: dict[str, type[ClosedLoopError]] = {
-    cls.code: cls
-    for cls in (
-        ClosedLoopError,
-        ConfigError,
-        InvalidRequestError,
-        PayloadTooLargeError,
-        UnknownUseCaseError,
-        UnknownDecisionError,
-        DuplicateFeedbackError,
-        ModelIncompatibleError,
-        ExperimentError,
-        UnknownExperimentError,
-        ServiceUnavailableError,
-    )
-}
 
 
 def error_from_payload(payload: Mapping[str, Any], *, status: int) -> ClosedLoopError:

@@ -11,8 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from closedloop.contracts._durations import Duration
-from closedloop.contracts._value_expression import ValueExpression
+from ._durations import Duration
+from ._value_expression import ValueExpression
 
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 ArmName = Annotated[str, Field(pattern=_NAME)]

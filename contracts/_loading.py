@@ -6,13 +6,12 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from closedloop.contracts._config import ClosedLoopConfig
-from closedloop.contracts._errors import ConfigError
+from ._config import ClosedLoopConfig
+from ._errors import ConfigError
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -80,7 +79,3 @@ def _describe(exc: ValidationError, source: str) -> str:
         shown = "" if isinstance(got, (dict, list)) or error["type"] == "missing" else f" (got {got!r})"
         lines.append(f"  - {path}: {message}{shown}")
     return "\n".join(lines)
-
-
-def dump_config(config: ClosedLoopConfig) -> dict[str, Any]:
-    return config.model_dump(mode="json")

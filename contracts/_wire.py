@@ -1,4 +1,4 @@
-"""Wire formats: the HTTP API of the decision service and the events it logs to Kafka.
+"""Wire formats: the HTTP API of the decision service (the logged events are in `_events`).
 
 Requests are checked twice: here for shape (types, sizes), and by the decision engine against the
 use case's declared features, so that an error can name ``context.country`` or
@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-FeatureValue = float | int | str | bool | None
+from ._events import DecisionType, FeatureValue, PolicyKind
 
 
 def _outcome_value(value: object) -> float:
@@ -23,7 +23,6 @@ def _outcome_value(value: object) -> float:
 
 
 OutcomeValue = Annotated[float, BeforeValidator(_outcome_value)]
-EVENT_SCHEMA_VERSION = 1
 MAX_FEEDBACK_BATCH = 10_000
 
 
@@ -46,15 +45,12 @@ class DecideRequest(WireModel):
     """Idempotency key: a retried request with the same id gets the same decision back."""
 
 
-PolicyKind = Literal["model", "default"]
-
-
 class Decision(WireModel):
     """What ``decide()`` returns to product code."""
 
     decision_id: str
     use_case: str
-    decision_type: Literal["choose", "rank", "binary"]
+    decision_type: DecisionType
     choice: str | None
     """choose: the chosen candidate id; binary: "yes" or "no"; rank: the top candidate id."""
     ranking: list[str] | None = None
@@ -98,47 +94,3 @@ class FeedbackResult(WireModel):
 
 class FeedbackBatchResult(WireModel):
     results: list[FeedbackResult]
-
-
-class CandidateLog(WireModel):
-    id: str
-    features: dict[str, FeatureValue]
-    predictions: dict[str, float]
-    value: float
-
-
-class DecisionEvent(WireModel):
-    """Logged for every decision, with the features exactly as the policy saw them."""
-
-    schema_version: int = EVENT_SCHEMA_VERSION
-    event_id: str
-    """Equal to the decision id."""
-    use_case: str
-    unit_id: str
-    timestamp: datetime
-    decision_type: Literal["choose", "rank", "binary"]
-    context: dict[str, FeatureValue]
-    candidates: list[CandidateLog]
-    choice: str | None
-    ranking: list[str] | None
-    propensity: float
-    exploration: dict[str, object]
-    model_versions: dict[str, str]
-    policy: PolicyKind
-    experiment: str | None
-    arm: str | None
-    experiment_phase: int | None = None
-    """The allocation phase of the experiment the arm was assigned in (see ExperimentPhase)."""
-
-
-class FeedbackEvent(WireModel):
-    schema_version: int = EVENT_SCHEMA_VERSION
-    event_id: str
-    """Equal to the feedback id (the idempotency key)."""
-    decision_id: str
-    use_case: str | None
-    """None for orphan feedback, whose decision the service does not know."""
-    outcomes: dict[str, float]
-    timestamp: datetime
-    received_at: datetime
-    orphan: bool = False

@@ -1,34 +1,44 @@
 """The decision service: the engine that decides and logs, and its HTTP app.
 
-- `DecisionEngine`: features -> champion LightGBM models -> value function -> exploration -> logged decision
+- `DecisionEngine`: features -> champion LightGBM models -> value function -> exploration -> logged
+  decision, and feedback intake; the whole service minus HTTP (what `EmbeddedClient` runs)
 - `open_engine(config)`: an engine on the stores the configuration names
 - `create_app(config)`: the FastAPI service (``closedloop serve`` runs it under uvicorn)
-- `FeatureEncoder`: the column order and encoding shared with the trainer
-- `OfflinePolicy`: a policy's action probabilities on logged decisions (for off-policy evaluation)
+- `DecisionIndex`: the short-lived facts feedback is checked against, in Redis
+  (`RedisDecisionIndex`) or in memory (`MemoryDecisionIndex`); `open_decision_index` picks one
+
+The decision logic itself (features, policy, arms) is `closedloop.policy`. FastAPI is imported
+when `create_app` is first used and redis-py by `RedisDecisionIndex.from_url`, so the embedded
+install (``closedloop[embedded]``) needs neither.
 """
 
-from closedloop.decision_service._app import create_app
-from closedloop.decision_service._decision_index import (
-    DecisionIndex,
-    MemoryDecisionIndex,
-    RedisDecisionIndex,
-)
-from closedloop.decision_service._engine import DecisionEngine
-from closedloop.decision_service._features import ACTION_FEATURE, BINARY_CANDIDATES, FeatureEncoder
-from closedloop.decision_service._offline import OfflinePolicy
-from closedloop.decision_service._policy import action_probabilities
-from closedloop.decision_service._wiring import open_decision_index, open_engine
+import typing
+
+from ._decision_index import DecisionIndex, MemoryDecisionIndex, RedisDecisionIndex
+from ._engine import DecisionEngine
+from ._wiring import open_decision_index, open_engine
+
+if typing.TYPE_CHECKING:
+    from ._app import create_app
+
+
+def __getattr__(name: str) -> typing.Any:
+    if name == "create_app":  # the HTTP layer, imported only by those who serve HTTP
+        from ._app import create_app
+
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
-    "ACTION_FEATURE",
-    "BINARY_CANDIDATES",
     "DecisionEngine",
     "DecisionIndex",
-    "FeatureEncoder",
     "MemoryDecisionIndex",
-    "OfflinePolicy",
     "RedisDecisionIndex",
-    "action_probabilities",
     "create_app",
     "open_decision_index",
     "open_engine",

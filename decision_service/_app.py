@@ -31,9 +31,9 @@ from closedloop.contracts import (
     PayloadTooLargeError,
     invalid_request_from,
 )
-from closedloop.decision_service._engine import DecisionEngine
-from closedloop.decision_service._wiring import open_engine
-from closedloop.eventlog import KafkaEventLog
+
+from ._engine import DecisionEngine
+from ._wiring import open_engine
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         serving.start_model_refresh(refresh_interval)
         # One worker of several: a scrape reaches only one of them, so each keeps its own gauges fresh.
-        gauges = asyncio.create_task(_keep_gauges_fresh(serving)) if serving.metrics.multiprocess else None
+        gauges = asyncio.create_task(_keep_gauges_fresh(serving)) if serving.metrics_per_worker else None
         try:
             yield
         finally:
@@ -74,7 +74,6 @@ def create_app(
         lifespan=lifespan,
         description="Decisions from LightGBM models with exploration; every decision and outcome is logged.",
     )
-    app.state.engine = serving
     app.router.route_class = OrjsonBodyRoute
     _install_error_handlers(app, serving, max_body_bytes)
     _install_routes(app, serving, config)
@@ -128,22 +127,7 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
     @app.get("/v1/models", tags=["models"])
     def models() -> dict[str, Any]:
         """Per use case and outcome: the version serving here, the champion and every version."""
-        serving = engine.models.snapshot()
-        answer: dict[str, Any] = {}
-        for name, uc in config.use_cases.items():
-            champions = engine.registry.champions(name, list(uc.outcomes))
-            answer[name] = {
-                outcome: {
-                    "serving": serving[name].versions.get(outcome),
-                    "champion": champions[outcome],
-                    "versions": [
-                        {"version": v.version, "metadata": dict(v.metadata)}
-                        for v in engine.registry.versions(name, outcome)
-                    ],
-                }
-                for outcome in uc.outcomes
-            }
-        return {"use_cases": answer, "errors": engine.models.errors}
+        return engine.model_listing()
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
@@ -154,37 +138,25 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
     def readyz() -> JSONResponse:
         """Ready to serve: the decision index answers. Kafka being down does not make it unready,
         because events wait in the outbox."""
-        checks = {"decision_index": engine.index.ping(), "event_log": engine.event_log.stats()}
-        ready = bool(checks["decision_index"])
+        ready, checks = engine.readiness()
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"])
     def metrics() -> Response:
         """Prometheus metrics."""
-        _update_gauges(engine)
-        return Response(engine.metrics.render(), media_type="text/plain; version=0.0.4")
+        return Response(engine.render_metrics(), media_type="text/plain; version=0.0.4")
 
 
 async def _keep_gauges_fresh(engine: DecisionEngine, interval: float = 1.0) -> None:
     while True:
-        _update_gauges(engine)
+        engine.update_gauges()
         await asyncio.sleep(interval)
-
-
-def _update_gauges(engine: DecisionEngine) -> None:
-    engine.metrics.model_swaps.set(engine.models.swaps)
-    for name, count in engine.unknown_category_counts().items():
-        engine.metrics.unknown_categories.labels(name).set(count)
-    if isinstance(engine.event_log, KafkaEventLog):
-        stats = engine.event_log.stats()
-        engine.metrics.events_delivered.set(stats["delivered"])
-        engine.metrics.outbox_backlog.set(1 if stats["backlog"] else 0)
 
 
 def _install_error_handlers(app: FastAPI, engine: DecisionEngine, max_body_bytes: int) -> None:
     def reply(error: ClosedLoopError) -> JSONResponse:
         if 400 <= error.http_status < 500:
-            engine.metrics.rejected_requests.labels(error.code).inc()
+            engine.count_rejected(error.code)
         return JSONResponse(error.to_payload(), status_code=error.http_status)
 
     @app.exception_handler(ClosedLoopError)

@@ -9,9 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
-
-import redis
+from typing import TYPE_CHECKING, Any, Protocol
 
 from closedloop.contracts import DecisionIndexKeys, ServiceUnavailableError
 
@@ -34,8 +32,18 @@ class DecisionIndex(Protocol):
     def ping(self) -> bool: ...
 
 
+if TYPE_CHECKING:
+    import redis
+
+
 class RedisDecisionIndex:
+    """The index in Redis, shared by every replica (redis-py is imported by `from_url`)."""
+
     def __init__(self, client: redis.Redis, *, prefix: str) -> None:
+        from redis.exceptions import ConnectionError, RedisError
+
+        self._connection_error = ConnectionError
+        self._redis_error = RedisError
         self._redis = client
         self.keys = DecisionIndexKeys(prefix)
         self._script: Any = None
@@ -48,6 +56,8 @@ class RedisDecisionIndex:
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str) -> RedisDecisionIndex:
+        import redis
+
         client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         return cls(client, prefix=prefix)
 
@@ -62,7 +72,7 @@ class RedisDecisionIndex:
             return []
         try:
             values = self._redis.mget(list(keys))
-        except redis.exceptions.ConnectionError as exc:
+        except self._connection_error as exc:
             raise _unavailable(exc) from exc
         return [v.decode() if isinstance(v, bytes) else v for v in values]
 
@@ -73,7 +83,7 @@ class RedisDecisionIndex:
         # in Python, which cost three quarters of the time of a 1000-item feedback batch.
         try:
             results = self._claim_script(keys=list(keys), args=[value, int(ttl * 1000)])
-        except redis.exceptions.ConnectionError as exc:
+        except self._connection_error as exc:
             raise _unavailable(exc) from exc
         return [bool(result) for result in results]
 
@@ -84,13 +94,13 @@ class RedisDecisionIndex:
     def ping(self) -> bool:
         try:
             return bool(self._redis.ping())
-        except redis.exceptions.RedisError:
+        except self._redis_error:
             return False
 
     def _execute(self, pipe: redis.client.Pipeline) -> list[object]:
         try:
             return list(pipe.execute())
-        except redis.exceptions.ConnectionError as exc:
+        except self._connection_error as exc:
             raise _unavailable(exc) from exc
 
 

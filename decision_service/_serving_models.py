@@ -19,7 +19,7 @@ import lightgbm as lgb
 import numpy as np
 
 from closedloop.contracts import ClosedLoopConfig, ExperimentPhase, ModelIncompatibleError
-from closedloop.decision_service._arms import ActiveExperiment
+from closedloop.policy import ActiveExperiment, FeatureEncoder
 from closedloop.registry import ModelRegistry, running_phases
 
 logger = logging.getLogger(__name__)
@@ -49,15 +49,12 @@ class UseCaseModels:
 
 
 class ServingModels:
-    def __init__(
-        self,
-        config: ClosedLoopConfig,
-        registry: ModelRegistry,
-        feature_names: Mapping[str, list[str]],
-    ) -> None:
+    def __init__(self, config: ClosedLoopConfig, registry: ModelRegistry) -> None:
         self._config = config
         self._registry = registry
-        self._feature_names = feature_names
+        self._feature_names = {
+            name: FeatureEncoder(uc).feature_names for name, uc in config.use_cases.items()
+        }
         self._snapshot: Mapping[str, UseCaseModels] = MappingProxyType(
             {name: UseCaseModels() for name in config.use_cases}
         )

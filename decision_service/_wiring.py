@@ -8,14 +8,15 @@ from datetime import UTC, datetime
 import numpy as np
 
 from closedloop.contracts import ClosedLoopConfig
-from closedloop.decision_service._decision_index import (
+from closedloop.eventlog import open_event_log
+from closedloop.registry import open_registry
+
+from ._decision_index import (
     DecisionIndex,
     MemoryDecisionIndex,
     RedisDecisionIndex,
 )
-from closedloop.decision_service._engine import DecisionEngine
-from closedloop.eventlog import open_event_log
-from closedloop.registry import open_registry
+from ._engine import DecisionEngine
 
 
 def open_decision_index(config: ClosedLoopConfig) -> DecisionIndex:

@@ -16,24 +16,24 @@
 - off-policy estimators: `off_policy_estimates` (IPS, SNIPS, direct method, doubly robust)
 """
 
-from closedloop.evaluation._analysis import (
+from ._analysis import (
     ExperimentWatch,
     analyze_experiment,
     experiment_listing,
     find_experiment,
 )
-from closedloop.evaluation._html import (
+from ._html import (
     html_page,
     inline_png,
     render_html,
     write_page_files,
     write_report_files,
 )
-from closedloop.evaluation._offpolicy import OffPolicyEstimates, PolicyValue, off_policy_estimates
-from closedloop.evaluation._policy_values import OfflineEvaluator, TrainingRows, compare_policies_offline
-from closedloop.evaluation._report_model import ExperimentReport
-from closedloop.evaluation._routes import report_router
-from closedloop.evaluation._stats import (
+from ._offpolicy import OffPolicyEstimates, PolicyValue, off_policy_estimates
+from ._policy_values import OfflineEvaluator, TrainingRows, compare_policies_offline
+from ._report_model import ExperimentReport
+from ._routes import report_router
+from ._stats import (
     Comparison,
     CupedResult,
     Estimate,

@@ -19,9 +19,12 @@ from closedloop.contracts import (
     UnknownExperimentError,
     UseCaseConfig,
 )
-from closedloop.evaluation._heterogeneity import heterogeneous_effects
-from closedloop.evaluation._logged import OPE_SAMPLE, Gatherer, LoggedDecisions
-from closedloop.evaluation._metrics import (
+from closedloop.eventlog import TopicReader
+from closedloop.registry import ModelRegistry, open_registry
+
+from ._heterogeneity import heterogeneous_effects
+from ._logged import OPE_SAMPLE, Gatherer, LoggedDecisions
+from ._metrics import (
     Metric,
     experiment_metrics,
     outcome_columns,
@@ -30,8 +33,8 @@ from closedloop.evaluation._metrics import (
     pre_period_covariates,
     unit_sample,
 )
-from closedloop.evaluation._ope_data import evaluate_policies
-from closedloop.evaluation._report_model import (
+from ._ope_data import evaluate_policies
+from ._report_model import (
     ArmMetric,
     ArmSummary,
     ExperimentReport,
@@ -42,7 +45,7 @@ from closedloop.evaluation._report_model import (
     SrmSummary,
     TimelinePoint,
 )
-from closedloop.evaluation._stats import (
+from ._stats import (
     Comparison,
     UnitSample,
     adjust_p_values,
@@ -51,8 +54,6 @@ from closedloop.evaluation._stats import (
     sample_ratio_check,
     welch,
 )
-from closedloop.eventlog import TopicReader
-from closedloop.registry import ModelRegistry, open_registry
 
 TIMELINE_POINTS = 12
 # Prior variance of the effect in the mixture SPRT, as a share of the metric's per-unit variance:

@@ -17,7 +17,7 @@ import lightgbm as lgb
 import numpy as np
 from scipy import stats
 
-from closedloop.evaluation._stats import Z, adjust_p_values
+from ._stats import Z, adjust_p_values
 
 _MIN_LEAF = 50
 _PARAMS: dict[str, float | int | str] = {

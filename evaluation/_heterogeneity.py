@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from closedloop.contracts import ExperimentConfig, ExperimentPhase, UseCaseConfig
-from closedloop.evaluation._effects import (
+
+from ._effects import (
     MAX_UNITS,
     dr_pseudo_outcomes,
     gains_and_losses,
@@ -14,10 +15,10 @@ from closedloop.evaluation._effects import (
     predicted_effects,
     sorted_groups,
 )
-from closedloop.evaluation._logged import LoggedDecisions
-from closedloop.evaluation._metrics import Metric, per_decision, policy_value
-from closedloop.evaluation._report_model import CateGroup, Heterogeneity, Interval, SegmentEffect
-from closedloop.evaluation._stats import UnitSample, welch
+from ._logged import LoggedDecisions
+from ._metrics import Metric, per_decision, policy_value
+from ._report_model import CateGroup, Heterogeneity, Interval, SegmentEffect
+from ._stats import UnitSample, welch
 
 
 def heterogeneous_effects(
@@ -29,6 +30,9 @@ def heterogeneous_effects(
     notes: list[str],
 ) -> list[Heterogeneity]:
     """Effects on the policy value by segment, and the DR-learner's sorted groups, per arm."""
+    if not data.context_names:
+        notes.append("Heterogeneous effects need context features; this use case declares none.")
+        return []
     metric = policy_value(metrics)
     values = per_decision(use_case, metric, data.outcomes)
     # One row per unit: the context of its first decision in the phase.

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 matplotlib.use("Agg")  # no display: render to files
 import matplotlib.pyplot as plt
 
-from closedloop.evaluation._report_model import ExperimentReport, Interval
+from ._report_model import ExperimentReport, Interval
 
 _BASE_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }

@@ -14,12 +14,18 @@ import math
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import numpy as np
-import orjson
 
-from closedloop.contracts import ExperimentPhase, UseCaseConfig
+from closedloop.contracts import (
+    Attribution,
+    DecisionHeader,
+    EventFormatError,
+    ExperimentPhase,
+    UseCaseConfig,
+    decode_decision_header,
+    decode_feedback,
+)
 
 OPE_SAMPLE = 50_000
 
@@ -32,10 +38,6 @@ def id_hash(text: str) -> int:
         except ValueError:
             pass
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
-
-
-def _seconds(value: str) -> float:
-    return datetime.fromisoformat(value).timestamp()
 
 
 @dataclass
@@ -128,6 +130,9 @@ class Gatherer:
         self._sample_size = ope_sample
         self._reports = _Reports()
         self.other_phases = 0
+        self.unreadable = 0
+        """Records skipped because they are not events of a schema this version reads."""
+        self._attribution = Attribution.of(use_case)
 
     def add_decisions(self, records: Iterable[bytes]) -> None:
         if self._phase is None:
@@ -135,38 +140,44 @@ class Gatherer:
             return
         name, experiment, number = self._use_case_name, self._phase.experiment, self._phase.phase
         for record in records:
-            event = orjson.loads(record)
-            if event.get("use_case") != name:
+            event = self._header(record)
+            if event is None or event.use_case != name:
                 continue
-            if event.get("experiment") == experiment:
-                if event.get("experiment_phase") != number:
+            if event.experiment == experiment:
+                if event.experiment_phase != number:
                     self.other_phases += 1
                     continue
                 self._add_in_phase(event, record)
             elif self._pre_from is not None:
-                at = _seconds(event["timestamp"])
+                at = event.timestamp.timestamp()
                 if self._pre_from <= at < self._phase_start:
-                    self._pre_unit.append(id_hash(event["unit_id"]))
-                    self._pre_decision.append(id_hash(event["event_id"]))
+                    self._pre_unit.append(id_hash(event.unit_id))
+                    self._pre_decision.append(id_hash(event.event_id))
                     self._pre_time.append(at)
 
     def _add_all(self, records: Iterable[bytes]) -> None:
         for record in records:
-            event = orjson.loads(record)
-            if event.get("use_case") != self._use_case_name:
+            event = self._header(record)
+            if event is None or event.use_case != self._use_case_name:
                 continue
-            if self._since is None or _seconds(event["timestamp"]) >= self._since:
+            if self._since is None or event.timestamp.timestamp() >= self._since:
                 self._add_in_phase(event, record)
 
-    def _add_in_phase(self, event: dict[str, object], record: bytes) -> None:
+    def _header(self, record: bytes) -> DecisionHeader | None:
+        try:
+            return decode_decision_header(record)
+        except EventFormatError:
+            self.unreadable += 1
+            return None
+
+    def _add_in_phase(self, event: DecisionHeader, record: bytes) -> None:
         columns = self._in
-        decision = id_hash(str(event["event_id"]))
+        decision = id_hash(event.event_id)
         columns.decision.append(decision)
-        columns.unit.append(id_hash(str(event["unit_id"])))
-        columns.arm.append(self._arm_codes.get(str(event.get("arm")), -1))
-        columns.time.append(_seconds(str(event["timestamp"])))
-        context = event.get("context")
-        context = context if isinstance(context, dict) else {}
+        columns.unit.append(id_hash(event.unit_id))
+        columns.arm.append(self._arm_codes.get(str(event.arm), -1))
+        columns.time.append(event.timestamp.timestamp())
+        context = event.context
         for name, into in zip(self._breakdowns, columns.breakdowns, strict=True):
             into.append(self._code(name, context.get(name)))
         for name, into in zip(self._context_names, columns.context, strict=True):
@@ -188,16 +199,21 @@ class Gatherer:
 
     def add_feedback(self, records: Iterable[bytes]) -> None:
         """Keep the use case's reported outcomes; they are joined to the decisions in `finish`, so
-        feedback may be added before its decision."""
+        feedback may be added before its decision. Orphan feedback (its decision was unknown to
+        the service when reported) is kept too: the join decides whether its decision is here."""
         index = {name: i for i, name in enumerate(self._outcomes)}
         reports = self._reports
         for record in records:
-            event = orjson.loads(record)
-            if event.get("use_case") != self._use_case_name:
+            try:
+                event = decode_feedback(record)
+            except EventFormatError:
+                self.unreadable += 1
                 continue
-            decision = id_hash(event["decision_id"])
-            at = _seconds(event["timestamp"])
-            for name, value in event["outcomes"].items():
+            if event.use_case != self._use_case_name and event.use_case is not None:
+                continue
+            decision = id_hash(event.decision_id)
+            at = event.timestamp.timestamp()
+            for name, value in event.outcomes.items():
                 position = index.get(name)
                 if position is not None:
                     reports.decision.append(decision)
@@ -216,8 +232,7 @@ class Gatherer:
         all_ids = np.concatenate([decision, pre_decision])
         all_times = np.concatenate([times, pre_times])
         outcomes, reported = self._join(all_ids, all_times)
-        windows = np.array([o.window.total_seconds() for o in self._use_case.outcomes.values()])
-        closed = all_times + windows.max() <= as_of
+        closed = all_times + self._attribution.longest_window <= as_of
         inside = closed[: len(decision)]
         pre_inside = closed[len(decision) :]
         categories = {name: list(self._categories.get(name, {})) for name in self._breakdowns}
@@ -250,8 +265,8 @@ class Gatherer:
         )
 
     def _join(self, ids: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        defaults = np.array([o.default for o in self._use_case.outcomes.values()])
-        windows = np.array([o.window.total_seconds() for o in self._use_case.outcomes.values()])
+        defaults = np.array(list(self._attribution.defaults.values()))
+        windows = np.array(list(self._attribution.windows.values()))
         outcomes = np.tile(defaults, (len(ids), 1))
         reported = np.zeros((len(ids), len(defaults)), dtype=bool)
         found = self._reports
@@ -267,7 +282,7 @@ class Gatherer:
         which = np.frombuffer(found.outcome, dtype=np.int16)[known].astype(np.int64)
         values = np.frombuffer(found.value, dtype=np.float64)[known]
         delay = np.frombuffer(found.time, dtype=np.float64)[known] - times[rows]
-        in_window = delay <= windows[which]
+        in_window = Attribution.counts(delay, windows[which])
         rows, which, values = rows[in_window], which[in_window], values[in_window]
         # The first report of each (decision, outcome) counts, as in the trainer's join.
         _, first = np.unique(rows * len(defaults) + which, return_index=True)

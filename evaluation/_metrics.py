@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from closedloop.contracts import ExperimentConfig, UseCaseConfig, ValueExpression
-from closedloop.evaluation._logged import LoggedDecisions
-from closedloop.evaluation._stats import UnitSample
+
+from ._logged import LoggedDecisions
+from ._stats import UnitSample
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from closedloop.evaluation._stats import Z
+from ._stats import Z
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,21 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
-import orjson
 
-from closedloop.contracts import ArmPolicy, ExperimentPhase, UseCaseConfig
-from closedloop.decision_service import BINARY_CANDIDATES, OfflinePolicy
-from closedloop.evaluation._logged import LoggedDecisions, id_hash
-from closedloop.evaluation._offpolicy import OffPolicyEstimates, PolicyValue, off_policy_estimates
-from closedloop.evaluation._report_model import Interval, OpeEstimate, OpeResult
-from closedloop.evaluation._stats import Z
+from closedloop.contracts import (
+    ArmPolicy,
+    DecisionEvent,
+    EventFormatError,
+    ExperimentPhase,
+    UseCaseConfig,
+    decode_decision,
+)
+from closedloop.policy import BINARY_CANDIDATES, OfflinePolicy
+
+from ._logged import LoggedDecisions, id_hash
+from ._offpolicy import OffPolicyEstimates, PolicyValue, off_policy_estimates
+from ._report_model import Interval, OpeEstimate, OpeResult
+from ._stats import Z
 
 _REWARD_PARAMS = {
     "objective": "regression",
@@ -50,28 +57,20 @@ class LoggedBandit:
         outcomes, times = [], []
         self.bad_propensity = 0
         for record in data.sample:
-            event = orjson.loads(record)
-            row = _row_of(id_hash(event["event_id"]), sorted_ids, order)
-            if row is None:
+            event = _readable(record)
+            row = _row_of(id_hash(event.event_id), sorted_ids, order) if event else None
+            if event is not None and row is None:
                 continue  # its window is still open
-            p = event.get("propensity")
-            if not isinstance(p, (int, float)) or not 0 < p <= 1 or not math.isfinite(p):
+            action = _logged_action(event) if event else None
+            if event is None or action is None or row is None:
                 self.bad_propensity += 1
                 continue
-            features = [c["features"] for c in event["candidates"]]
-            ids = [c["id"] for c in event["candidates"]]
-            action = event["choice"] if event["decision_type"] != "rank" else (event["ranking"] or [None])[0]
-            actions = list(BINARY_CANDIDATES) if event["decision_type"] == "binary" else ids
-            if action not in actions:
-                self.bad_propensity += 1
-                continue
-            encoded = self.encoder.encode(
-                event["context"], [] if event["decision_type"] == "binary" else features
-            )
+            features = [c.features for c in event.candidates]
+            encoded = self.encoder.encode(event.context, [] if event.decision_type == "binary" else features)
             rows.append(encoded)
             offsets.append(offsets[-1] + len(encoded))
-            chosen.append(actions.index(action))
-            propensity.append(float(p))
+            chosen.append(action)
+            propensity.append(event.propensity)
             reward.append(float(value[row]))
             outcomes.append(data.outcomes[row])
             times.append(float(data.time[row]))
@@ -136,6 +135,24 @@ class LoggedBandit:
         return predicted
 
 
+def _readable(record: bytes) -> DecisionEvent | None:
+    try:
+        return decode_decision(record)
+    except EventFormatError:
+        return None
+
+
+def _logged_action(event: DecisionEvent) -> int | None:
+    """The index of the logged action among the decision's actions, or None when its propensity
+    is not a probability or the action is not among them (such a decision cannot be reweighted)."""
+    p = event.propensity
+    if not 0 < p <= 1 or not math.isfinite(p):
+        return None
+    ids = list(BINARY_CANDIDATES) if event.decision_type == "binary" else [c.id for c in event.candidates]
+    action = event.ranking[0] if event.decision_type == "rank" and event.ranking else event.choice
+    return ids.index(action) if action in ids else None
+
+
 def _row_of(decision: int, sorted_ids: np.ndarray, order: np.ndarray) -> int | None:
     slot = int(np.searchsorted(sorted_ids, decision))
     if slot < len(sorted_ids) and sorted_ids[slot] == decision:
@@ -154,7 +171,8 @@ def evaluate_policies(
     if bandit.bad_propensity:
         notes.append(
             f"{bandit.bad_propensity} sampled decisions have a missing, zero or out-of-range propensity "
-            "(or a logged action that is not among their candidates); off-policy estimates leave them out."
+            "(or a logged action that is not among their candidates, or a form this version cannot "
+            "read); off-policy estimates leave them out."
         )
     if len(bandit) < 10:
         notes.append("Too few decisions with closed windows for off-policy evaluation (need 10).")

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 
 from closedloop.contracts import ArmPolicy, ClosedLoopConfig, Topics, UseCaseConfig
-from closedloop.decision_service import OfflinePolicy
-from closedloop.evaluation._logged import Gatherer
-from closedloop.evaluation._offpolicy import OffPolicyEstimates, PolicyValue
-from closedloop.evaluation._ope_data import LoggedBandit, estimate_policy
-from closedloop.evaluation._stats import Z
 from closedloop.eventlog import scan_topic
+from closedloop.policy import OfflinePolicy
+
+from ._logged import Gatherer
+from ._offpolicy import OffPolicyEstimates
+from ._ope_data import LoggedBandit, estimate_policy
 
 VALUE = "value"
 """The metric name of the use case's own value function."""
@@ -111,15 +111,6 @@ class OfflineEvaluator:
             )
             for metric in self.metrics
         }
-
-    def logged_values(self) -> dict[str, PolicyValue]:
-        """Each metric's mean under the policies that made the logged decisions."""
-        values = {}
-        for metric, reward in self._rewards.items():
-            mean = float(reward.mean())
-            half = Z * float(reward.std(ddof=1)) / np.sqrt(len(reward))
-            values[metric] = PolicyValue(mean, mean - half, mean + half)
-        return values
 
 
 def _metric_values(use_case: UseCaseConfig, bandit: LoggedBandit, metric: str) -> np.ndarray:

@@ -16,10 +16,11 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, Response
 
 from closedloop.contracts import ClosedLoopConfig
-from closedloop.evaluation._analysis import analyze_experiment, experiment_listing
-from closedloop.evaluation._html import render_html
-from closedloop.evaluation._report_model import ExperimentReport
 from closedloop.registry import ModelRegistry, open_registry
+
+from ._analysis import analyze_experiment, experiment_listing
+from ._html import render_html
+from ._report_model import ExperimentReport
 
 
 class _ReportCache:

@@ -9,24 +9,11 @@ from the infrastructure settings; `scan_topic` reads a whole topic once, for ana
 `seek_to_first_record` is how every Kafka reader starts from the beginning.
 """
 
-from closedloop.contracts import InfrastructureConfig, Topics
-from closedloop.eventlog._logs import EventLog, FileEventLog, KafkaEventLog, KeyedRecord, ensure_topics
-from closedloop.eventlog._outbox import decode_record, encode_record
-from closedloop.eventlog._scan import TopicReader, scan_topic, seek_to_first_record
-from closedloop.eventlog._segments import Position, SegmentLog
-
-
-def open_event_log(infrastructure: InfrastructureConfig) -> EventLog:
-    """Kafka (behind an outbox under ``data_dir``) when ``kafka_bootstrap`` is set, else files."""
-    if infrastructure.kafka_bootstrap:
-        topics = Topics(infrastructure.topic_prefix)
-        return KafkaEventLog(
-            infrastructure.kafka_bootstrap,
-            infrastructure.data_path / "outbox",
-            topics=[topics.decisions, topics.feedback],
-        )
-    return FileEventLog(infrastructure.data_path / "events")
-
+from ._logs import EventLog, FileEventLog, KafkaEventLog, KeyedRecord, ensure_topics
+from ._open import open_event_log
+from ._outbox import decode_record, encode_record
+from ._scan import TopicReader, scan_topic, seek_to_first_record
+from ._segments import Position, SegmentLog
 
 __all__ = [
     "EventLog",

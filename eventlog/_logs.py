@@ -10,9 +10,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from closedloop.eventlog._outbox import Checkpoint, RecordFuture, Shipper, encode_record
-from closedloop.eventlog._segments import Position, SegmentLog
-from closedloop.eventlog._slots import claim_slot, existing_slots, open_stranded, slot_directory
+from ._outbox import Checkpoint, RecordFuture, Shipper, encode_record
+from ._segments import Position, SegmentLog
+from ._slots import claim_slot, existing_slots, open_stranded, slot_directory
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from closedloop.eventlog._segments import Position, SegmentLog
+from ._segments import Position, SegmentLog
 
 logger = logging.getLogger(__name__)
 

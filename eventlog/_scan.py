@@ -12,8 +12,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from closedloop.contracts import InfrastructureConfig
-from closedloop.eventlog._logs import FileEventLog
-from closedloop.eventlog._segments import Position
+
+from ._logs import FileEventLog
+from ._segments import Position
 
 
 def scan_topic(

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from closedloop.eventlog._outbox import Checkpoint
-from closedloop.eventlog._segments import LogInUseError, Position, SegmentLog
+from ._outbox import Checkpoint
+from ._segments import LogInUseError, Position, SegmentLog
 
 
 def slot_directory(root: Path, slot: int) -> Path:

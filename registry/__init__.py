@@ -6,19 +6,11 @@ directory for embedded runs. Both also hold the phase history of experiments, wh
 `open_registry` picks one from the infrastructure settings.
 """
 
-from closedloop.contracts import InfrastructureConfig
-from closedloop.registry._experiments import running_phases, start_experiment, stop_experiment
-from closedloop.registry._local import LocalModelRegistry
-from closedloop.registry._protocol import ModelRegistry, ModelVersion
-from closedloop.registry._redis import RedisModelRegistry
-
-
-def open_registry(infrastructure: InfrastructureConfig) -> ModelRegistry:
-    """Redis when ``redis_url`` is set, otherwise a directory under ``data_dir``."""
-    if infrastructure.redis_url:
-        return RedisModelRegistry.from_url(infrastructure.redis_url, prefix=infrastructure.key_prefix)
-    return LocalModelRegistry(infrastructure.data_path / "registry")
-
+from ._experiments import running_phases, start_experiment, stop_experiment
+from ._local import LocalModelRegistry
+from ._open import open_registry
+from ._protocol import ModelRegistry, ModelVersion
+from ._redis import RedisModelRegistry
 
 __all__ = [
     "LocalModelRegistry",

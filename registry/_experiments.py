@@ -17,7 +17,8 @@ from closedloop.contracts import (
     ExperimentPhase,
     UnknownExperimentError,
 )
-from closedloop.registry._protocol import ModelRegistry
+
+from ._protocol import ModelRegistry
 
 _ATTEMPTS = 20
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from closedloop.contracts import ExperimentPhase
-from closedloop.registry._protocol import ModelVersion
+
+from ._protocol import ModelVersion
 
 
 class LocalModelRegistry:

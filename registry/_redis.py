@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any
 
 from closedloop.contracts import ExperimentPhase, RegistryKeys, ServiceUnavailableError
-from closedloop.registry._protocol import ModelVersion
+
+from ._protocol import ModelVersion
+
+if TYPE_CHECKING:
+    import redis
 
 # Compare-and-set of an experiment's phase list: replace it only if it still has ARGV[2] phases.
 _REPLACE_PHASES = """
@@ -25,13 +27,20 @@ return 1
 
 
 class RedisModelRegistry:
+    """The registry in Redis (redis-py is imported by `from_url`, so embedded installs need none)."""
+
     def __init__(self, client: redis.Redis, *, prefix: str = "closedloop") -> None:
+        from redis.exceptions import ConnectionError
+
+        self._connection_error = ConnectionError
         self._redis = client
         self.keys = RegistryKeys(prefix)
         self._replace_phases = client.register_script(_REPLACE_PHASES)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "closedloop") -> RedisModelRegistry:
+        import redis
+
         return cls(redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0), prefix=prefix)
 
     def publish(
@@ -127,7 +136,7 @@ class RedisModelRegistry:
     def _call(self, method: Any, *args: Any) -> Any:
         try:
             return method(*args)
-        except redis.exceptions.ConnectionError as exc:
+        except self._connection_error as exc:
             raise ServiceUnavailableError(
                 f"The model registry in Redis cannot be reached: {exc}.",
                 hint="Check CLOSEDLOOP_REDIS_URL and that Redis is running.",

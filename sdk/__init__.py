@@ -27,9 +27,10 @@ from closedloop.contracts import (
     UnknownUseCaseError,
     load_config,
 )
-from closedloop.sdk._async_client import AsyncClient
-from closedloop.sdk._client import Client
-from closedloop.sdk._embedded import EmbeddedClient
+
+from ._async_client import AsyncClient
+from ._client import Client
+from ._embedded import EmbeddedClient
 
 __all__ = [
     "AsyncClient",

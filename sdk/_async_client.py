@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import httpx
 
-from closedloop.contracts import ClosedLoopConfig, ClosedLoopError, Decision, UseCaseConfig
-from closedloop.sdk._fallback import fallback_decision
-from closedloop.sdk._requests import (
-    RETRYABLE_STATUS,
-    Candidates,
-    Features,
-    Outcomes,
-    Unreachable,
-    decide_payload,
-    feedback_payload,
-    is_fallback_id,
-    raise_for_error,
-    read_decision,
-)
+from closedloop.contracts import ClosedLoopConfig, Decision
 
-logger = logging.getLogger(__name__)
+from ._base import DECIDE_PATH, FEEDBACK_BATCH_PATH, USE_CASES_PATH, BaseClient, Unreachable, logger
+from ._requests import Candidates, Features, Outcomes
 
 
-class AsyncClient:
+class AsyncClient(BaseClient):
     """``await client.decide(...)``; feedback is batched by a task that ``flush()`` and ``aclose()`` drain."""
 
     def __init__(
@@ -40,59 +28,69 @@ class AsyncClient:
         config: ClosedLoopConfig | None = None,
         batch_size: int = 500,
         flush_interval: float = 0.5,
+        max_queued_feedback: int = 100_000,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        super().__init__(
+            timeout=timeout,
+            retries=retries,
+            config=config,
+            batch_size=batch_size,
+            max_queued_feedback=max_queued_feedback,
+        )
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
-        self._retries = retries
-        self._use_cases: dict[str, UseCaseConfig] | None = dict(config.use_cases) if config else None
-        self._batch_size = batch_size
         self._flush_interval = flush_interval
-        self._queue: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None
-        self.fallbacks = 0
-        self.feedback_errors: list[ClosedLoopError] = []
 
     async def decide(
         self,
         use_case: str,
         unit_id: str,
+        *,
         context: Features | None = None,
         candidates: Candidates = None,
     ) -> Decision:
-        payload = decide_payload(use_case, unit_id, context, candidates)
+        """Choose or rank ``candidates`` (id -> features) for ``unit_id``; None for yes/no decisions."""
+        payload = self._decide_payload(use_case, unit_id, context, candidates)
         try:
-            return read_decision(await self._post("/v1/decide", payload))
+            return self._decision(await self._post(DECIDE_PATH, payload))
         except Unreachable as exc:
-            logger.warning("decision service unreachable (%s); using the default policy", exc)
-            self.fallbacks += 1
-            return fallback_decision(
-                use_case, self._use_cases.get(use_case) if self._use_cases else None, payload["candidates"]
-            )
+            if not self._knows_use_cases:
+                await self._fetch_use_cases()
+            return self._fallback(payload, exc)
 
     async def log_feedback(
-        self, decision_id: str, outcomes: Outcomes, timestamp: datetime | None = None
+        self, decision_id: str, outcomes: Outcomes, *, timestamp: datetime | None = None
     ) -> None:
-        if is_fallback_id(decision_id):
+        """Report outcomes of a decision, e.g. ``{"click": 1}``; each report counts once."""
+        item = self._feedback_item(decision_id, outcomes, timestamp)
+        if item is None:
             return
-        self._queue.append(feedback_payload(decision_id, outcomes, timestamp))
+        self._queue.append(item)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._flush_periodically())
         if len(self._queue) >= self._batch_size:
             await self.flush()
 
-    async def flush(self) -> None:
-        """Send every queued report; raises the service's error if a batch is refused."""
+    async def flush(self, timeout: float = 10.0) -> bool:
+        """Send every queued report now; True if the queue emptied within ``timeout``."""
         if self._lock is None:
             self._lock = asyncio.Lock()
+        deadline = time.monotonic() + timeout
         async with self._lock:
             while self._queue:
-                batch, self._queue = self._queue[: self._batch_size], self._queue[self._batch_size :]
+                if time.monotonic() > deadline:
+                    return False
+                batch = self._next_batch()
                 try:
-                    raise_for_error(await self._post("/v1/feedback/batch", {"items": batch}))
-                except Unreachable:
-                    self._queue[:0] = batch
-                    raise
+                    response = await self._post(FEEDBACK_BATCH_PATH, {"items": batch})
+                except Unreachable as exc:
+                    self._requeue(batch)
+                    logger.warning("feedback waits in memory: service unreachable (%s)", exc)
+                    return False
+                self._batch_answered(response)
+        return True
 
     async def aclose(self) -> None:
         if self._task is not None:
@@ -112,24 +110,27 @@ class AsyncClient:
     async def _flush_periodically(self) -> None:
         while True:
             await asyncio.sleep(self._flush_interval)
-            try:
-                await self.flush()
-            except Unreachable as exc:
-                logger.warning("feedback waits in memory: service unreachable (%s)", exc)
-            except ClosedLoopError as exc:
-                self.feedback_errors.append(exc)
+            await self.flush()
 
     async def _post(self, path: str, payload: Mapping[str, Any]) -> httpx.Response:
-        last: Exception | None = None
-        for attempt in range(self._retries + 1):
+        attempt = 0
+        while True:
+            response, error = None, None
             try:
                 response = await self._http.post(path, json=payload)
             except httpx.TransportError as exc:
-                last = exc
-            else:
-                if response.status_code not in RETRYABLE_STATUS:
-                    return response
-                last = ClosedLoopError(f"HTTP {response.status_code}")
-            if attempt < self._retries:
-                await asyncio.sleep(0.01 * (attempt + 1))
-        raise Unreachable(str(last))
+                error = exc
+            failure = self._failure(response, error)
+            if failure is None and response is not None:
+                return response
+            pause = self._retry_pause(attempt)
+            if pause is None:
+                raise Unreachable(str(failure))
+            await asyncio.sleep(pause)
+            attempt += 1
+
+    async def _fetch_use_cases(self) -> None:
+        try:
+            self._learn_use_cases(await self._http.get(USE_CASES_PATH))
+        except httpx.HTTPError as exc:
+            logger.debug("use cases not fetched: %s", exc)

@@ -2,41 +2,29 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import httpx
 
-from closedloop.contracts import (
-    ClosedLoopConfig,
-    ClosedLoopError,
-    Decision,
-    FeedbackBatchResult,
-    UseCaseConfig,
-)
-from closedloop.sdk._fallback import fallback_decision
-from closedloop.sdk._requests import (
-    RETRYABLE_STATUS,
-    Candidates,
-    Features,
-    Outcomes,
+from closedloop.contracts import ClosedLoopConfig, Decision
+
+from ._base import (
+    DECIDE_PATH,
+    FEEDBACK_BATCH_PATH,
+    FEEDBACK_PATH,
+    USE_CASES_PATH,
+    BaseClient,
     Unreachable,
-    decide_payload,
-    feedback_payload,
-    is_fallback_id,
-    raise_for_error,
-    read_decision,
+    logger,
 )
+from ._requests import Candidates, Features, Outcomes, raise_for_error
 
-logger = logging.getLogger(__name__)
 
-
-class Client:
+class Client(BaseClient):
     """Decisions and feedback over HTTP, with a safe fallback when the service is unreachable.
 
     ``decide`` retries transport errors and 502/503/504 within ``timeout`` (the same request id,
@@ -58,18 +46,19 @@ class Client:
         max_queued_feedback: int = 100_000,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        super().__init__(
+            timeout=timeout,
+            retries=retries,
+            config=config,
+            batch_size=batch_size,
+            max_queued_feedback=max_queued_feedback,
+        )
         self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
-        self._retries = retries
-        self._use_cases: dict[str, UseCaseConfig] | None = dict(config.use_cases) if config else None
         self._batching = batch_feedback
-        self._batch_size = batch_size
-        self._queue: deque[dict[str, Any]] = deque(maxlen=max_queued_feedback)
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._in_flight = 0
         self._closed = False
-        self.fallbacks = 0
-        self.feedback_errors: list[ClosedLoopError] = []
         self._flusher: threading.Thread | None = None
         if batch_feedback:
             self._flusher = threading.Thread(
@@ -80,33 +69,32 @@ class Client:
             )
             self._flusher.start()
 
-    # -- decisions ----------------------------------------------------------------------------------
-
     def decide(
         self,
         use_case: str,
         unit_id: str,
+        *,
         context: Features | None = None,
         candidates: Candidates = None,
     ) -> Decision:
         """Choose or rank ``candidates`` (id -> features) for ``unit_id``; None for yes/no decisions."""
-        payload = decide_payload(use_case, unit_id, context, candidates)
+        payload = self._decide_payload(use_case, unit_id, context, candidates)
         try:
-            return read_decision(self._post("/v1/decide", payload))
+            return self._decision(self._post(DECIDE_PATH, payload))
         except Unreachable as exc:
-            logger.warning("decision service unreachable (%s); using the default policy", exc)
-            self.fallbacks += 1
-            return fallback_decision(use_case, self._use_case(use_case), payload["candidates"])
+            if not self._knows_use_cases:
+                self._fetch_use_cases()
+            return self._fallback(payload, exc)
 
-    # -- feedback -----------------------------------------------------------------------------------
-
-    def log_feedback(self, decision_id: str, outcomes: Outcomes, timestamp: datetime | None = None) -> None:
+    def log_feedback(
+        self, decision_id: str, outcomes: Outcomes, *, timestamp: datetime | None = None
+    ) -> None:
         """Report outcomes of a decision, e.g. ``{"click": 1}``; each report counts once."""
-        if is_fallback_id(decision_id):
+        item = self._feedback_item(decision_id, outcomes, timestamp)
+        if item is None:
             return
-        item = feedback_payload(decision_id, outcomes, timestamp)
         if not self._batching:
-            raise_for_error(self._post("/v1/feedback", item))
+            raise_for_error(self._post(FEEDBACK_PATH, item))
             return
         self._queue.append(item)
         if len(self._queue) >= self._batch_size:
@@ -142,8 +130,6 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    # -- internals ----------------------------------------------------------------------------------
-
     def _flush_periodically(self, interval: float) -> None:
         backoff = interval
         while not self._closed:
@@ -161,51 +147,37 @@ class Client:
 
     def _send_one_batch(self) -> None:
         with self._idle:
-            batch = [self._queue.popleft() for _ in range(min(self._batch_size, len(self._queue)))]
+            batch = self._next_batch()
             self._in_flight = len(batch)
         try:
-            response = self._post("/v1/feedback/batch", {"items": batch})
-            raise_for_error(response)
+            response = self._post(FEEDBACK_BATCH_PATH, {"items": batch})
         except Unreachable:
-            self._queue.extendleft(reversed(batch))
+            self._requeue(batch)
             raise
-        except ClosedLoopError as exc:
-            self.feedback_errors.append(exc)
-            logger.error("a feedback batch was refused: %s", exc)
-            return
         finally:
             with self._idle:
                 self._in_flight = 0
-        for result in FeedbackBatchResult.model_validate_json(response.content).results:
-            if result.error is not None and result.status != "orphan":
-                logger.warning(
-                    "feedback %s %s: %s", result.feedback_id, result.status, result.error["message"]
-                )
+        self._batch_answered(response)
 
     def _post(self, path: str, payload: Mapping[str, Any]) -> httpx.Response:
-        last: Exception | None = None
-        for attempt in range(self._retries + 1):
+        attempt = 0
+        while True:
+            response, error = None, None
             try:
                 response = self._http.post(path, json=payload)
             except httpx.TransportError as exc:
-                last = exc
-            else:
-                if response.status_code not in RETRYABLE_STATUS:
-                    return response
-                last = ClosedLoopError(f"HTTP {response.status_code}")
-            if attempt < self._retries:
-                time.sleep(0.01 * (attempt + 1))
-        raise Unreachable(str(last))
+                error = exc
+            failure = self._failure(response, error)
+            if failure is None and response is not None:
+                return response
+            pause = self._retry_pause(attempt)
+            if pause is None:
+                raise Unreachable(str(failure))
+            time.sleep(pause)
+            attempt += 1
 
-    def _use_case(self, name: str) -> UseCaseConfig | None:
-        if self._use_cases is None:
-            try:
-                response = self._http.get("/v1/use-cases")
-                raise_for_error(response)
-                self._use_cases = {
-                    uc: UseCaseConfig.model_validate({k: v for k, v in body.items() if k != "feature_names"})
-                    for uc, body in response.json().items()
-                }
-            except (httpx.HTTPError, ClosedLoopError, ValueError):
-                return None
-        return self._use_cases.get(name)
+    def _fetch_use_cases(self) -> None:
+        try:
+            self._learn_use_cases(self._http.get(USE_CASES_PATH))
+        except httpx.HTTPError as exc:
+            logger.debug("use cases not fetched: %s", exc)

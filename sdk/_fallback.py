@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from closedloop.contracts import Decision, UseCaseConfig
-from closedloop.sdk._requests import FALLBACK_PREFIX
+
+from ._requests import FALLBACK_PREFIX
 
 
 def fallback_decision(

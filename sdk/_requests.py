@@ -9,13 +9,11 @@ from typing import Any
 
 import httpx
 
-from closedloop.contracts import Decision, FeatureValue, error_from_payload
+from closedloop.contracts import FeatureValue, error_from_payload
 
 Features = Mapping[str, FeatureValue]
 Candidates = Mapping[str, Features] | Sequence[str] | None
 Outcomes = Mapping[str, float | bool]
-
-RETRYABLE_STATUS = frozenset({502, 503, 504})
 
 
 def decide_payload(
@@ -49,11 +47,6 @@ def feedback_payload(decision_id: str, outcomes: Outcomes, timestamp: datetime |
     }
 
 
-def read_decision(response: httpx.Response) -> Decision:
-    raise_for_error(response)
-    return Decision.model_validate_json(response.content)
-
-
 def raise_for_error(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
@@ -69,7 +62,3 @@ def is_fallback_id(decision_id: str) -> bool:
 
 
 FALLBACK_PREFIX = "fallback-"
-
-
-class Unreachable(Exception):
-    """Every attempt failed at the transport level or with a retryable status (502/503/504)."""

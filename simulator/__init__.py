@@ -8,16 +8,16 @@
   (``tuning.yaml``), and the loop that serves an online tuner's rounds on it in simulated time
 """
 
-from closedloop.simulator._command import run_demo_command
-from closedloop.simulator._demo import Demo, DemoResult, RoundSummary, demo_config, fresh_demo_directory
-from closedloop.simulator._report import write_report
-from closedloop.simulator._tuning_world import (
+from ._command import run_demo_command
+from ._demo import Demo, DemoResult, RoundSummary, demo_config, fresh_demo_directory
+from ._report import write_report
+from ._tuning_world import (
     SimulatedClock,
     TuningWorld,
     drive_online_tuner,
     tuning_config,
 )
-from closedloop.simulator._world import Request, Response, World
+from ._world import Request, Response, World
 
 __all__ = [
     "Demo",

@@ -8,8 +8,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from closedloop.simulator._demo import Demo, DemoResult, demo_config, fresh_demo_directory, run_id
-from closedloop.simulator._report import write_report
+from ._demo import Demo, DemoResult, demo_config, fresh_demo_directory, run_id
+from ._report import write_report
 
 
 def run_demo_command(

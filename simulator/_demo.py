@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from closedloop.contracts import CandidateIn, ClosedLoopConfig, DecideRequest, parse_config
-from closedloop.eventlog import FileEventLog
+from closedloop.contracts import ClosedLoopConfig, parse_config
 from closedloop.sdk import EmbeddedClient
-from closedloop.simulator._world import Request, World
 from closedloop.trainer import Trainer, TrainingRun, open_trainer
+
+from ._world import Request, World
 
 USE_CASE = "recommend"
 ROUND_SECONDS = 3600.0
@@ -106,7 +106,6 @@ class Demo:
         self.client = EmbeddedClient(config, seed=seed, clock=self.clock.datetime, refresh_interval=3600)
         self.trainer: Trainer = open_trainer(
             config,
-            event_log=log if isinstance(log := self.client.engine.event_log, FileEventLog) else None,
             clock=lambda: self.clock.now,
             consumer_config=consumer_config,
             database_schema=database_schema,
@@ -135,7 +134,9 @@ class Demo:
             self.clock.now = start + ROUND_SECONDS * i / decisions
             self._deliver_feedback()
             request = self.world.request()
-            decision = self.client.decide(USE_CASE, request.unit_id, request.context, request.candidates)
+            decision = self.client.decide(
+                USE_CASE, request.unit_id, context=request.context, candidates=request.candidates
+            )
             position = list(request.candidates).index(decision.choice or "")
             response = self.world.respond(request, position)
             truth = self.world.expected_reward(request)
@@ -156,7 +157,7 @@ class Demo:
             realized_reward=float(np.mean(realized)),
             expected_reward=float(np.mean(expected)),
             oracle_reward=float(np.mean(oracle)),
-            versions=self.client.engine.models.for_use_case(USE_CASE).versions,
+            versions=self.client.serving_versions(USE_CASE),
         )
 
     def _schedule(self, decision_id: str, response: Any) -> None:
@@ -182,12 +183,10 @@ class Demo:
             )
 
     def _learn(self) -> None:
-        wait = getattr(self.client.engine.event_log, "wait_until_delivered", None)
-        if wait is not None:
-            wait(60.0)
+        self.client.flush(timeout=60.0)
         report = self.trainer.run_once(timeout=2.0 if self.config.infrastructure.kafka_bootstrap else 0.0)
         self.result.runs.extend(report.runs)
-        self.client.engine.models.refresh()
+        self.client.refresh_models()
 
     # -- scoring the policies against the truth ---------------------------------------------------
 
@@ -211,15 +210,8 @@ class Demo:
         }
 
     def _greedy_choice(self, request: Request) -> int:
-        values = self.client.engine.model_values(
-            DecideRequest(
-                use_case=USE_CASE,
-                unit_id=request.unit_id,
-                context=request.context,
-                candidates=[CandidateIn(id=cid, features=f) for cid, f in request.candidates.items()],
-            )
-        )
-        return 0 if values is None else int(np.argmax(values))  # None: the default policy's first
+        values = self.client.model_values(USE_CASE, context=request.context, candidates=request.candidates)
+        return 0 if values is None else int(np.argmax(list(values.values())))  # None: the default's first
 
     def _live_comparison(self) -> dict[str, Any]:
         default, model = np.array(self._live["default"]), np.array(self._live["model"])

@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display: render to files
 import matplotlib.pyplot as plt
 
-from closedloop.simulator._demo import DemoResult
+from ._demo import DemoResult
 
 
 def summary(result: DemoResult) -> dict[str, Any]:

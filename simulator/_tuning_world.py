@@ -18,9 +18,11 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from closedloop.contracts import ClosedLoopConfig, DecideRequest, FeedbackIn, parse_config
-from closedloop.decision_service import DecisionEngine, FeatureEncoder
+from closedloop.contracts import ClosedLoopConfig, parse_config
+from closedloop.policy import FeatureEncoder
 from closedloop.registry import ModelRegistry
+from closedloop.sdk import EmbeddedClient
+from closedloop.tuner import Deployed, Measured, OnlineTuner, Waiting
 
 USE_CASE = "offer"
 OFFERS = 5
@@ -161,7 +163,7 @@ class TuningWorld:
 
     def serve(
         self,
-        engine: DecisionEngine,
+        client: EmbeddedClient,
         clock: Callable[[], datetime],
         advance: Callable[[float], None],
         units: int,
@@ -172,16 +174,14 @@ class TuningWorld:
         click, purchase = requests.true_rates()
         for i in range(units):
             advance(0.5)
-            decision = engine.decide(
-                DecideRequest(
-                    use_case=USE_CASE,
-                    unit_id=f"{prefix}-{i}",
-                    context={"segment": SEGMENTS[int(requests.segment[i])]},
-                    candidates=[
-                        {"id": f"o{k}", "features": {"quality": float(q), "margin": float(m)}}
-                        for k, (q, m) in enumerate(zip(requests.quality[i], requests.margin[i], strict=True))
-                    ],
-                )
+            decision = client.decide(
+                USE_CASE,
+                f"{prefix}-{i}",
+                context={"segment": SEGMENTS[int(requests.segment[i])]},
+                candidates={
+                    f"o{k}": {"quality": float(q), "margin": float(m)}
+                    for k, (q, m) in enumerate(zip(requests.quality[i], requests.margin[i], strict=True))
+                },
             )
             k = int(str(decision.choice)[1:])
             clicked = self.rng.random() < click[i, k]
@@ -190,15 +190,7 @@ class TuningWorld:
             outcomes = {"click": 1.0}
             if self.rng.random() < purchase[i, k] / click[i, k]:
                 outcomes["purchase"] = 1.0
-            engine.log_feedback(
-                [
-                    FeedbackIn(
-                        decision_id=decision.decision_id,
-                        outcomes=outcomes,
-                        timestamp=clock(),
-                    )
-                ]
-            )
+            client.log_feedback(decision.decision_id, outcomes, timestamp=clock())
 
 
 class SimulatedClock:
@@ -218,9 +210,9 @@ class SimulatedClock:
 
 
 def drive_online_tuner(
-    tuner: Any,
+    tuner: OnlineTuner,
     world: TuningWorld,
-    engine: DecisionEngine,
+    client: EmbeddedClient,
     clock: SimulatedClock,
     *,
     on_round: Callable[[int], None] | None = None,
@@ -228,7 +220,7 @@ def drive_online_tuner(
     stop_after_round: int | None = None,
 ) -> None:
     """Step an `OnlineTuner` on simulated traffic until it is done: while a round waits for
-    units, new users arrive and their outcome windows close; the engine follows the registry."""
+    units, new users arrive and their outcome windows close; the client follows the registry."""
     tuning = world.use_case.tuning
     assert tuning is not None
     batch = int((tuning.arms_per_round + 1) * tuning.min_units_per_arm * 1.15)
@@ -236,18 +228,18 @@ def drive_online_tuner(
     served = 0
     for _ in range(max_steps):
         done = tuner.step()
-        engine.models.refresh()
-        if done.startswith("waiting"):
+        client.refresh_models()
+        if isinstance(done, Waiting):
             size = batch if served == 0 else max(batch // 10, 50)
-            world.serve(engine, clock.datetime, clock.advance, size, prefix=f"u{clock.now:.0f}")
+            world.serve(client, clock.datetime, clock.advance, size, prefix=f"u{clock.now:.0f}")
             served += size
             clock.advance(window + 1)
-        elif done.startswith("measured"):
+        elif isinstance(done, Measured):
             served = 0
-            round_ = int(done.rsplit(" ", 1)[1])
+            round_ = done.round
             if on_round is not None:
                 on_round(round_)
             if stop_after_round is not None and round_ >= stop_after_round:
                 return
-        elif not done.startswith("deployed"):
+        elif not isinstance(done, Deployed):
             return

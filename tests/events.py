@@ -1,11 +1,17 @@
-"""Decision and feedback events built by hand, in the exact wire formats, for trainer tests."""
+"""Decision and feedback events built by hand through the event codec, for trainer tests."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from closedloop.contracts import CandidateLog, DecisionEvent, FeedbackEvent
+from closedloop.contracts import (
+    DecisionEvent,
+    FeedbackEvent,
+    LoggedCandidate,
+    encode_decision,
+    encode_feedback,
+)
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC).timestamp()
 
@@ -32,7 +38,7 @@ def decision_event(
         decision_type="choose",
         context={},
         candidates=[
-            CandidateLog(id=cid, features=features, predictions={}, value=0.0)
+            LoggedCandidate(id=cid, features=features, predictions={}, value=0.0)
             for cid, features in candidates.items()
         ],
         choice=choice,
@@ -44,7 +50,7 @@ def decision_event(
         experiment=None,
         arm=None,
     )
-    return event.model_dump_json().encode()
+    return encode_decision(event)
 
 
 def feedback_event(
@@ -64,4 +70,4 @@ def feedback_event(
         received_at=at(seconds),
         orphan=use_case is None,
     )
-    return event.model_dump_json().encode()
+    return encode_feedback(event)

@@ -23,7 +23,6 @@ from closedloop.contracts import (
 )
 from closedloop.decision_service import DecisionEngine, open_engine
 from closedloop.evaluation import ExperimentReport, analyze_experiment
-from closedloop.eventlog import KafkaEventLog
 from closedloop.registry import LocalModelRegistry, open_registry, start_experiment
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -114,8 +113,7 @@ def run_experiment(config: ClosedLoopConfig, units: int, decisions_per_unit: int
                 engine.log_feedback(
                     [FeedbackIn(decision_id=decision_id, outcomes={"buy": 1}, timestamp=clock.now)]
                 )
-    if isinstance(engine.event_log, KafkaEventLog):
-        assert engine.event_log.wait_until_delivered(60)
+    assert engine.wait_until_delivered(60)
     engine.close()
     registry.close()
 

@@ -15,7 +15,6 @@ from test_evaluation_experiment import T0, Clock, buy_probability, offer_config,
 from closedloop.contracts import ClosedLoopConfig, FeedbackIn
 from closedloop.decision_service import DecisionEngine, open_engine
 from closedloop.evaluation import ExperimentWatch, analyze_experiment
-from closedloop.eventlog import KafkaEventLog
 from closedloop.registry import open_registry, start_experiment
 
 
@@ -42,8 +41,7 @@ def serve(
                     [FeedbackIn(decision_id=decision_id, outcomes={"buy": 1}, timestamp=clock.now)]
                 )
                 feedback += 1
-    if isinstance(engine.event_log, KafkaEventLog):
-        assert engine.event_log.wait_until_delivered(60)
+    assert engine.wait_until_delivered(60)
     return decisions, feedback, deferred
 
 

@@ -7,7 +7,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import yaml
 from conftest import CONFIG_YAML, REDIS_URL
@@ -19,6 +18,8 @@ from closedloop.contracts import (
     DecideRequest,
     DecisionEvent,
     ExperimentError,
+    Topics,
+    decode_decision,
     parse_config,
 )
 from closedloop.decision_service import DecisionEngine, open_engine
@@ -27,6 +28,7 @@ from closedloop.registry import (
     LocalModelRegistry,
     ModelRegistry,
     RedisModelRegistry,
+    open_registry,
     start_experiment,
     stop_experiment,
 )
@@ -56,15 +58,17 @@ def pick(unit: str) -> DecideRequest:
 
 def start(engine: DecisionEngine, config: ClosedLoopConfig, *, now: float = 1.0) -> int:
     experiment = config.use_cases["pick"].experiments["temps"]
-    phase = start_experiment(engine.registry, "pick", "temps", experiment, now=now)
-    engine.models.refresh()
+    phase = start_experiment(open_registry(config.infrastructure), "pick", "temps", experiment, now=now)
+    engine.refresh_models()
     return phase.phase
 
 
-def logged_decisions(engine: DecisionEngine) -> list[DecisionEvent]:
-    assert isinstance(engine.event_log, FileEventLog)
-    records, _ = engine.event_log.read(engine.topics.decisions, Position(0, 0), max_records=1_000_000)
-    return [DecisionEvent.model_validate(orjson.loads(r)) for r in records]
+def logged_decisions(config: ClosedLoopConfig) -> list[DecisionEvent]:
+    log = FileEventLog(config.infrastructure.data_path / "events", read_only=True)
+    topic = Topics(config.infrastructure.topic_prefix).decisions
+    records, _ = log.read(topic, Position(0, 0), max_records=1_000_000)
+    log.close()
+    return [decode_decision(r) for r in records]
 
 
 def test_arm_is_stable_recorded_and_shared_as_declared(tmp_path: Path) -> None:
@@ -83,7 +87,7 @@ def test_arm_is_stable_recorded_and_shared_as_declared(tmp_path: Path) -> None:
     chi2 = stats.chisquare(observed, [share * len(units) for share in expected.values()])
     assert chi2.pvalue > 0.001, (counts, chi2)
 
-    events = logged_decisions(engine)[1:]
+    events = logged_decisions(config)[1:]
     assert {e.experiment for e in events} == {"temps"}
     assert {e.experiment_phase for e in events} == {1}
     by_arm = {e.arm: e for e in events}
@@ -112,19 +116,20 @@ def test_changing_the_allocation_starts_a_new_phase_and_stop_ends_it(tmp_path: P
 
     changed = config_with(tmp_path, {**EXPERIMENT, "holdout": 0.0})
     assert start(engine, changed, now=20.0) == 2
-    phases = engine.registry.phases("temps")
+    registry = open_registry(config.infrastructure)
+    phases = registry.phases("temps")
     assert [(p.phase, p.started_at, p.stopped_at, p.reason) for p in phases] == [
         (1, 10.0, 20.0, "start"),
         (2, 20.0, None, "change"),
     ]
     assert {engine.decide(pick(f"u{i}")).arm for i in range(300)} == {"control", "greedier", "bolder"}
-    assert logged_decisions(engine)[-1].experiment_phase == 2
+    assert logged_decisions(config)[-1].experiment_phase == 2
 
-    stop_experiment(engine.registry, "temps", now=30.0)
-    engine.models.refresh()
+    stop_experiment(registry, "temps", now=30.0)
+    engine.refresh_models()
     assert engine.decide(pick("u1")).arm is None
     with pytest.raises(ExperimentError, match="not running"):
-        stop_experiment(engine.registry, "temps")
+        stop_experiment(registry, "temps")
 
 
 def concurrent_starts(registry: ModelRegistry, config: ClosedLoopConfig) -> list[int]:

@@ -35,7 +35,7 @@ def post(server: Server, path: str, body: str | bytes) -> httpx.Response:
 
 def test_sdk_decides_and_reports_over_http(server: Server) -> None:
     with Client(server.url, timeout=2.0, batch_feedback=False) as client:
-        decision = client.decide("feed", "user-1", {"country": "fr"}, FEED)
+        decision = client.decide("feed", "user-1", context={"country": "fr"}, candidates=FEED)
         assert decision.ranking is not None
         assert sorted(decision.ranking) == ["a", "b"]
         assert not decision.fallback
@@ -46,15 +46,15 @@ def test_sdk_decides_and_reports_over_http(server: Server) -> None:
         with pytest.raises(UnknownDecisionError):
             client.log_feedback("no-such-decision", {"click": 1})
         with pytest.raises(UnknownUseCaseError, match="Unknown use case 'fed'"):
-            client.decide("fed", "user-1", {}, FEED)
+            client.decide("fed", "user-1", candidates=FEED)
         with pytest.raises(InvalidRequestError) as bad:
-            client.decide("feed", "user-1", {"hour": "noon"}, FEED)
+            client.decide("feed", "user-1", context={"hour": "noon"}, candidates=FEED)
         assert bad.value.field == "context.hour"
 
 
 def test_batched_feedback_is_delivered_by_flush(server: Server) -> None:
     with Client(server.url, timeout=2.0, batch_size=50, flush_interval=10) as client:
-        ids = [client.decide("pick", f"u{i}", None, ["x", "y"]).decision_id for i in range(120)]
+        ids = [client.decide("pick", f"u{i}", candidates=["x", "y"]).decision_id for i in range(120)]
         for decision_id in ids:
             client.log_feedback(decision_id, {"click": 1})
         assert client.flush(timeout=10)
@@ -65,7 +65,7 @@ def test_batched_feedback_is_delivered_by_flush(server: Server) -> None:
 def test_async_client(server: Server) -> None:
     async def run() -> None:
         async with AsyncClient(server.url, timeout=2.0) as client:
-            decision = await client.decide("notify", "u1", {"days": 3})
+            decision = await client.decide("notify", "u1", context={"days": 3})
             assert decision.choice in {"yes", "no"}
             await client.log_feedback(decision.decision_id, {"open": True})
             await client.flush()
@@ -76,12 +76,12 @@ def test_async_client(server: Server) -> None:
 def test_an_unreachable_service_gives_a_flagged_default_decision(config: ClosedLoopConfig) -> None:
     with Client(f"http://127.0.0.1:{free_port()}", timeout=0.2, config=config) as client:
         decision = client.decide(
-            "feed", "u1", {}, {"x": {"price": 1, "topic": "a"}, "y": {"price": 9, "topic": "a"}}
+            "feed", "u1", candidates={"x": {"price": 1, "topic": "a"}, "y": {"price": 9, "topic": "a"}}
         )
         assert decision.fallback
         assert decision.policy == "default"
         assert decision.ranking == ["x", "y"]
-        notify = client.decide("notify", "u1", {})
+        notify = client.decide("notify", "u1")
         assert notify.choice == "yes"  # the configured default action
         client.log_feedback(decision.decision_id, {"click": 1})  # dropped, not an orphan
         assert client.fallbacks == 2

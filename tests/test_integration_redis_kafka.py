@@ -13,9 +13,8 @@ import pytest
 from conftest import REDIS_URL, Broker, Server, consume_all, make_config
 from factories import train_model_text
 
-from closedloop.contracts import ClosedLoopConfig, DecisionEvent, FeedbackEvent, Topics
+from closedloop.contracts import ClosedLoopConfig, Topics, decode_decision, decode_feedback
 from closedloop.decision_service import create_app, open_engine
-from closedloop.eventlog import KafkaEventLog
 from closedloop.registry import RedisModelRegistry
 from closedloop.sdk import Client
 
@@ -77,7 +76,7 @@ def test_models_from_redis_are_served_and_hot_swapped_under_load(
     engine = open_engine(live_config, seed=1)
     names = engine.feature_names("feed")
     first = publish_feed_models(registry, names, seed=1)
-    engine.models.refresh()
+    engine.refresh_models()
     server = serve(create_app(live_config, engine=engine, refresh_interval=0.05))
     errors: list[str] = []
     versions: Counter[str] = Counter()
@@ -122,23 +121,20 @@ def test_decisions_and_feedback_arrive_on_their_topics_with_every_field(
 ) -> None:
     engine = open_engine(live_config, seed=3)
     publish_feed_models(registry, engine.feature_names("feed"), seed=3)
-    engine.models.refresh()
+    engine.refresh_models()
     server = serve(create_app(live_config, engine=engine))
     with Client(server.url, timeout=5, batch_size=20) as client:
-        decisions = [client.decide("feed", f"user-{i}", {"country": "de"}, FEED) for i in range(30)]
+        decisions = [
+            client.decide("feed", f"user-{i}", context={"country": "de"}, candidates=FEED) for i in range(30)
+        ]
         for decision in decisions:
             client.log_feedback(decision.decision_id, {"click": 1, "revenue": 2.5})
         assert client.flush()
     topics = Topics(live_config.infrastructure.topic_prefix)
-    assert isinstance(engine.event_log, KafkaEventLog)
-    assert engine.event_log.wait_until_delivered(30)
+    assert engine.wait_until_delivered(30)
     bootstrap = live_config.infrastructure.kafka_bootstrap or ""
-    logged = [
-        DecisionEvent.model_validate_json(v) for v in consume_all(bootstrap, topics.decisions, expected=30)
-    ]
-    feedback = [
-        FeedbackEvent.model_validate_json(v) for v in consume_all(bootstrap, topics.feedback, expected=30)
-    ]
+    logged = [decode_decision(v) for v in consume_all(bootstrap, topics.decisions, expected=30)]
+    feedback = [decode_feedback(v) for v in consume_all(bootstrap, topics.feedback, expected=30)]
     engine.close()
     by_id = {event.event_id: event for event in logged}
     assert sorted(by_id) == sorted(d.decision_id for d in decisions)
@@ -161,7 +157,7 @@ def test_acknowledged_events_survive_a_broker_outage_exactly_once(
     live_config: ClosedLoopConfig, broker: Broker, serve: Callable[[object], Server]
 ) -> None:
     engine = open_engine(live_config, seed=4)
-    assert isinstance(engine.event_log, KafkaEventLog)
+    assert engine.readiness()[1]["event_log"]["backend"] == "kafka"
     server = serve(create_app(live_config, engine=engine))
     topic = Topics(live_config.infrastructure.topic_prefix).decisions
     acknowledged: list[str] = []
@@ -177,16 +173,16 @@ def test_acknowledged_events_survive_a_broker_outage_exactly_once(
                 acknowledged.append(response.json()["decision_id"])
 
     decide(100)
-    assert engine.event_log.wait_until_delivered(30)
+    assert engine.wait_until_delivered(30)
     before = consume_all(broker.bootstrap, topic, expected=100)
     broker.stop()
     decide(150)  # served and acknowledged while the broker is down
-    assert engine.event_log.stats()["backlog"] is True
+    assert engine.readiness()[1]["event_log"]["backlog"] is True
     broker.start()  # empty: its storage is memory
-    assert engine.event_log.wait_until_delivered(60)
+    assert engine.wait_until_delivered(60)
     after = consume_all(broker.bootstrap, topic, expected=150)
     engine.close()
-    received = [DecisionEvent.model_validate_json(v).event_id for v in before + after]
+    received = [decode_decision(v).event_id for v in before + after]
     assert len(acknowledged) == 250
     missing = set(acknowledged) - set(received)
     repeated = [i for i, n in Counter(received).items() if n > 1]

@@ -18,7 +18,7 @@ from conftest import REDIS_URL, Broker, consume_all, free_port, make_config, wai
 from typer.testing import CliRunner
 
 from closedloop.cli import app
-from closedloop.contracts import DecisionEvent, FeedbackEvent, Topics
+from closedloop.contracts import Topics, decode_decision, decode_feedback
 
 DECISIONS = 240
 
@@ -89,9 +89,9 @@ def test_two_workers_share_the_decision_index_the_log_and_the_metrics(
         topics = Topics(config.infrastructure.topic_prefix)
         decisions = consume_all(broker.bootstrap, topics.decisions, expected=DECISIONS)
         feedback = consume_all(broker.bootstrap, topics.feedback, expected=DECISIONS)
-        logged = Counter(DecisionEvent.model_validate_json(v).event_id for v in decisions)
+        logged = Counter(decode_decision(v).event_id for v in decisions)
         assert logged == Counter(decided)  # every decision, exactly once
-        reported = [FeedbackEvent.model_validate_json(v) for v in feedback]
+        reported = [decode_feedback(v) for v in feedback]
         assert Counter(e.decision_id for e in reported) == Counter(decided)
         assert not any(e.orphan for e in reported)
 

@@ -51,15 +51,19 @@ def test_feedback_is_joined_once_within_its_window_and_silence_gets_the_default(
     clock = Clock()
     trainer = _trainer(tmp_path, database, log, clock)
 
-    # Feedback read before its decision: it waits for it. A repeat of it, in the same batch or a
-    # later one, is a duplicate while it waits, as it would be after its decision arrived.
+    # Feedback read before its decision: it waits for it. The same report redelivered, in the same
+    # batch or a later one, is a duplicate while it waits. A second report of the outcome waits too:
+    # which one counts (the first inside its window) is known once the decision's time is.
     early = feedback_event("f-early", "early", {"click": 1}, seconds=300)
     log.append(topics.feedback, [("early", early), ("early", early)])
     counts = trainer.catch_up(timeout=0)
     assert (counts["feedback_waiting"], counts["feedback_duplicate"]) == (1, 1)
-    log.append(topics.feedback, [("early", feedback_event("f-early-2", "early", {"click": 0}, seconds=310))])
+    log.append(topics.feedback, [("early", early)])
     counts = trainer.catch_up(timeout=0)
     assert (counts["feedback_waiting"], counts["feedback_duplicate"]) == (0, 1)
+    log.append(topics.feedback, [("early", feedback_event("f-early-2", "early", {"click": 0}, seconds=310))])
+    counts = trainer.catch_up(timeout=0)
+    assert (counts["feedback_waiting"], counts["feedback_duplicate"]) == (1, 0)
 
     log.append(topics.decisions, [(d, decision_event(d)) for d in ("d1", "late", "silent", "early")])
     first = feedback_event("f1", "d1", {"click": 1}, seconds=600)
@@ -74,7 +78,7 @@ def test_feedback_is_joined_once_within_its_window_and_silence_gets_the_default(
     )
     counts = trainer.catch_up(timeout=0)
     assert counts["feedback_joined"] == 2  # d1, and the early one now that its decision arrived
-    assert counts["feedback_duplicate"] == 2
+    assert counts["feedback_duplicate"] == 3  # d1 redelivered, d1's second report, early's second
     assert counts["feedback_after_window"] == 1
 
     clock.now = T0 + 20 * 60  # windows still open: no defaults yet
@@ -195,5 +199,37 @@ def test_a_model_needs_enough_held_out_examples(tmp_path: Path, database: Databa
     assert run.version is None
     assert "min_examples=200" in run.reason
     assert trainer.registry.champion("pick", "click") is None
+    trainer.close()
+    log.close()
+
+
+def test_reports_left_waiting_by_an_earlier_version_still_label_their_decision(
+    tmp_path: Path, database: Database
+) -> None:
+    """Stores of 0.1 kept one waiting report per (decision, outcome) in cl_pending_feedback; opening
+    such a store moves them into today's table, and the decision's arrival joins them."""
+    from closedloop.trainer import open_database
+
+    engine = open_database(database.url, schema=database.schema)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "CREATE TABLE cl_pending_feedback (decision_id VARCHAR(128), outcome VARCHAR(64), "
+                "value FLOAT, feedback_id VARCHAR(128), happened_at FLOAT,"
+                " PRIMARY KEY (decision_id, outcome))"
+            )
+        )
+        connection.execute(
+            sa.text("INSERT INTO cl_pending_feedback VALUES ('old', 'click', 1.0, 'f-old', :at)"),
+            {"at": T0 + 60},
+        )
+    engine.dispose()
+    topics = Topics("closedloop")
+    log = FileEventLog(tmp_path / "events")
+    trainer = _trainer(tmp_path, database, log, Clock())
+    assert "cl_pending_feedback" not in sa.inspect(trainer.store.engine).get_table_names()
+    log.append(topics.decisions, [("old", decision_event("old"))])
+    assert trainer.catch_up(timeout=0)["feedback_joined"] == 1
+    assert _labels(trainer) == {"old": (1.0, "feedback")}
     trainer.close()
     log.close()

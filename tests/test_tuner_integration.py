@@ -21,8 +21,8 @@ import yaml
 from conftest import POSTGRES_URL, REDIS_URL, Broker
 
 from closedloop.contracts import ClosedLoopConfig, parse_config, tuning_experiment_name
-from closedloop.decision_service import open_engine
 from closedloop.registry import open_registry
+from closedloop.sdk import EmbeddedClient
 from closedloop.simulator import TuningWorld, tuning_config
 from closedloop.tuner import AxSession, TuningSpace, TuningStore, tuning_report, write_tuning_report
 
@@ -68,11 +68,10 @@ def short_config(
 
 
 class Traffic:
-    """Product traffic on its own thread: new users decide through the engine and respond."""
+    """Product traffic on its own thread: new users decide through the embedded client and respond."""
 
     def __init__(self, config: ClosedLoopConfig, world: TuningWorld) -> None:
-        self.engine = open_engine(config, seed=5)
-        self.engine.start_model_refresh(interval=0.2)
+        self.client = EmbeddedClient(config, seed=5, refresh_interval=0.2)
         self.world = world
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -83,7 +82,7 @@ class Traffic:
 
         while not self._stop.is_set():
             self.world.serve(
-                self.engine, lambda: datetime.now(UTC), lambda _: None, 40, prefix=f"b{self.batches}"
+                self.client, lambda: datetime.now(UTC), lambda _: None, 40, prefix=f"b{self.batches}"
             )
             self.batches += 1
             time.sleep(0.05)
@@ -95,7 +94,7 @@ class Traffic:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
-        self.engine.close()
+        self.client.close()
 
 
 def tune(path: Path) -> subprocess.Popen[bytes]:

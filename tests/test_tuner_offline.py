@@ -11,10 +11,18 @@ from typing import Any
 import pytest
 
 from closedloop.contracts import ClosedLoopConfig, EpsilonGreedy
-from closedloop.decision_service import open_engine
 from closedloop.registry import open_registry
+from closedloop.sdk import EmbeddedClient
 from closedloop.simulator import SimulatedClock, TuningWorld, tuning_config
-from closedloop.tuner import OfflineTuner, OnlineTuner, TuningSpace, TuningStore, offline_seeds
+from closedloop.tuner import (
+    Deployed,
+    Measured,
+    OfflineTuner,
+    OnlineTuner,
+    TuningSpace,
+    TuningStore,
+    offline_seeds,
+)
 
 START = 1_790_000_000.0
 LOGGED = 20_000
@@ -43,9 +51,8 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> tuple[ClosedLoopConfig, 
         update={"use_cases": {"offer": use_case.model_copy(update={"policy": uniform})}}
     )
     clock = SimulatedClock(START)
-    engine = open_engine(logging_config, seed=4, clock=clock.datetime)
-    world.serve(engine, clock.datetime, clock.advance, LOGGED, prefix="logged")
-    engine.close()
+    with EmbeddedClient(logging_config, seed=4, clock=clock.datetime) as client:
+        world.serve(client, clock.datetime, clock.advance, LOGGED, prefix="logged")
     clock.advance(3600)
     return config, world, clock.now
 
@@ -101,7 +108,7 @@ def test_offline_measurements_match_the_truth_and_the_recommendation_gains(
         config, "offer", store=tuner.store, registry=tuner.registry, seeds=seeds, clock=lambda: as_of
     )
     online.begin()
-    assert online.step() == "deployed round 1"
+    assert online.step() == Deployed(1)
     first_round = [t.parameters for t in tuner.store.trials(online.run_name)]
     assert first_round[:2] == seeds
     assert len(first_round) == 3  # the third arm is Ax's own proposal
@@ -124,8 +131,8 @@ def test_model_parameters_are_tuned_on_the_earlier_half(
     config = with_tuning(config, parameters=parameters, rounds=1, arms_per_round=2)
     tuner = offline_tuner(config, tmp_path, as_of)
     tuner.begin()
-    assert tuner.step() == "deployed round 1"
-    assert tuner.step() == "measured round 1"
+    assert tuner.step() == Deployed(1)
+    assert tuner.step() == Measured(1)
     assert tuner.evaluator.decisions == LOGGED // 2
     trials = tuner.store.trials(tuner.run_name)
     assert {type(t.parameters["model.num_leaves"]) for t in trials} == {int}

@@ -9,18 +9,27 @@ until the decision arrives. Windows that end without feedback get the outcome's 
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy.engine import Connection
 
-from closedloop.contracts import ClosedLoopConfig
-from closedloop.decision_service import FeatureEncoder
-from closedloop.trainer._store import (
+from closedloop.contracts import (
+    Attribution,
+    ClosedLoopConfig,
+    DecisionEvent,
+    EventFormatError,
+    FeedbackEvent,
+    decode_decision,
+    decode_feedback,
+)
+from closedloop.policy import FeatureEncoder
+
+from ._store import (
     ExampleStore,
     examples,
     insert_ignoring_duplicates,
@@ -28,9 +37,8 @@ from closedloop.trainer._store import (
     pending_feedback,
 )
 
-
-def _epoch(value: str) -> float:
-    return datetime.fromisoformat(value).timestamp()
+logger = logging.getLogger(__name__)
+Event = TypeVar("Event", DecisionEvent, FeedbackEvent)
 
 
 @dataclass(frozen=True)
@@ -45,56 +53,55 @@ class _Feedback:
 class Joiner:
     def __init__(self, config: ClosedLoopConfig, encoders: Mapping[str, FeatureEncoder]) -> None:
         self._encoders = encoders
-        self._windows = {
-            name: {o: outcome.window.total_seconds() for o, outcome in use_case.outcomes.items()}
-            for name, use_case in config.use_cases.items()
-        }
+        self._attribution = {name: Attribution.of(use_case) for name, use_case in config.use_cases.items()}
 
     def apply(self, connection: Connection, decisions: list[bytes], feedback: list[bytes]) -> Counter[str]:
         """Store a batch of events; returns counts of what happened to them."""
         counts: Counter[str] = Counter()
-        rows = [row for row in (self._example(orjson.loads(raw), counts) for raw in decisions) if row]
+        decoded = [e for e in (_decoded(decode_decision, raw, counts) for raw in decisions) if e]
+        rows = [row for row in (self._example(event, counts) for event in decoded) if row]
         insert_ignoring_duplicates(connection, examples, rows)
         counts["decisions"] += len(rows)
-        reports = [f for raw in feedback for f in self._feedback(orjson.loads(raw), counts)]
-        # Early feedback from earlier batches whose decision arrived now.
-        reports.extend(
+        # Early feedback from earlier batches whose decision arrived now, before this batch's:
+        # the first report in log order is the one that counts.
+        reports = [
             _Feedback(p["feedback_id"], p["decision_id"], p["outcome"], p["value"], p["happened_at"])
             for p in ExampleStore.take_pending(connection, [row["decision_id"] for row in rows])
-        )
+        ]
+        for raw in feedback:
+            event = _decoded(decode_feedback, raw, counts)
+            if event is not None:
+                reports.extend(self._feedback(event, counts))
         self._label(connection, reports, counts)
         return counts
 
-    def _example(self, event: dict[str, Any], counts: Counter[str]) -> dict[str, Any] | None:
-        use_case = event.get("use_case")
-        encoder = self._encoders.get(use_case or "")
+    def _example(self, event: DecisionEvent, counts: Counter[str]) -> dict[str, Any] | None:
+        encoder = self._encoders.get(event.use_case)
         if encoder is None:
             counts["decisions_of_unknown_use_case"] += 1
             return None
-        chosen = next((c for c in event["candidates"] if c["id"] == event["choice"]), None)
-        features = encoder.logged_example(
-            event["context"], chosen["features"] if chosen else {}, event["choice"]
-        )
+        chosen = event.logged_candidate()
+        features = encoder.logged_example(event.context, chosen.features if chosen else {}, event.choice)
         return {
-            "decision_id": event["event_id"],
-            "use_case": use_case,
-            "decided_at": _epoch(event["timestamp"]),
+            "decision_id": event.event_id,
+            "use_case": event.use_case,
+            "decided_at": event.timestamp.timestamp(),
             "features": orjson.dumps(features).decode(),
-            "choice": event["choice"],
-            "propensity": event["propensity"],
-            "policy": event["policy"],
-            "arm": event.get("arm"),
-            "model_versions": orjson.dumps(event.get("model_versions") or {}).decode(),
+            "choice": event.choice,
+            "propensity": event.propensity,
+            "policy": event.policy,
+            "arm": event.arm,
+            "model_versions": orjson.dumps(event.model_versions).decode(),
             "closed": False,
         }
 
     @staticmethod
-    def _feedback(event: dict[str, Any], counts: Counter[str]) -> list[_Feedback]:
+    def _feedback(event: FeedbackEvent, counts: Counter[str]) -> list[_Feedback]:
         counts["feedback_events"] += 1
-        happened_at = _epoch(event["timestamp"])
+        happened_at = event.timestamp.timestamp()
         return [
-            _Feedback(event["event_id"], event["decision_id"], outcome, float(value), happened_at)
-            for outcome, value in event["outcomes"].items()
+            _Feedback(event.event_id, event.decision_id, outcome, float(value), happened_at)
+            for outcome, value in event.outcomes.items()
         ]
 
     def _label(self, connection: Connection, reports: list[_Feedback], counts: Counter[str]) -> None:
@@ -103,18 +110,19 @@ class Joiner:
         ids = [r.decision_id for r in reports]
         known = ExampleStore.known_decisions(connection, ids)
         labelled = ExampleStore.existing_labels(connection, [i for i in ids if i in known])
-        # The first report of an outcome waits; a repeat (redelivered, or a second report) is a
-        # duplicate now, as it would be once its decision arrived.
+        # Early reports wait for their decision, every distinct one (which of them counts depends
+        # on the decision's time); the same report redelivered is a duplicate.
         already_waiting = ExampleStore.pending_keys(connection, [i for i in ids if i not in known])
         new_labels: list[dict[str, Any]] = []
         waiting: list[dict[str, Any]] = []
         for report in reports:
             decision = known.get(report.decision_id)
             if decision is None:
-                if (report.decision_id, report.outcome) in already_waiting:
+                waiting_key = (report.decision_id, report.outcome, report.feedback_id)
+                if waiting_key in already_waiting:
                     counts["feedback_duplicate"] += 1
                     continue
-                already_waiting.add((report.decision_id, report.outcome))
+                already_waiting.add(waiting_key)
                 waiting.append(
                     {
                         "decision_id": report.decision_id,
@@ -126,11 +134,12 @@ class Joiner:
                 )
                 continue
             use_case, decided_at = decision
-            window = self._windows.get(use_case, {}).get(report.outcome)
+            attribution = self._attribution.get(use_case)
+            window = attribution.windows.get(report.outcome) if attribution else None
             key = (report.decision_id, report.outcome)
             if window is None:
                 counts["feedback_unknown_outcome"] += 1
-            elif report.happened_at - decided_at > window:
+            elif not Attribution.counts(report.happened_at - decided_at, window):
                 counts["feedback_after_window"] += 1
             elif key in labelled:
                 counts["feedback_duplicate"] += 1
@@ -151,3 +160,13 @@ class Joiner:
         insert_ignoring_duplicates(connection, pending_feedback, waiting)
         counts["feedback_joined"] += len(new_labels)
         counts["feedback_waiting"] += len(waiting)
+
+
+def _decoded(decode: Callable[[bytes], Event], raw: bytes, counts: Counter[str]) -> Event | None:
+    """The decoded event, or None (counted as ``unreadable_events``) for a record of another shape."""
+    try:
+        return decode(raw)
+    except EventFormatError as exc:
+        counts["unreadable_events"] += 1
+        logger.error("skipping a logged record: %s", exc)
+        return None

@@ -15,7 +15,8 @@ import lightgbm as lgb
 
 from closedloop.contracts import ClosedLoopConfig
 from closedloop.registry import ModelRegistry
-from closedloop.trainer._training import GateDecision
+
+from ._training import GateDecision
 
 logger = logging.getLogger(__name__)
 

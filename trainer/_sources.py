@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 from closedloop.contracts import Topics
 from closedloop.eventlog import FileEventLog, Position, ensure_topics, seek_to_first_record
-from closedloop.trainer._store import SourceOffsets
+
+from ._store import SourceOffsets
 
 logger = logging.getLogger(__name__)
 

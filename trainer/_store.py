@@ -20,8 +20,9 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from closedloop.contracts import ConfigError
-from closedloop.trainer._database import open_database
+from closedloop.contracts import Attribution, ConfigError
+
+from ._database import open_database
 
 metadata = sa.MetaData()
 
@@ -56,14 +57,20 @@ labels = sa.Table(
 )
 
 pending_feedback = sa.Table(
-    "cl_pending_feedback",
+    "cl_pending_reports",
     metadata,
-    sa.Column("decision_id", sa.String(128), primary_key=True),
-    sa.Column("outcome", sa.String(64), primary_key=True),
+    # Every distinct report waits, in log order: which one counts (the first inside its window)
+    # is known only once the decision's time is.
+    sa.Column("arrival", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("decision_id", sa.String(128), nullable=False),
+    sa.Column("outcome", sa.String(64), nullable=False),
     sa.Column("value", sa.Float, nullable=False),
     sa.Column("feedback_id", sa.String(128), nullable=False),
     sa.Column("happened_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("decision_id", "outcome", "feedback_id", name="uq_cl_pending_reports"),
 )
+_OLD_PENDING = "cl_pending_feedback"
+"""Until 0.1: one waiting report per (decision, outcome); its rows move to cl_pending_reports."""
 
 offsets = sa.Table(
     "cl_offsets",
@@ -150,9 +157,12 @@ def _insert(connection: Connection, table: sa.Table) -> Any:
 def insert_ignoring_duplicates(
     connection: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]
 ) -> None:
+    """Insert, skipping rows whose key exists (the table's unique constraint, or its primary key)."""
     if rows:
-        keys = [column.name for column in table.primary_key.columns]
-        connection.execute(_insert(connection, table).on_conflict_do_nothing(index_elements=keys), rows)
+        unique = [c for c in table.constraints if isinstance(c, sa.UniqueConstraint)]
+        key = unique[0].columns if unique else table.primary_key.columns
+        statement = _insert(connection, table).on_conflict_do_nothing(index_elements=[c.name for c in key])
+        connection.execute(statement, rows)
 
 
 def _chunks(items: Sequence[str], size: int = 900) -> Iterator[Sequence[str]]:
@@ -165,6 +175,7 @@ class ExampleStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         metadata.create_all(engine)
+        _move_old_pending(engine)
 
     @classmethod
     def from_url(cls, url: str, *, schema: str | None = None) -> ExampleStore:
@@ -247,45 +258,40 @@ class ExampleStore:
         return found
 
     @staticmethod
-    def pending_keys(connection: Connection, decision_ids: Iterable[str]) -> set[tuple[str, str]]:
-        """(decision id, outcome) of the early feedback already waiting for these decisions."""
-        found: set[tuple[str, str]] = set()
+    def pending_keys(connection: Connection, decision_ids: Iterable[str]) -> set[tuple[str, str, str]]:
+        """(decision id, outcome, feedback id) of the early reports already waiting for these decisions."""
+        found: set[tuple[str, str, str]] = set()
+        columns = (pending_feedback.c.decision_id, pending_feedback.c.outcome, pending_feedback.c.feedback_id)
         for chunk in _chunks(sorted(set(decision_ids))):
-            rows = connection.execute(
-                sa.select(pending_feedback.c.decision_id, pending_feedback.c.outcome).where(
-                    pending_feedback.c.decision_id.in_(chunk)
-                )
-            )
-            found.update((row.decision_id, row.outcome) for row in rows)
+            rows = connection.execute(sa.select(*columns).where(pending_feedback.c.decision_id.in_(chunk)))
+            found.update((row.decision_id, row.outcome, row.feedback_id) for row in rows)
         return found
 
     @staticmethod
     def take_pending(connection: Connection, decision_ids: Iterable[str]) -> list[dict[str, Any]]:
-        """Remove and return the early feedback waiting for these decisions."""
+        """Remove and return the early reports waiting for these decisions, in log order."""
         taken: list[dict[str, Any]] = []
         for chunk in _chunks(sorted(set(decision_ids))):
             condition = pending_feedback.c.decision_id.in_(chunk)
-            taken.extend(
-                dict(row._mapping) for row in connection.execute(sa.select(pending_feedback).where(condition))
-            )
+            rows = connection.execute(sa.select(pending_feedback).where(condition))
+            taken.extend(dict(row._mapping) for row in rows)
             connection.execute(sa.delete(pending_feedback).where(condition))
-        return taken
+        return sorted(taken, key=lambda row: int(row["arrival"]))
 
     @staticmethod
     def close_windows(
         connection: Connection,
         use_case: str,
-        windows: Mapping[str, tuple[float, float]],
+        attribution: Attribution,
         now: float,
     ) -> int:
         """Give every open decision whose window for an outcome ended before ``now`` the outcome's
         default, unless feedback labelled it; mark decisions whose every window ended as closed.
-
-        ``windows``: outcome -> (window in seconds, default value). Returns the defaults applied.
-        """
+        Returns the defaults applied."""
         applied = 0
         marks: list[dict[str, Any]] = []
-        for outcome, (window, default) in windows.items():
+        for outcome, window in attribution.windows.items():
+            default = attribution.defaults[outcome]
             already = sa.exists().where(
                 (labels.c.decision_id == examples.c.decision_id) & (labels.c.outcome == outcome)
             )
@@ -317,7 +323,7 @@ class ExampleStore:
             ),
             marks,
         )
-        longest = max(window for window, _ in windows.values())
+        longest = attribution.longest_window
         connection.execute(
             sa.update(examples)
             .where(
@@ -426,3 +432,15 @@ class ExampleStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _move_old_pending(engine: Engine) -> None:
+    """Move the reports a store of an earlier version left waiting into today's table."""
+    if _OLD_PENDING not in sa.inspect(engine).get_table_names():
+        return
+    old = sa.Table(_OLD_PENDING, sa.MetaData(), autoload_with=engine)
+    columns = ["decision_id", "outcome", "value", "feedback_id", "happened_at"]
+    with engine.begin() as connection:
+        moved = sa.insert(pending_feedback).from_select(columns, sa.select(*(old.c[c] for c in columns)))
+        connection.execute(moved)
+        old.drop(connection)

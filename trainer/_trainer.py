@@ -19,14 +19,15 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from closedloop.contracts import ClosedLoopConfig, OutcomeConfig
-from closedloop.decision_service import FeatureEncoder
+from closedloop.contracts import Attribution, ClosedLoopConfig, OutcomeConfig
+from closedloop.policy import FeatureEncoder
 from closedloop.registry import ModelRegistry
-from closedloop.trainer._join import Joiner
-from closedloop.trainer._offpolicy_gate import off_policy_check
-from closedloop.trainer._sources import EventBatch, EventSource
-from closedloop.trainer._store import ExampleStore, TrainingRun
-from closedloop.trainer._training import (
+
+from ._join import Joiner
+from ._offpolicy_gate import off_policy_check
+from ._sources import EventBatch, EventSource
+from ._store import ExampleStore, TrainingRun
+from ._training import (
     Dataset,
     Metrics,
     constant_predictions,
@@ -126,11 +127,7 @@ class Trainer:
         applied = 0
         with self.store.transaction() as connection:
             for name, use_case in self.config.use_cases.items():
-                windows = {
-                    o: (outcome.window.total_seconds(), outcome.default)
-                    for o, outcome in use_case.outcomes.items()
-                }
-                applied += ExampleStore.close_windows(connection, name, windows, now)
+                applied += ExampleStore.close_windows(connection, name, Attribution.of(use_case), now)
             ExampleStore.add_to_counters(connection, {"defaults_applied": applied})
         return applied
 

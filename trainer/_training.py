@@ -16,8 +16,9 @@ import numpy as np
 from sklearn.metrics import log_loss, mean_squared_error, roc_auc_score
 
 from closedloop.contracts import OutcomeConfig, PromotionGate, UseCaseConfig
-from closedloop.decision_service import FeatureEncoder
-from closedloop.trainer._store import LabelledExample
+from closedloop.policy import FeatureEncoder
+
+from ._store import LabelledExample
 
 Metrics = dict[str, float]
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from closedloop.tuner._space import Measurement, Parameterization, TuningSpace, ax_name
+from ._space import Measurement, Parameterization, TuningSpace, ax_name
 
 MeasuredTrials = Mapping[int, tuple[Parameterization, Measurement]]
 """Trial index -> (parameters keyed by path, measurement)."""
@@ -153,10 +153,6 @@ class AxSession:
                 trial_index=trial_index,
                 raw_data={k: (float(m), float(s)) for k, (m, s) in measurement.items()},
             )
-
-    def fail(self, trial_index: int, reason: str) -> None:
-        with _quiet():
-            self.client.mark_trial_failed(trial_index=trial_index, failed_reason=reason)
 
     def recommendations(self, measured: MeasuredTrials) -> list[Candidate]:
         """The best measured configuration that satisfies the constraints, or the Pareto front;

@@ -14,9 +14,11 @@ from typing import Any
 
 from closedloop.contracts import ClosedLoopConfig, TuningError
 from closedloop.registry import ModelRegistry
-from closedloop.tuner._ax import AxSession, Method
-from closedloop.tuner._space import Measurement, Parameterization, TuningSpace
-from closedloop.tuner._store import RoundRecord, RunRecord, TrialRecord, TuningStore
+
+from ._ax import AxSession, Method
+from ._space import Measurement, Parameterization, TuningSpace
+from ._steps import Deployed, Finished, Inactive, Measured, StepResult, Waiting
+from ._store import RoundRecord, RunRecord, TrialRecord, TuningStore
 
 Progress = Callable[[str], None]
 
@@ -119,27 +121,27 @@ class TuningLoop:
             )
         return self._session
 
-    def step(self) -> str:
+    def step(self) -> StepResult:
         """Advance the run by what can be done now; say what was done."""
         record = self.record()
         if record is None or record.status != "running":
-            return f"run is {record.status if record else 'not started'}"
+            return Inactive(record.status if record else "not started")
         rounds = self.store.rounds(self.run_name)
         current = rounds[-1] if rounds and rounds[-1].status == "deployed" else None
         if current is None:
             if record.rounds_done >= self.space.tuning.rounds:
                 self.finish()
-                return "finished"
+                return Finished()
             current = self._propose_round(record.rounds_done + 1)
             self.deployed(current, self._trials_of(current.round))
-            return f"deployed round {current.round}"
+            return Deployed(current.round)
         trials = self._trials_of(current.round)
         self.deployed(current, trials)  # idempotent: a restarted tuner makes sure its arms serve
         measured = self.measure(current, trials)
-        if isinstance(measured, str):
+        if isinstance(measured, Waiting):
             return measured
         self._complete(current.round, measured)
-        return f"measured round {current.round}"
+        return Measured(current.round)
 
     def _trials_of(self, round_: int) -> list[TrialRecord]:
         return [t for t in self.store.trials(self.run_name) if t.round == round_]
@@ -215,7 +217,7 @@ class TuningLoop:
     def deployed(self, current: RoundRecord, trials: Sequence[TrialRecord]) -> None:
         """Make the round's arms serve (online); nothing to do offline."""
 
-    def measure(self, current: RoundRecord, trials: Sequence[TrialRecord]) -> RoundMeasurements | str:
+    def measure(self, current: RoundRecord, trials: Sequence[TrialRecord]) -> RoundMeasurements | Waiting:
         """The round's measurements, or why it cannot be measured yet."""
         raise NotImplementedError
 
@@ -240,8 +242,8 @@ class TuningLoop:
             if record is None or record.status != "running":
                 break
             done = self.step()
-            say(done)
-            if done.startswith("waiting"):
+            say(str(done))
+            if isinstance(done, Waiting):
                 time.sleep(poll_seconds)
         record = self.record()
         assert record is not None

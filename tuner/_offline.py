@@ -17,14 +17,16 @@ import lightgbm as lgb
 import numpy as np
 
 from closedloop.contracts import ClosedLoopConfig, TuningError
-from closedloop.decision_service import FeatureEncoder
 from closedloop.evaluation import OfflineEvaluator, OffPolicyEstimates, TrainingRows
+from closedloop.policy import FeatureEncoder
 from closedloop.registry import ModelRegistry
 from closedloop.trainer import Dataset, fit, lightgbm_params
-from closedloop.tuner._ax import Method
-from closedloop.tuner._loop import RoundMeasurements, TuningLoop
-from closedloop.tuner._space import Measurement, Parameterization, TuningSpace
-from closedloop.tuner._store import RoundRecord, TrialRecord, TuningStore
+
+from ._ax import Method
+from ._loop import RoundMeasurements, TuningLoop
+from ._space import Measurement, Parameterization, TuningSpace
+from ._steps import Waiting
+from ._store import RoundRecord, TrialRecord, TuningStore
 
 TRAINING_FRACTION = 0.5
 
@@ -97,7 +99,7 @@ class OfflineTuner(TuningLoop):
             self._baseline = _measurement(self.evaluator.evaluate(None, self.champions()))
         return self._baseline
 
-    def measure(self, current: RoundRecord, trials: Sequence[TrialRecord]) -> RoundMeasurements | str:
+    def measure(self, current: RoundRecord, trials: Sequence[TrialRecord]) -> RoundMeasurements | Waiting:
         baseline = self.baseline()
         measured = {}
         for trial in trials:

@@ -16,10 +16,12 @@ from closedloop.contracts import (
 )
 from closedloop.evaluation import ExperimentReport, ExperimentWatch
 from closedloop.registry import ModelRegistry, start_experiment, stop_experiment
-from closedloop.tuner._ax import Method
-from closedloop.tuner._loop import RoundMeasurements, TuningLoop
-from closedloop.tuner._space import Measurement, Parameterization
-from closedloop.tuner._store import RoundRecord, TrialRecord, TuningStore
+
+from ._ax import Method
+from ._loop import RoundMeasurements, TuningLoop
+from ._space import Measurement, Parameterization
+from ._steps import Waiting
+from ._store import RoundRecord, TrialRecord, TuningStore
 
 PROMOTED_ARM = "tuned"
 
@@ -79,7 +81,7 @@ class OnlineTuner(TuningLoop):
         if phase.phase != current.phase:
             self.store.set_phase(self.run_name, current.round, phase.phase)
 
-    def measure(self, current: RoundRecord, trials: Sequence[TrialRecord]) -> RoundMeasurements | str:
+    def measure(self, current: RoundRecord, trials: Sequence[TrialRecord]) -> RoundMeasurements | Waiting:
         arms = self._arms(trials)
         use_case = self.config.use_cases[self.use_case_name]
         experiments = {**use_case.experiments, self.experiment: self._experiment_config(current.round, arms)}
@@ -98,7 +100,7 @@ class OnlineTuner(TuningLoop):
         short = {name: units.get(name, 0) for name in arms if units.get(name, 0) < needed}
         if short:
             listing = ", ".join(f"{name} {count}/{needed}" for name, count in short.items())
-            return f"waiting for units with closed outcome windows: {listing}"
+            return Waiting(f"units with closed outcome windows: {listing}")
         measured = _measurements(report, self.space.measured_metrics)
         baseline = measured[STATUS_QUO_ARM]
         return RoundMeasurements(

@@ -16,8 +16,9 @@ import matplotlib.pyplot as plt
 from pydantic import BaseModel, ConfigDict
 
 from closedloop.evaluation import html_page, inline_png, write_page_files
-from closedloop.tuner._space import TuningSpace
-from closedloop.tuner._store import TuningStore
+
+from ._space import TuningSpace
+from ._store import TuningStore
 
 Z95 = 1.959963984540054
 

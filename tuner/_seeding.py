@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from closedloop.contracts import TuningError
-from closedloop.tuner._space import Parameterization, TuningSpace
-from closedloop.tuner._store import TuningStore
+
+from ._space import Parameterization, TuningSpace
+from ._store import TuningStore
 
 
 def offline_seeds(

@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from closedloop.trainer import open_database
-from closedloop.tuner._run_lock import hold_run
+
+from ._run_lock import hold_run
 
 metadata = sa.MetaData()
 

@@ -11,14 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from closedloop.contracts import (
-    EpsilonGreedy,
-    Exploration,
-    FeatureValue,
-    Greedy,
-    Softmax,
-    UseCaseConfig,
-)
+from closedloop.contracts import EpsilonGreedy, Exploration, Greedy, Softmax, UseCaseConfig
+
+from ._arms import ServingPolicy
 
 
 @dataclass(frozen=True)
@@ -70,31 +65,6 @@ def rank(values: np.ndarray, exploration: Exploration, rng: np.random.Generator)
     return Pick(top, float(probabilities[top]), [int(i) for i in order])
 
 
-def default_values(count: int, preference: np.ndarray | None) -> np.ndarray:
-    """Values the default policy gives: 1 for its favourite down to 0, by rank.
-
-    Values by rank keep a softmax temperature meaningful before any model exists.
-    """
-    if count == 1:
-        return np.ones(1)
-    order = np.arange(count) if preference is None else np.argsort(-preference, kind="stable")
-    values = np.empty(count)
-    values[order] = np.linspace(1.0, 0.0, count)
-    return values
-
-
-def default_policy_values(use_case: UseCaseConfig, candidates: list[dict[str, FeatureValue]]) -> np.ndarray:
-    """The default policy's values: by the use case's order, or its yes/no answer for binary."""
-    default = use_case.policy.default
-    if use_case.decision == "binary":
-        return np.array([0.0, 1.0]) if default.action == "yes" else np.array([1.0, 0.0])
-    preference = None
-    if default.order == "feature" and default.feature:
-        sign = 1.0 if default.descending else -1.0
-        preference = np.array([sign * float(c[default.feature] or 0.0) for c in candidates])
-    return default_values(len(candidates), preference)
-
-
 def exploration_inputs(
     use_case: UseCaseConfig, values: np.ndarray, *, from_model: bool, threshold: float
 ) -> tuple[np.ndarray, int]:
@@ -109,3 +79,26 @@ def exploration_inputs(
             return np.array([0.0, margin]), 1 if margin > 0 else 0
         return values, 1 if use_case.policy.default.action == "yes" else 0
     return values, int(np.argmax(values))
+
+
+def pick_action(
+    use_case: UseCaseConfig,
+    policy: ServingPolicy,
+    values: np.ndarray,
+    *,
+    from_model: bool,
+    rng: np.random.Generator,
+) -> Pick:
+    """What ``policy`` does with the candidates' ``values``: a choice, a ranking or a yes/no."""
+    if use_case.decision == "rank":
+        return rank(values, policy.exploration, rng)
+    scores, greedy = exploration_inputs(use_case, values, from_model=from_model, threshold=policy.threshold)
+    return choose(scores, greedy, policy.exploration, rng)
+
+
+def policy_probabilities(
+    use_case: UseCaseConfig, policy: ServingPolicy, values: np.ndarray, *, from_model: bool
+) -> np.ndarray:
+    """The probability `pick_action` has of choosing (placing first) each candidate."""
+    scores, greedy = exploration_inputs(use_case, values, from_model=from_model, threshold=policy.threshold)
+    return action_probabilities(scores, greedy, policy.exploration)

@@ -1,0 +1,38 @@
+"""The decision core: pure numpy and LightGBM code that every component decides or re-decides with.
+
+The service serves with it, the trainer encodes its examples with it, the evaluator and the tuner
+replay logged decisions through it; none of them needs HTTP, Redis or Kafka for that.
+
+- `FeatureEncoder`: checks a request's features (defaults filled) and encodes rows, in the column
+  order the models are trained on (`ACTION_FEATURE` last for binary decisions)
+- `ServingPolicy`: what one decision applies (models or the default, value function, exploration);
+  `ActiveExperiment` assigns a unit to an arm (`Assignment`) by salted hash (`unit_hash`)
+- `model_values`: per-outcome predictions combined by the value function (`Predictor` scores rows);
+  `default_policy_values`: the values of the default policy
+- `pick_action`: a choice, ranking or yes/no from values, with its exact propensity (`Pick`);
+  `policy_probabilities` / `action_probabilities`: the probability of each action
+- `OfflinePolicy`: a policy's action probabilities on logged decisions (off-policy evaluation)
+"""
+
+from ._arms import ActiveExperiment, Assignment, ServingPolicy
+from ._default import default_policy_values
+from ._exploration import Pick, pick_action, policy_probabilities
+from ._features import ACTION_FEATURE, BINARY_CANDIDATES, FeatureEncoder
+from ._offline import OfflinePolicy
+from ._scoring import Predictor, model_values
+
+__all__ = [
+    "ACTION_FEATURE",
+    "ActiveExperiment",
+    "Assignment",
+    "BINARY_CANDIDATES",
+    "FeatureEncoder",
+    "OfflinePolicy",
+    "Pick",
+    "Predictor",
+    "ServingPolicy",
+    "default_policy_values",
+    "model_values",
+    "pick_action",
+    "policy_probabilities",
+]

@@ -1,0 +1,32 @@
+"""The default policy: what serves before a use case has models, and in a holdout arm."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from closedloop.contracts import FeatureValue, UseCaseConfig
+
+
+def default_values(count: int, preference: np.ndarray | None) -> np.ndarray:
+    """Values the default policy gives: 1 for its favourite down to 0, by rank.
+
+    Values by rank keep a softmax temperature meaningful before any model exists.
+    """
+    if count == 1:
+        return np.ones(1)
+    order = np.arange(count) if preference is None else np.argsort(-preference, kind="stable")
+    values = np.empty(count)
+    values[order] = np.linspace(1.0, 0.0, count)
+    return values
+
+
+def default_policy_values(use_case: UseCaseConfig, candidates: list[dict[str, FeatureValue]]) -> np.ndarray:
+    """The default policy's values: by the use case's order, or its yes/no answer for binary."""
+    default = use_case.policy.default
+    if use_case.decision == "binary":
+        return np.array([0.0, 1.0]) if default.action == "yes" else np.array([1.0, 0.0])
+    preference = None
+    if default.order == "feature" and default.feature:
+        sign = 1.0 if default.descending else -1.0
+        preference = np.array([sign * float(c[default.feature] or 0.0) for c in candidates])
+    return default_values(len(candidates), preference)
