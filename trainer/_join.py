@@ -58,8 +58,12 @@ class Joiner:
     def apply(self, connection: Connection, decisions: list[bytes], feedback: list[bytes]) -> Counter[str]:
         """Store a batch of events; returns counts of what happened to them."""
         counts: Counter[str] = Counter()
-        decoded = [e for e in (_decoded(decode_decision, raw, counts) for raw in decisions) if e]
-        rows = [row for row in (self._example(event, counts) for event in decoded) if row]
+        rows = []
+        for raw in decisions:  # one decoded event alive at a time: a batch of them taxes the GC
+            event = _decoded(decode_decision, raw, counts)
+            row = self._example(event, counts) if event is not None else None
+            if row is not None:
+                rows.append(row)
         insert_ignoring_duplicates(connection, examples, rows)
         counts["decisions"] += len(rows)
         # Early feedback from earlier batches whose decision arrived now, before this batch's:
