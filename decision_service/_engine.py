@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from closedloop.contracts import ClosedLoopConfig, DecideRequest, Decision, FeedbackIn, FeedbackResult
-from closedloop.eventlog import EventLog
+from closedloop.eventlog import EventLog, KafkaEventLog
 from closedloop.registry import ModelRegistry
 
 from ._decider import Decider
@@ -130,8 +130,9 @@ class DecisionEngine:
 
     def wait_until_delivered(self, timeout: float) -> bool:
         """True once every logged event has reached the log (Kafka acknowledged it; at once for files)."""
-        wait = getattr(self._event_log, "wait_until_delivered", None)
-        return True if wait is None else bool(wait(timeout))
+        if isinstance(self._event_log, KafkaEventLog):
+            return self._event_log.wait_until_delivered(timeout)
+        return True
 
     @property
     def metrics_per_worker(self) -> bool:
@@ -142,8 +143,8 @@ class DecisionEngine:
         self._metrics.model_swaps.set(self._models.swaps)
         for name, count in self._decider.unknown_category_counts().items():
             self._metrics.unknown_categories.labels(name).set(count)
-        stats = self._event_log.stats()
-        if stats.get("backend") == "kafka":
+        if isinstance(self._event_log, KafkaEventLog):
+            stats = self._event_log.stats()
             self._metrics.events_delivered.set(stats["delivered"])
             self._metrics.outbox_backlog.set(1 if stats["backlog"] else 0)
 

@@ -13,7 +13,7 @@ import httpx
 from closedloop.contracts import ClosedLoopConfig, Decision
 
 from ._base import DECIDE_PATH, FEEDBACK_BATCH_PATH, USE_CASES_PATH, BaseClient, Unreachable, logger
-from ._requests import Candidates, Features, Outcomes
+from ._requests import Candidates, Features, Outcomes, decide_payload
 
 
 class AsyncClient(BaseClient):
@@ -52,7 +52,7 @@ class AsyncClient(BaseClient):
         candidates: Candidates = None,
     ) -> Decision:
         """Choose or rank ``candidates`` (id -> features) for ``unit_id``; None for yes/no decisions."""
-        payload = self._decide_payload(use_case, unit_id, context, candidates)
+        payload = decide_payload(use_case, unit_id, context, candidates)
         try:
             return self._decision(await self._post(DECIDE_PATH, payload))
         except Unreachable as exc:

@@ -25,10 +25,7 @@ from closedloop.contracts import (
 
 from ._fallback import fallback_decision
 from ._requests import (
-    Candidates,
-    Features,
     Outcomes,
-    decide_payload,
     feedback_payload,
     is_fallback_id,
     raise_for_error,
@@ -68,12 +65,6 @@ class BaseClient:
         """Feedback batches the service refused (a bug to fix: they are not retried)."""
 
     # -- requests ---------------------------------------------------------------------------------
-
-    @staticmethod
-    def _decide_payload(
-        use_case: str, unit_id: str, context: Features | None, candidates: Candidates
-    ) -> dict[str, Any]:
-        return decide_payload(use_case, unit_id, context, candidates)
 
     def _retry_pause(self, attempt: int) -> float | None:
         """Seconds to wait before the next attempt after ``attempt`` failed; None: give up."""

@@ -21,7 +21,7 @@ from ._base import (
     Unreachable,
     logger,
 )
-from ._requests import Candidates, Features, Outcomes, raise_for_error
+from ._requests import Candidates, Features, Outcomes, decide_payload, raise_for_error
 
 
 class Client(BaseClient):
@@ -78,7 +78,7 @@ class Client(BaseClient):
         candidates: Candidates = None,
     ) -> Decision:
         """Choose or rank ``candidates`` (id -> features) for ``unit_id``; None for yes/no decisions."""
-        payload = self._decide_payload(use_case, unit_id, context, candidates)
+        payload = decide_payload(use_case, unit_id, context, candidates)
         try:
             return self._decision(self._post(DECIDE_PATH, payload))
         except Unreachable as exc:

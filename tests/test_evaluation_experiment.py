@@ -221,7 +221,7 @@ def test_zero_or_missing_propensities_are_left_out_with_a_note(tmp_path: Path) -
 
     log = FileEventLog(config.infrastructure.data_path / "events")
     records, _ = log.read("closedloop.decisions", Position(0, 0), max_records=10)
-    broken = []
+    broken = []  # records no writer through the codec could make: edited by hand on purpose
     for i, record in enumerate(records[:3]):
         event = orjson.loads(record)
         event["event_id"] = f"broken{i}"

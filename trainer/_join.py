@@ -73,9 +73,9 @@ class Joiner:
             for p in ExampleStore.take_pending(connection, [row["decision_id"] for row in rows])
         ]
         for raw in feedback:
-            event = _decoded(decode_feedback, raw, counts)
-            if event is not None:
-                reports.extend(self._feedback(event, counts))
+            report = _decoded(decode_feedback, raw, counts)
+            if report is not None:
+                reports.extend(self._feedback(report, counts))
         self._label(connection, reports, counts)
         return counts
 
