@@ -9,11 +9,13 @@ The hierarchy::
     │   └── UnknownUseCaseError      404: the use case is not declared in the configuration
     ├── UnknownDecisionError         404: feedback names a decision the service never made (kept as orphan)
     ├── DuplicateFeedbackError       409: an outcome of a decision was already reported (counted once)
+    ├── RequestConflictError         409: a request_id reused by another request (use case or unit)
     ├── ModelIncompatibleError       a registry model whose features do not match the use case
     ├── ExperimentError              409: an experiment that cannot start, stop or be analysed as asked
     │   └── UnknownExperimentError   404: no experiment of that name is declared or recorded
     ├── TuningError                  409: a tuning run that cannot start, resume or be reported as asked
     ├── EventFormatError             a logged record this version cannot read (see `_events`)
+    ├── FeedbackQueueFullError       the SDK's feedback queue is full (raised in product code, on request)
     └── ServiceUnavailableError      503: the service or one of its stores cannot be reached
 
 The decision service turns each error into its HTTP status and a JSON body (`to_payload`), and
@@ -124,6 +126,13 @@ class DuplicateFeedbackError(ClosedLoopError):
     code = "duplicate_feedback"
 
 
+class RequestConflictError(ClosedLoopError):
+    """An idempotency key (``request_id``) already used by a different request."""
+
+    http_status = 409
+    code = "request_conflict"
+
+
 class ModelIncompatibleError(ClosedLoopError):
     """A model in the registry whose feature names do not match its use case."""
 
@@ -149,6 +158,13 @@ class UnknownExperimentError(ExperimentError):
 
     http_status = 404
     code = "unknown_experiment"
+
+
+class FeedbackQueueFullError(ClosedLoopError):
+    """The SDK's feedback queue is full and the client was told to raise (``on_full="raise"``)."""
+
+    http_status = 503
+    code = "feedback_queue_full"
 
 
 class ServiceUnavailableError(ClosedLoopError):

@@ -60,8 +60,10 @@ class DecisionIndexKeys:
     def outcome_reported(self, decision_id: str, outcome: str) -> str:
         return f"{self.prefix}:reported:{decision_id}:{outcome}"
 
-    def feedback_seen(self, feedback_id: str) -> str:
-        return f"{self.prefix}:feedback:{feedback_id}"
+    def feedback_seen(self, decision_id: str, feedback_id: str) -> str:
+        """A feedback id is an idempotency key within its decision: reused on another decision,
+        it is another report."""
+        return f"{self.prefix}:feedback:{decision_id}:{feedback_id}"
 
     def request_seen(self, request_id: str) -> str:
         return f"{self.prefix}:request:{request_id}"

@@ -15,7 +15,7 @@ install (``closedloop[embedded]``) needs neither.
 import typing
 
 from ._decision_index import DecisionIndex, MemoryDecisionIndex, RedisDecisionIndex
-from ._engine import DecisionEngine
+from ._engine import DecisionEngine, EngineStatus
 from ._wiring import open_decision_index, open_engine
 
 if typing.TYPE_CHECKING:
@@ -37,6 +37,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "DecisionEngine",
     "DecisionIndex",
+    "EngineStatus",
     "MemoryDecisionIndex",
     "RedisDecisionIndex",
     "create_app",

@@ -136,10 +136,12 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
 
     @app.get("/readyz", tags=["operations"])
     def readyz() -> JSONResponse:
-        """Ready to serve: the decision index answers. Kafka being down does not make it unready,
-        because events wait in the outbox."""
-        ready, checks = engine.readiness()
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+        """Ready to decide. ``degraded`` while the decision index (Redis) cannot be reached:
+        decisions go on from the models in memory, feedback is refused (503) until it is back.
+        Kafka being down changes neither: events wait in the outbox."""
+        status = engine.status()
+        checks = {"decision_index": status.decision_index, "event_log": status.event_log}
+        return JSONResponse({"ready": True, "degraded": status.degraded, "checks": checks})
 
     @app.get("/metrics", tags=["operations"])
     def metrics() -> Response:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +23,8 @@ from closedloop.contracts import (
     InvalidRequestError,
     LoggedCandidate,
     PayloadTooLargeError,
+    RequestConflictError,
+    ServiceUnavailableError,
     Topics,
     UnknownUseCaseError,
     UseCaseConfig,
@@ -38,8 +43,11 @@ from closedloop.policy import (
 )
 
 from ._decision_index import DecisionIndex
+from ._faults import crash_point
 from ._metrics import EngineMetrics
 from ._serving_models import ServingModels, UseCaseModels
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,22 +94,72 @@ class Decider:
         return {name: encoder.unknown_categories for name, encoder in self._encoders.items()}
 
     def decide(self, request: DecideRequest) -> Decision:
+        """Decide, log the decision, then tell the index; a retry (the same ``request_id``) gets
+        the first answer back, and is safe at any point of a crash: its decision id and its
+        exploration draws come from the request id, so a decision logged twice is logged the same
+        twice, and counted once (by decision id) by the trainer and the evaluator."""
         started = time.perf_counter()
         checked = self._checked(request)
+        replayed = self._replayed(request)
+        if replayed is not None:
+            return replayed
         models = self._models.for_use_case(request.use_case)
         assignment = models.experiment.assign(request.unit_id) if models.experiment else None
         policy = assignment.policy if assignment else self._policies[request.use_case]
-        predictions, values, pick = self._apply_policy(checked, policy, models)
-        decision = _decision(request, checked, pick, values, models if predictions else None, assignment)
-        replayed = self._claim_request(request.request_id, decision)
-        if replayed is not None:
-            return replayed
-        self._log(request, checked, policy, assignment, decision, predictions)
-        self._index.remember(
-            [(self._index.keys.decision(decision.decision_id), request.use_case)], self._fact_ttl
+        decision_id, rng = self._identity(request)
+        predictions, values, pick = self._apply_policy(checked, policy, models, rng)
+        decision = _decision(
+            decision_id, request, checked, pick, values, models if predictions else None, assignment
         )
+        crash_point("decide.checked")
+        self._log(request, checked, policy, assignment, decision, predictions)
+        crash_point("decide.logged")
+        decision = self._index_decision(request, decision)
+        crash_point("decide.indexed")
         self._metrics.decisions.labels(request.use_case, decision.policy).inc()
         self._metrics.decide_seconds.labels(request.use_case).observe(time.perf_counter() - started)
+        return decision
+
+    def _identity(self, request: DecideRequest) -> tuple[str, np.random.Generator]:
+        """The decision id and the random draws: from the request id when there is one."""
+        if request.request_id is None:
+            return uuid.uuid4().hex, self._rng
+        digest = hashlib.blake2b(
+            f"{request.use_case}\x00{request.unit_id}\x00{request.request_id}".encode(), digest_size=16
+        ).digest()
+        return digest.hex(), np.random.default_rng(int.from_bytes(digest[:8], "big"))
+
+    def _replayed(self, request: DecideRequest) -> Decision | None:
+        """The answer already given to this request id, if any (409 if another request used it)."""
+        if request.request_id is None:
+            return None
+        try:
+            stored = self._index.lookup([self._index.keys.request_seen(request.request_id)])[0]
+        except ServiceUnavailableError as exc:  # a replay then decides again, the same way
+            logger.warning("deciding without the replay check: %s", exc.message)
+            return None
+        return _stored_answer(stored, request) if stored else None
+
+    def _index_decision(self, request: DecideRequest, decision: Decision) -> Decision:
+        """Tell the index the decision (for its feedback) and claim its request id; the decision
+        is logged already, so an index that cannot be reached does not undo the answer."""
+        facts = [(self._index.keys.decision(decision.decision_id), request.use_case)]
+        claims = []
+        if request.request_id is not None:
+            claims.append(
+                (self._index.keys.request_seen(request.request_id), _stored_form(request.unit_id, decision))
+            )
+        try:
+            fresh = self._index.commit(facts, claims, self._fact_ttl)
+        except ServiceUnavailableError as exc:
+            self._metrics.index_unavailable.labels("decide").inc()
+            logger.warning(
+                "decision %s is logged; the index was not told: %s", decision.decision_id, exc.message
+            )
+            return decision
+        if claims and not fresh[0]:  # a concurrent retry of the same request answered first
+            first = self._index.lookup([claims[0][0]])[0]
+            return _stored_answer(first, request) if first else decision
         return decision
 
     def model_values(self, request: DecideRequest) -> np.ndarray | None:
@@ -121,7 +179,7 @@ class Decider:
         return _Checked(use_case, encoder, ids, context, candidates)
 
     def _apply_policy(
-        self, checked: _Checked, policy: ServingPolicy, models: UseCaseModels
+        self, checked: _Checked, policy: ServingPolicy, models: UseCaseModels, rng: np.random.Generator
     ) -> tuple[dict[str, np.ndarray], np.ndarray, Pick]:
         scored = self._model_values(checked, policy, models) if policy.use_model else None
         predictions: dict[str, np.ndarray] = {}
@@ -129,7 +187,7 @@ class Decider:
             values = default_policy_values(checked.use_case, checked.candidates)
         else:
             predictions, values = scored
-        pick = pick_action(checked.use_case, policy, values, from_model=bool(predictions), rng=self._rng)
+        pick = pick_action(checked.use_case, policy, values, from_model=bool(predictions), rng=rng)
         return predictions, values, pick
 
     @staticmethod
@@ -146,15 +204,6 @@ class Decider:
                 hint="Check for a division by a prediction that can be zero.",
             )
         return scored
-
-    def _claim_request(self, request_id: str | None, decision: Decision) -> Decision | None:
-        if request_id is None:
-            return None
-        key = self._index.keys.request_seen(request_id)
-        if self._index.claim([key], self._fact_ttl, value=decision.model_dump_json())[0]:
-            return None
-        stored = self._index.lookup([key])[0]
-        return Decision.model_validate_json(stored) if stored else None
 
     def _log(
         self,
@@ -207,7 +256,28 @@ class Decider:
         return use_case
 
 
+def _stored_form(unit_id: str, decision: Decision) -> str:
+    """What the index keeps under a request id: the answer, and whom it was for."""
+    return json.dumps({"unit_id": unit_id, "decision": decision.model_dump(mode="json")})
+
+
+def _stored_answer(stored: str, request: DecideRequest) -> Decision:
+    kept = json.loads(stored)
+    decision = Decision.model_validate(kept["decision"])
+    if decision.use_case != request.use_case or kept["unit_id"] != request.unit_id:
+        raise RequestConflictError(
+            f"request_id {request.request_id!r} was already used by a request of use case "
+            f"{decision.use_case!r} for unit {kept['unit_id']!r}.",
+            field="request_id",
+            value=request.request_id,
+            expected="a request_id used again only to retry the same request (same use case and unit)",
+            hint="Give every new request an id of its own (the SDK does: a fresh UUID per decide).",
+        )
+    return decision
+
+
 def _decision(
+    decision_id: str,
     request: DecideRequest,
     checked: _Checked,
     pick: Pick,
@@ -219,7 +289,7 @@ def _decision(
     ids = checked.ids
     decision_type = checked.use_case.decision
     return Decision.model_construct(
-        decision_id=uuid.uuid4().hex,
+        decision_id=decision_id,
         use_case=request.use_case,
         decision_type=decision_type,
         choice=ids[pick.index],

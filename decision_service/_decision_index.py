@@ -9,25 +9,39 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from closedloop.contracts import DecisionIndexKeys, ServiceUnavailableError
+
+Report = tuple[str, Sequence[str]]
+"""A report's feedback-seen key and its outcomes' reported keys."""
+
+
+@dataclass(frozen=True)
+class ReportClaim:
+    fresh_id: bool
+    """False: a report with this feedback id (for this decision) was claimed before: a replay."""
+    fresh_outcomes: list[bool]
+    """Per outcome of the report, in order: True if no earlier report claimed it."""
 
 
 class DecisionIndex(Protocol):
     keys: DecisionIndexKeys
 
-    def remember(self, entries: Sequence[tuple[str, str]], ttl: float) -> None:
-        """Record ``(key, value)`` facts that expire after ``ttl`` seconds."""
-        ...
-
     def lookup(self, keys: Sequence[str]) -> list[str | None]: ...
 
-    def claim(self, keys: Sequence[str], ttl: float, value: str = "1") -> list[bool]:
-        """Set each key unless it exists; True where this call set it (the first claim wins)."""
+    def claim_reports(self, reports: Sequence[Report], ttl: float) -> list[ReportClaim]:
+        """Claim, atomically per report, its feedback id and then each of its outcomes: a report
+        whose id is claimed already is a replay (nothing more is claimed for it); otherwise each
+        outcome is fresh unless an earlier report claimed it (the first report counts)."""
         ...
 
-    def release(self, keys: Sequence[str]) -> None: ...
+    def commit(
+        self, facts: Sequence[tuple[str, str]], claims: Sequence[tuple[str, str]], ttl: float
+    ) -> list[bool]:
+        """`remember` the facts and `claim` each ``(key, value)`` of ``claims``, in one round trip."""
+        ...
 
     def ping(self) -> bool: ...
 
@@ -40,19 +54,13 @@ class RedisDecisionIndex:
     """The index in Redis, shared by every replica (redis-py is imported by `from_url`)."""
 
     def __init__(self, client: redis.Redis, *, prefix: str) -> None:
-        from redis.exceptions import ConnectionError, RedisError
+        from redis.exceptions import RedisError
 
-        self._connection_error = ConnectionError
-        self._redis_error = RedisError
+        self._redis_error = RedisError  # refused, reset, timed out: the index cannot answer
         self._redis = client
         self.keys = DecisionIndexKeys(prefix)
-        self._script: Any = None
-
-    @property
-    def _claim_script(self) -> Any:
-        if self._script is None:
-            self._script = self._redis.register_script(_CLAIM_SCRIPT)
-        return self._script
+        self._claim_script: Any = None
+        self._commit_script: Any = None
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str) -> RedisDecisionIndex:
@@ -61,35 +69,45 @@ class RedisDecisionIndex:
         client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         return cls(client, prefix=prefix)
 
-    def remember(self, entries: Sequence[tuple[str, str]], ttl: float) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for key, value in entries:
-            pipe.set(key, value, px=int(ttl * 1000))
-        self._execute(pipe)
-
     def lookup(self, keys: Sequence[str]) -> list[str | None]:
         if not keys:
             return []
         try:
             values = self._redis.mget(list(keys))
-        except self._connection_error as exc:
+        except self._redis_error as exc:
             raise _unavailable(exc) from exc
         return [v.decode() if isinstance(v, bytes) else v for v in values]
 
-    def claim(self, keys: Sequence[str], ttl: float, value: str = "1") -> list[bool]:
-        if not keys:
+    def claim_reports(self, reports: Sequence[Report], ttl: float) -> list[ReportClaim]:
+        if not reports:
             return []
-        # One script call instead of a pipeline of SET NX: redis-py packs each pipelined command
-        # in Python, which cost three quarters of the time of a 1000-item feedback batch.
+        # One script call for the batch: atomic per report, so a retry racing its original is a
+        # replay, never half a duplicate; and redis-py packs a pipeline's commands in Python,
+        # which cost three quarters of the time of a 1000-item batch.
+        if self._claim_script is None:
+            self._claim_script = self._redis.register_script(_CLAIM_REPORTS_SCRIPT)
+        keys = [key for seen, outcomes in reports for key in (seen, *outcomes)]
+        counts = [len(outcomes) for _, outcomes in reports]
         try:
-            results = self._claim_script(keys=list(keys), args=[value, int(ttl * 1000)])
-        except self._connection_error as exc:
+            flags = iter(self._claim_script(keys=keys, args=[int(ttl * 1000), *counts]))
+        except self._redis_error as exc:
+            raise _unavailable(exc) from exc
+        return [
+            ReportClaim(bool(next(flags)), [bool(next(flags)) for _ in outcomes]) for _, outcomes in reports
+        ]
+
+    def commit(
+        self, facts: Sequence[tuple[str, str]], claims: Sequence[tuple[str, str]], ttl: float
+    ) -> list[bool]:
+        if self._commit_script is None:
+            self._commit_script = self._redis.register_script(_COMMIT_SCRIPT)
+        keys = [key for key, _ in facts] + [key for key, _ in claims]
+        values = [value for _, value in facts] + [value for _, value in claims]
+        try:
+            results = self._commit_script(keys=keys, args=[int(ttl * 1000), len(facts), *values])
+        except self._redis_error as exc:
             raise _unavailable(exc) from exc
         return [bool(result) for result in results]
-
-    def release(self, keys: Sequence[str]) -> None:
-        if keys:
-            self._redis.delete(*keys)
 
     def ping(self) -> bool:
         try:
@@ -97,17 +115,35 @@ class RedisDecisionIndex:
         except self._redis_error:
             return False
 
-    def _execute(self, pipe: redis.client.Pipeline) -> list[object]:
-        try:
-            return list(pipe.execute())
-        except self._connection_error as exc:
-            raise _unavailable(exc) from exc
+
+_CLAIM_REPORTS_SCRIPT = """
+local flags = {}
+local k = 1
+for r = 2, #ARGV do
+  local outcomes = tonumber(ARGV[r])
+  local fresh = redis.call('SET', KEYS[k], '1', 'NX', 'PX', ARGV[1])
+  flags[#flags + 1] = fresh and 1 or 0
+  for o = 1, outcomes do
+    local claimed = fresh and redis.call('SET', KEYS[k + o], '1', 'NX', 'PX', ARGV[1])
+    flags[#flags + 1] = claimed and 1 or 0
+  end
+  k = k + 1 + outcomes
+end
+return flags
+"""
 
 
-_CLAIM_SCRIPT = """
+_COMMIT_SCRIPT = """
+local facts = tonumber(ARGV[2])
 local claimed = {}
 for i, key in ipairs(KEYS) do
-  if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then claimed[i] = 1 else claimed[i] = 0 end
+  if i <= facts then
+    redis.call('SET', key, ARGV[2 + i], 'PX', ARGV[1])
+  elseif redis.call('SET', key, ARGV[2 + i], 'NX', 'PX', ARGV[1]) then
+    claimed[#claimed + 1] = 1
+  else
+    claimed[#claimed + 1] = 0
+  end
 end
 return claimed
 """
@@ -130,7 +166,7 @@ class MemoryDecisionIndex:
         self._lock = threading.Lock()
         self._next_sweep = 0.0
 
-    def remember(self, entries: Sequence[tuple[str, str]], ttl: float) -> None:
+    def _remember(self, entries: Sequence[tuple[str, str]], ttl: float) -> None:
         now = self._clock()
         with self._lock:
             for key, value in entries:
@@ -142,21 +178,33 @@ class MemoryDecisionIndex:
         with self._lock:
             return [self._live(key, now) for key in keys]
 
-    def claim(self, keys: Sequence[str], ttl: float, value: str = "1") -> list[bool]:
+    def claim_reports(self, reports: Sequence[Report], ttl: float) -> list[ReportClaim]:
         now = self._clock()
-        results = []
         with self._lock:
-            for key in keys:
-                fresh = self._live(key, now) is None
-                if fresh:
-                    self._entries[key] = (value, now + ttl)
-                results.append(fresh)
-        return results
+            return [self._claim_report(seen, outcomes, now + ttl, now) for seen, outcomes in reports]
 
-    def release(self, keys: Sequence[str]) -> None:
+    def _claim_report(self, seen: str, outcomes: Sequence[str], expires: float, now: float) -> ReportClaim:
+        if self._live(seen, now) is not None:
+            return ReportClaim(False, [False] * len(outcomes))
+        self._entries[seen] = ("1", expires)
+        fresh = []
+        for key in outcomes:
+            fresh.append(self._live(key, now) is None)
+            if fresh[-1]:
+                self._entries[key] = ("1", expires)
+        return ReportClaim(True, fresh)
+
+    def commit(
+        self, facts: Sequence[tuple[str, str]], claims: Sequence[tuple[str, str]], ttl: float
+    ) -> list[bool]:
+        self._remember(facts, ttl)
+        now = self._clock()
         with self._lock:
-            for key in keys:
-                self._entries.pop(key, None)
+            fresh = [self._live(key, now) is None for key, _ in claims]
+            for (key, value), new in zip(claims, fresh, strict=True):
+                if new:
+                    self._entries[key] = (value, now + ttl)
+        return fresh
 
     def ping(self) -> bool:
         return True

@@ -9,6 +9,7 @@ methods below, never the parts. Every decision and every feedback is logged befo
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,17 @@ from ._serving_models import RefreshLoop, ServingModels
 
 GRACE_SECONDS = 3600.0
 """How long the decision index keeps a fact past the longest attribution window."""
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    degraded: bool
+    """The decision index cannot be reached: decisions go on from the models in memory, feedback
+    is refused (503) until it is back."""
+    decision_index: bool
+    event_log: dict[str, Any]
+    """The log's state (Kafka: connected, delivered, backlog): reported, not required, because
+    events wait in the outbox while Kafka is down."""
 
 
 class DecisionEngine:
@@ -122,11 +134,10 @@ class DecisionEngine:
 
     # -- operations -------------------------------------------------------------------------------
 
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when the decision index answers; the event log's state is reported, not
-        required (events wait in the outbox while Kafka is down)."""
-        checks = {"decision_index": self._index.ping(), "event_log": self._event_log.stats()}
-        return bool(checks["decision_index"]), checks
+    def status(self) -> EngineStatus:
+        """Whether the engine is degraded, and its stores' state."""
+        index = self._index.ping()
+        return EngineStatus(degraded=not index, decision_index=index, event_log=self._event_log.stats())
 
     def wait_until_delivered(self, timeout: float) -> bool:
         """True once every logged event has reached the log (Kafka acknowledged it; at once for files)."""

@@ -24,7 +24,8 @@ from closedloop.contracts import (
 )
 from closedloop.eventlog import EventLog
 
-from ._decision_index import DecisionIndex
+from ._decision_index import DecisionIndex, ReportClaim
+from ._faults import crash_point
 from ._metrics import EngineMetrics
 
 
@@ -54,50 +55,93 @@ class FeedbackIntake:
         self._topic = Topics(config.infrastructure.topic_prefix).feedback
 
     def log_feedback(self, items: Sequence[FeedbackIn]) -> list[FeedbackResult]:
-        """Check, de-duplicate and log a batch of feedback; one result per item, in order."""
+        """Check, log, then count a batch of feedback; one result per item, in order.
+
+        The events are logged before their claims are made in the index, so a crash at any point
+        loses no report that was answered: a retry after a crash before the claims logs the
+        report again (the trainer and the evaluator count it once, by feedback id and by decision
+        and outcome), and after them it is answered ``replayed``.
+        """
         received = self._clock()
-        keys = self._index.keys
-        use_cases = self._index.lookup([keys.decision(item.decision_id) for item in items])
-        checks = [self._check(item, name) for item, name in zip(items, use_cases, strict=True)]
-        claim_keys: list[str] = []
-        for item, check in zip(items, checks, strict=True):
-            if isinstance(check, _Valid):
-                claim_keys.append(keys.feedback_seen(check.feedback_id))
-                claim_keys.extend(keys.outcome_reported(item.decision_id, o) for o in check.outcomes)
-        claimed = iter(self._index.claim(claim_keys, self._fact_ttl))
-        results: list[FeedbackResult] = []
-        events: list[tuple[str, bytes]] = []
-        to_release: list[str] = []
-        for item, name, check in zip(items, use_cases, checks, strict=True):
+        feedback_ids = [item.feedback_id or uuid.uuid4().hex for item in items]
+        use_cases, seen, reported = self._look_up(items, feedback_ids)
+        checks = [
+            self._check(item, name, feedback_id)
+            for item, name, feedback_id in zip(items, use_cases, feedback_ids, strict=True)
+        ]
+        crash_point("feedback.checked")
+        results: list[FeedbackResult | None] = []
+        to_log: list[tuple[int, FeedbackIn, _Valid]] = []
+        # Reports an earlier item of this batch makes: what it claims, these cannot.
+        ids_in_batch: set[tuple[str, str]] = set()
+        outcomes_in_batch: set[tuple[str, str]] = set()
+        for position, (item, check) in enumerate(zip(items, checks, strict=True)):
             if not isinstance(check, _Valid):
                 results.append(_result(item.feedback_id or "", "invalid", check))
                 continue
-            fresh_id = next(claimed)
-            fresh = {o: next(claimed) for o in check.outcomes}
-            if not fresh_id:
-                to_release.extend(keys.outcome_reported(item.decision_id, o) for o, ok in fresh.items() if ok)
+            new = {
+                o: v
+                for o, v in check.outcomes.items()
+                if not reported[position][o] and (item.decision_id, o) not in outcomes_in_batch
+            }
+            if seen[position] or (item.decision_id, check.feedback_id) in ids_in_batch:
                 results.append(_result(check.feedback_id, "replayed"))
-                continue
-            new_outcomes = {o: v for o, v in check.outcomes.items() if fresh[o]}
-            if not new_outcomes:
+            elif not new:
                 results.append(_duplicate(item, check.feedback_id, list(check.outcomes)))
-                continue
-            events.append(_event(item, name, check.feedback_id, new_outcomes, received))
-            status: FeedbackStatus = "orphan" if name is None else "accepted"
-            results.append(_result(check.feedback_id, status, _orphan_error(item, name)))
-        try:
-            if events:
-                self._event_log.append(self._topic, events)
-        except BaseException:
-            self._index.release(claim_keys)
-            raise
-        if to_release:
-            self._index.release(to_release)
-        for status, count in Counter(result.status for result in results).items():
+            else:
+                results.append(None)  # decided by the claims below
+                to_log.append((position, item, _Valid(check.feedback_id, new)))
+                ids_in_batch.add((item.decision_id, check.feedback_id))
+                outcomes_in_batch.update((item.decision_id, o) for o in new)
+        events = [
+            _event(item, use_cases[position], check.feedback_id, check.outcomes, received)
+            for position, item, check in to_log
+        ]
+        if events:
+            self._event_log.append(self._topic, events)
+        crash_point("feedback.logged")
+        claims = self._index.claim_reports(
+            [
+                (
+                    self._index.keys.feedback_seen(item.decision_id, check.feedback_id),
+                    [self._index.keys.outcome_reported(item.decision_id, o) for o in check.outcomes],
+                )
+                for _, item, check in to_log
+            ],
+            self._fact_ttl,
+        )
+        crash_point("feedback.claimed")
+        for (position, item, check), claim in zip(to_log, claims, strict=True):
+            results[position] = _claimed_result(item, use_cases[position], check, claim)
+        final = [result for result in results if result is not None]
+        for status, count in Counter(result.status for result in final).items():
             self._metrics.feedback.labels(status).inc(count)
-        return results
+        return final
 
-    def _check(self, item: FeedbackIn, use_case_name: str | None) -> _Valid | ClosedLoopError:
+    def _look_up(
+        self, items: Sequence[FeedbackIn], feedback_ids: list[str]
+    ) -> tuple[list[str | None], list[bool], list[dict[str, bool]]]:
+        """In one round trip: each item's decision (its use case, None if unknown), whether its
+        feedback id was claimed already, and which of its outcomes were reported already."""
+        keys = self._index.keys
+        outcome_keys = [[keys.outcome_reported(i.decision_id, o) for o in i.outcomes] for i in items]
+        values = self._index.lookup(
+            [keys.decision(item.decision_id) for item in items]
+            + [
+                keys.feedback_seen(item.decision_id, fid)
+                for item, fid in zip(items, feedback_ids, strict=True)
+            ]
+            + [key for per_item in outcome_keys for key in per_item]
+        )
+        count = len(items)
+        use_cases, seen = values[:count], [v is not None for v in values[count : 2 * count]]
+        flags = iter(values[2 * count :])
+        reported = [{o: next(flags) is not None for o in item.outcomes} for item in items]
+        return use_cases, seen, reported
+
+    def _check(
+        self, item: FeedbackIn, use_case_name: str | None, feedback_id: str
+    ) -> _Valid | ClosedLoopError:
         use_case = self._config.use_cases.get(use_case_name) if use_case_name else None
         outcomes: dict[str, float] = {}
         for name, raw in item.outcomes.items():
@@ -126,7 +170,7 @@ class FeedbackIntake:
                     expected="0, 1, true or false",
                 )
             outcomes[name] = value
-        return _Valid(item.feedback_id or uuid.uuid4().hex, outcomes)
+        return _Valid(feedback_id, outcomes)
 
 
 def _event(
@@ -145,6 +189,17 @@ def _event(
         orphan=use_case is None,
     )
     return item.decision_id, encode_feedback(event)
+
+
+def _claimed_result(
+    item: FeedbackIn, use_case: str | None, check: _Valid, claim: ReportClaim
+) -> FeedbackResult:
+    if not claim.fresh_id:  # a retry that raced its original
+        return _result(check.feedback_id, "replayed")
+    if not any(claim.fresh_outcomes):  # another report of these outcomes came first
+        return _duplicate(item, check.feedback_id, list(check.outcomes))
+    status: FeedbackStatus = "orphan" if use_case is None else "accepted"
+    return _result(check.feedback_id, status, _orphan_error(item, use_case))
 
 
 def _duplicate(item: FeedbackIn, feedback_id: str, outcomes: list[str]) -> FeedbackResult:

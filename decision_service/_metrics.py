@@ -31,6 +31,12 @@ class EngineMetrics:
         self.feedback = Counter(
             "closedloop_feedback", "Feedback items by result", ["status"], registry=self.registry
         )
+        self.index_unavailable = Counter(
+            "closedloop_index_unavailable",
+            "Decisions or feedback logged while the decision index (Redis) could not be reached",
+            ["path"],
+            registry=self.registry,
+        )
         self.rejected_requests = Counter(
             "closedloop_rejected_requests", "Requests refused with a 4xx", ["code"], registry=self.registry
         )

@@ -233,8 +233,10 @@ class Gatherer:
         all_times = np.concatenate([times, pre_times])
         outcomes, reported = self._join(all_ids, all_times)
         closed = all_times + self._attribution.longest_window <= as_of
-        inside = closed[: len(decision)]
-        pre_inside = closed[len(decision) :]
+        # A decision logged twice (a retry after a crash) counts once: its first copy.
+        first, pre_first = _first_copies(decision), _first_copies(pre_decision)
+        inside = closed[: len(decision)] & first
+        pre_inside = closed[len(decision) :] & pre_first
         categories = {name: list(self._categories.get(name, {})) for name in self._breakdowns}
         breakdowns = {
             name: _decode(np.frombuffer(codes, dtype=np.float64)[inside], categories[name])
@@ -245,7 +247,7 @@ class Gatherer:
             if columns.context
             else np.zeros((int(inside.sum()), 0), dtype=np.float32)
         )
-        sample = [record for _, record in sorted(self._sample, key=lambda item: -item[0])]
+        sample = [record for _, record in sorted(dict(self._sample).items(), key=lambda item: -item[0])]
         return LoggedDecisions(
             arms=self._arms,
             decision=decision[inside],
@@ -260,7 +262,7 @@ class Gatherer:
             pre_unit=np.frombuffer(self._pre_unit, dtype=np.int64)[pre_inside],
             pre_outcomes=outcomes[len(decision) :][pre_inside],
             sample=sample,
-            still_open=int((~inside).sum()),
+            still_open=int((~closed[: len(decision)] & first).sum()),
             other_phases=self.other_phases,
         )
 
@@ -289,6 +291,13 @@ class Gatherer:
         outcomes[rows[first], which[first]] = values[first]
         reported[rows[first], which[first]] = True
         return outcomes, reported
+
+
+def _first_copies(ids: np.ndarray) -> np.ndarray:
+    """True at the first occurrence of each id."""
+    first = np.zeros(len(ids), dtype=bool)
+    first[np.unique(ids, return_index=True)[1]] = True
+    return first
 
 
 def _decode(codes: np.ndarray, categories: list[str]) -> np.ndarray:

@@ -12,7 +12,15 @@ import httpx
 
 from closedloop.contracts import ClosedLoopConfig, Decision
 
-from ._base import DECIDE_PATH, FEEDBACK_BATCH_PATH, USE_CASES_PATH, BaseClient, Unreachable, logger
+from ._base import (
+    DECIDE_PATH,
+    FEEDBACK_BATCH_PATH,
+    USE_CASES_PATH,
+    BaseClient,
+    QueueFull,
+    Unreachable,
+    logger,
+)
 from ._requests import Candidates, Features, Outcomes, decide_payload
 
 
@@ -29,6 +37,7 @@ class AsyncClient(BaseClient):
         batch_size: int = 500,
         flush_interval: float = 0.5,
         max_queued_feedback: int = 100_000,
+        on_full: QueueFull = "drop_oldest",
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(
@@ -37,6 +46,7 @@ class AsyncClient(BaseClient):
             config=config,
             batch_size=batch_size,
             max_queued_feedback=max_queued_feedback,
+            on_full=on_full,
         )
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
         self._flush_interval = flush_interval
@@ -54,11 +64,12 @@ class AsyncClient(BaseClient):
         """Choose or rank ``candidates`` (id -> features) for ``unit_id``; None for yes/no decisions."""
         payload = decide_payload(use_case, unit_id, context, candidates)
         try:
-            return self._decision(await self._post(DECIDE_PATH, payload))
+            decision = self._decision(await self._post(DECIDE_PATH, payload))
         except Unreachable as exc:
-            if not self._knows_use_cases:
-                await self._fetch_use_cases()
             return self._fallback(payload, exc)
+        if self._should_fetch_use_cases:
+            await self._fetch_use_cases()
+        return decision
 
     async def log_feedback(
         self, decision_id: str, outcomes: Outcomes, *, timestamp: datetime | None = None
@@ -67,7 +78,10 @@ class AsyncClient(BaseClient):
         item = self._feedback_item(decision_id, outcomes, timestamp)
         if item is None:
             return
-        self._queue.append(item)
+        while self._on_full == "block" and self._queue_full:
+            if not await self.flush():
+                await asyncio.sleep(self._flush_interval)
+        self._enqueue(item)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._flush_periodically())
         if len(self._queue) >= self._batch_size:
@@ -89,7 +103,7 @@ class AsyncClient(BaseClient):
                     self._requeue(batch)
                     logger.warning("feedback waits in memory: service unreachable (%s)", exc)
                     return False
-                self._batch_answered(response)
+                self._batch_answered(response, len(batch))
         return True
 
     async def aclose(self) -> None:
@@ -133,4 +147,4 @@ class AsyncClient(BaseClient):
         try:
             self._learn_use_cases(await self._http.get(USE_CASES_PATH))
         except httpx.HTTPError as exc:
-            logger.debug("use cases not fetched: %s", exc)
+            self._learn_use_cases(None, exc)

@@ -8,10 +8,12 @@ the queue is drained (a thread, or a task).
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -20,6 +22,7 @@ from closedloop.contracts import (
     ClosedLoopError,
     Decision,
     FeedbackBatchResult,
+    FeedbackQueueFullError,
     UseCaseConfig,
 )
 
@@ -40,8 +43,30 @@ FEEDBACK_PATH = "/v1/feedback"
 FEEDBACK_BATCH_PATH = "/v1/feedback/batch"
 
 
+USE_CASES_RETRY_SECONDS = 30.0
+"""After a failed fetch of the use cases, how long the client waits before it asks again."""
+
+QueueFull = Literal["drop_oldest", "block", "raise"]
+
+
 class Unreachable(Exception):
     """Every attempt failed at the transport level or with a retryable status (502/503/504)."""
+
+
+@dataclass(frozen=True)
+class ClientStats:
+    """What a client did with its decisions and feedback so far (``client.stats()``)."""
+
+    fallbacks: int
+    """Decisions answered by the default policy because the service could not be reached."""
+    feedback_queued: int
+    """Reports waiting in memory to be sent."""
+    feedback_sent: int
+    """Reports the service answered (accepted, replayed, orphan, duplicate or invalid)."""
+    feedback_dropped: int
+    """Reports discarded because the queue was full (``on_full="drop_oldest"``)."""
+    feedback_refused: int
+    """Reports in batches the service refused as a whole (see ``feedback_errors``)."""
 
 
 class BaseClient:
@@ -53,16 +78,32 @@ class BaseClient:
         config: ClosedLoopConfig | None,
         batch_size: int,
         max_queued_feedback: int,
+        on_full: QueueFull,
     ) -> None:
+        if on_full not in ("drop_oldest", "block", "raise"):
+            raise ValueError(f"on_full must be 'drop_oldest', 'block' or 'raise', got {on_full!r}")
         self._timeout = timeout
         self._retries = retries
         self._use_cases: dict[str, UseCaseConfig] | None = dict(config.use_cases) if config else None
+        self._use_cases_failed_at: float | None = None
         self._batch_size = batch_size
-        self._queue: deque[dict[str, Any]] = deque(maxlen=max_queued_feedback)
+        self._queue: deque[dict[str, Any]] = deque()
+        self._max_queued = max_queued_feedback
+        self._on_full = on_full
         self.fallbacks = 0
         """Decisions answered by the default policy because the service could not be reached."""
         self.feedback_errors: list[ClosedLoopError] = []
         """Feedback batches the service refused (a bug to fix: they are not retried)."""
+        self._sent = self._dropped = self._refused = 0
+
+    def stats(self) -> ClientStats:
+        return ClientStats(
+            fallbacks=self.fallbacks,
+            feedback_queued=len(self._queue),
+            feedback_sent=self._sent,
+            feedback_dropped=self._dropped,
+            feedback_refused=self._refused,
+        )
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -88,19 +129,28 @@ class BaseClient:
         return Decision.model_validate_json(response.content)
 
     @property
-    def _knows_use_cases(self) -> bool:
-        return self._use_cases is not None
+    def _should_fetch_use_cases(self) -> bool:
+        """Whether to ask the service for its use cases now: after a decision it answered, when
+        they are not known and no fetch failed in the last `USE_CASES_RETRY_SECONDS`. Never in an
+        outage, so a fallback costs one timeout, not two."""
+        if self._use_cases is not None:
+            return False
+        failed = self._use_cases_failed_at
+        return failed is None or time.monotonic() - failed > USE_CASES_RETRY_SECONDS
 
-    def _learn_use_cases(self, response: httpx.Response) -> None:
-        """Remember the service's use cases (for fallbacks); a bad answer is remembered as none."""
+    def _learn_use_cases(self, response: httpx.Response | None, error: Exception | None = None) -> None:
+        """Remember the service's use cases (their decision type and default policy, for fallbacks)."""
         try:
+            if response is None:
+                raise ClosedLoopError(str(error))
             raise_for_error(response)
             self._use_cases = {
                 name: UseCaseConfig.model_validate({k: v for k, v in body.items() if k != "feature_names"})
                 for name, body in response.json().items()
             }
         except (ClosedLoopError, ValueError) as exc:
-            logger.warning("could not read the service's use cases (%s); fallbacks use defaults", exc)
+            self._use_cases_failed_at = time.monotonic()
+            logger.warning("could not read the service's use cases (%s); fallbacks guess them", exc)
 
     def _fallback(self, payload: Mapping[str, Any], reason: Unreachable) -> Decision:
         logger.warning("decision service unreachable (%s); using the default policy", reason)
@@ -120,20 +170,58 @@ class BaseClient:
             return None
         return feedback_payload(decision_id, outcomes, timestamp)
 
+    @property
+    def _queue_full(self) -> bool:
+        return len(self._queue) >= self._max_queued
+
+    def _enqueue(self, item: dict[str, Any]) -> None:
+        """Queue a report; a full queue drops its oldest or raises, by ``on_full`` (a client
+        that blocks waits for room before calling this)."""
+        if self._queue_full:
+            if self._on_full == "raise":
+                raise FeedbackQueueFullError(
+                    f"{len(self._queue)} reports wait to be sent (max_queued_feedback); "
+                    "this one was not queued.",
+                    field="max_queued_feedback",
+                    value=self._max_queued,
+                    expected="room in the feedback queue",
+                    hint="The service is unreachable or too slow: retry later, raise max_queued_feedback, "
+                    "or choose on_full='block' or 'drop_oldest'.",
+                )
+            self._drop(len(self._queue) - self._max_queued + 1)
+        self._queue.append(item)
+
+    def _drop(self, count: int) -> None:
+        for _ in range(count):
+            self._queue.popleft()
+        self._dropped += count
+        logger.warning(
+            "feedback queue full (%d): dropped the %d oldest report(s), %d dropped so far",
+            self._max_queued,
+            count,
+            self._dropped,
+        )
+
     def _next_batch(self) -> list[dict[str, Any]]:
         return [self._queue.popleft() for _ in range(min(self._batch_size, len(self._queue)))]
 
     def _requeue(self, batch: list[dict[str, Any]]) -> None:
+        """Put a batch that could not be sent back in front, in order; what no longer fits is
+        dropped oldest first, and counted."""
         self._queue.extendleft(reversed(batch))
+        if self._queue_full and len(self._queue) > self._max_queued:
+            self._drop(len(self._queue) - self._max_queued)
 
-    def _batch_answered(self, response: httpx.Response) -> None:
+    def _batch_answered(self, response: httpx.Response, size: int) -> None:
         """Record a refused batch (it is not retried), and log the items the service refused."""
         try:
             raise_for_error(response)
         except ClosedLoopError as exc:
             self.feedback_errors.append(exc)
-            logger.error("a feedback batch was refused: %s", exc)
+            self._refused += size
+            logger.error("a feedback batch of %d was refused: %s", size, exc)
             return
+        self._sent += size
         for result in FeedbackBatchResult.model_validate_json(response.content).results:
             if result.error is not None and result.status != "orphan":
                 logger.warning(

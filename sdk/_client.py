@@ -18,6 +18,7 @@ from ._base import (
     FEEDBACK_PATH,
     USE_CASES_PATH,
     BaseClient,
+    QueueFull,
     Unreachable,
     logger,
 )
@@ -44,6 +45,7 @@ class Client(BaseClient):
         batch_size: int = 500,
         flush_interval: float = 0.5,
         max_queued_feedback: int = 100_000,
+        on_full: QueueFull = "drop_oldest",
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(
@@ -52,6 +54,7 @@ class Client(BaseClient):
             config=config,
             batch_size=batch_size,
             max_queued_feedback=max_queued_feedback,
+            on_full=on_full,
         )
         self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
         self._batching = batch_feedback
@@ -80,11 +83,12 @@ class Client(BaseClient):
         """Choose or rank ``candidates`` (id -> features) for ``unit_id``; None for yes/no decisions."""
         payload = decide_payload(use_case, unit_id, context, candidates)
         try:
-            return self._decision(self._post(DECIDE_PATH, payload))
+            decision = self._decision(self._post(DECIDE_PATH, payload))
         except Unreachable as exc:
-            if not self._knows_use_cases:
-                self._fetch_use_cases()
             return self._fallback(payload, exc)
+        if self._should_fetch_use_cases:
+            self._fetch_use_cases()
+        return decision
 
     def log_feedback(
         self, decision_id: str, outcomes: Outcomes, *, timestamp: datetime | None = None
@@ -96,7 +100,11 @@ class Client(BaseClient):
         if not self._batching:
             raise_for_error(self._post(FEEDBACK_PATH, item))
             return
-        self._queue.append(item)
+        with self._idle:
+            while self._on_full == "block" and self._queue_full and not self._closed:
+                self._wake.set()
+                self._idle.wait(0.05)
+            self._enqueue(item)
         if len(self._queue) >= self._batch_size:
             self._wake.set()
 
@@ -157,7 +165,7 @@ class Client(BaseClient):
         finally:
             with self._idle:
                 self._in_flight = 0
-        self._batch_answered(response)
+        self._batch_answered(response, len(batch))
 
     def _post(self, path: str, payload: Mapping[str, Any]) -> httpx.Response:
         attempt = 0
@@ -180,4 +188,4 @@ class Client(BaseClient):
         try:
             self._learn_use_cases(self._http.get(USE_CASES_PATH))
         except httpx.HTTPError as exc:
-            logger.debug("use cases not fetched: %s", exc)
+            self._learn_use_cases(None, exc)

@@ -27,12 +27,15 @@ def fallback_decision(
         ids = [str(c["id"]) for c in candidates]
         order = _default_order(use_case, candidates)
     scores = {ids[index]: 1.0 - rank / max(1, len(ids) - 1) for rank, index in enumerate(order)}
+    # Without the use case (never learned: the service was down from the start) the type is a
+    # guess, so the answer carries a ranking too: product code that renders one gets one.
+    ranked = decision_type == "rank" or (use_case is None and bool(ids))
     return Decision(
         decision_id=f"{FALLBACK_PREFIX}{uuid.uuid4().hex}",
         use_case=use_case_name,
         decision_type=decision_type,
         choice=ids[order[0]] if ids else None,
-        ranking=[ids[i] for i in order] if decision_type == "rank" else None,
+        ranking=[ids[i] for i in order] if ranked else None,
         scores=scores,
         propensity=1.0,
         model_versions={},

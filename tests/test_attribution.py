@@ -4,7 +4,7 @@ in one pass) read the same events and must give every decision's outcomes the sa
 The events are built to hit every case the rule has: reports inside and after the window (of
 each outcome), repeated reports with other values, feedback logged before its decision (and
 read in an earlier batch), orphan feedback whose decision is in the log after all, feedback for
-decisions never made, and silence.
+decisions never made, silence, and events logged twice (a retry after a crash).
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ def _events(rng: np.random.Generator) -> tuple[list[tuple[str, bytes]], list[tup
     for k in range(20):  # feedback for decisions that were never made
         record = feedback_event(f"nf{k}", f"never-{k}", {"click": 1.0}, seconds=k * 50.0)
         feedback.append(((k * 50, 0.0), (f"never-{k}", record)))
+    # Retries after a crash log an event twice: the same decision, the same report, later on.
+    replays = [(key, record) for key, record in feedback if rng.random() < 0.05]
+    feedback.extend(((key[0] + 600, 1.0), record) for key, record in replays)
+    decisions += [decisions[i] for i in rng.choice(len(decisions), size=20, replace=False)]
     return decisions, [record for _, record in sorted(feedback)]
 
 
@@ -83,6 +87,7 @@ def _evaluator_labels(
     gatherer.add_decisions(log.read(topics.decisions, Position(0, 0), max_records=10**6)[0])
     gatherer.add_feedback(log.read(topics.feedback, Position(0, 0), max_records=10**6)[0])
     data = gatherer.finish(as_of=as_of)
+    assert len(data.decision) == DECISIONS  # each decision once, though some were logged twice
     return {int(h): row for h, row in zip(data.decision, data.outcomes, strict=True)}
 
 

@@ -16,6 +16,7 @@ from closedloop.contracts import (
     FeedbackIn,
     InvalidRequestError,
     PayloadTooLargeError,
+    RequestConflictError,
     Topics,
     UnknownUseCaseError,
     decode_decision,
@@ -245,3 +246,37 @@ def test_events_survive_a_restart_of_the_embedded_log(config: ClosedLoopConfig, 
     records, _ = reopened.read("closedloop.decisions", Position(0, 0))
     assert [decode_decision(r).event_id for r in records] == ids
     reopened.close()
+
+
+def test_a_request_id_is_replayed_only_for_the_same_use_case_and_unit(config: ClosedLoopConfig) -> None:
+    engine = engine_for(config)
+    first = engine.decide(feed_request().model_copy(update={"request_id": "r-1"}))
+    again = engine.decide(feed_request().model_copy(update={"request_id": "r-1"}))
+    assert again == first
+    for change in (
+        {"unit_id": "someone-else"},
+        {"use_case": "pick", "context": {}, "candidates": [{"id": "a"}]},
+    ):
+        request = DecideRequest.model_validate({**feed_request().model_dump(), **change, "request_id": "r-1"})
+        with pytest.raises(RequestConflictError) as caught:
+            engine.decide(request)
+        assert (caught.value.field, caught.value.value) == ("request_id", "r-1")
+        assert caught.value.http_status == 409
+    assert len(logged(config, "decisions")) == 1
+    engine.close()
+
+
+def test_a_feedback_id_is_scoped_to_its_decision(config: ClosedLoopConfig) -> None:
+    engine = engine_for(config)
+    one, two = engine.decide(feed_request()), engine.decide(feed_request())
+    results = engine.log_feedback(
+        [
+            FeedbackIn(decision_id=one.decision_id, outcomes={"click": 1}, feedback_id="same-id"),
+            FeedbackIn(decision_id=two.decision_id, outcomes={"click": 1}, feedback_id="same-id"),
+        ]
+    )
+    assert [r.status for r in results] == ["accepted", "accepted"]
+    assert sorted(decode_feedback(r).decision_id for r in logged(config, "feedback")) == sorted(
+        [one.decision_id, two.decision_id]
+    )
+    engine.close()

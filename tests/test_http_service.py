@@ -194,7 +194,7 @@ def test_operational_endpoints(server: Server) -> None:
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(server.url + "/readyz")
     assert ready.status_code == 200
-    assert ready.json()["ready"] is True
+    assert (ready.json()["ready"], ready.json()["degraded"]) == (True, False)
     use_cases = httpx.get(server.url + "/v1/use-cases").json()
     assert use_cases["feed"]["feature_names"] == ["country", "hour", "price", "topic"]
     assert use_cases["notify"]["feature_names"] == ["days", "action"]

@@ -157,7 +157,7 @@ def test_acknowledged_events_survive_a_broker_outage_exactly_once(
     live_config: ClosedLoopConfig, broker: Broker, serve: Callable[[object], Server]
 ) -> None:
     engine = open_engine(live_config, seed=4)
-    assert engine.readiness()[1]["event_log"]["backend"] == "kafka"
+    assert engine.status().event_log["backend"] == "kafka"
     server = serve(create_app(live_config, engine=engine))
     topic = Topics(live_config.infrastructure.topic_prefix).decisions
     acknowledged: list[str] = []
@@ -177,7 +177,7 @@ def test_acknowledged_events_survive_a_broker_outage_exactly_once(
     before = consume_all(broker.bootstrap, topic, expected=100)
     broker.stop()
     decide(150)  # served and acknowledged while the broker is down
-    assert engine.readiness()[1]["event_log"]["backlog"] is True
+    assert engine.status().event_log["backlog"] is True
     broker.start()  # empty: its storage is memory
     assert engine.wait_until_delivered(60)
     after = consume_all(broker.bootstrap, topic, expected=150)

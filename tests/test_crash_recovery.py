@@ -1,0 +1,149 @@
+"""Nothing acknowledged is lost, and nothing is counted twice, whatever instant the service dies.
+
+The real service (`closedloop serve`, real Redis, the event log on disk) is killed with SIGKILL at
+each step of decide and of feedback intake (`CLOSEDLOOP_CRASH_AT`, see decision_service/_faults.py),
+restarted, and sent the same request again, as the SDK retries. Then the log is read and the
+trainer and the evaluator count it: one decision, with the answer the client got; one label, the
+first report's.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from conftest import REDIS_URL, free_port, make_config, wait_for_port
+
+from closedloop.contracts import ClosedLoopConfig, Topics, decode_decision, decode_feedback
+from closedloop.evaluation._logged import Gatherer
+from closedloop.eventlog import FileEventLog, Position
+from closedloop.trainer import open_trainer
+
+pytestmark = pytest.mark.integration
+
+DECIDE = {
+    "use_case": "pick",
+    "unit_id": "u1",
+    "candidates": [{"id": c} for c in "abcdef"],
+    "request_id": "r1",
+}
+
+
+@contextmanager
+def service(path: Path, *, crash_at: str | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOSEDLOOP_")}
+    if crash_at:
+        env["CLOSEDLOOP_CRASH_AT"] = crash_at
+    command = [sys.executable, "-m", "closedloop.cli", "serve", "-c", str(path), "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, timeout=60)
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(timeout=30)
+
+
+def _config(tmp_path: Path, redis_prefix: str) -> tuple[ClosedLoopConfig, Path]:
+    config = make_config(tmp_path, redis_url=REDIS_URL, key_prefix=redis_prefix)
+    path = tmp_path / "closedloop.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    return config, path
+
+
+def _killed_by(url: str, process: subprocess.Popen[bytes], route: str, body: dict[str, object]) -> None:
+    with pytest.raises(httpx.TransportError):
+        httpx.post(f"{url}{route}", json=body, timeout=10)
+    assert process.wait(timeout=10) == -signal.SIGKILL
+
+
+def _logged(config: ClosedLoopConfig, kind: str) -> list[bytes]:
+    log = FileEventLog(config.infrastructure.data_path / "events", read_only=True)
+    records, _ = log.read(
+        getattr(Topics(config.infrastructure.topic_prefix), kind), Position(0, 0), max_records=10_000
+    )
+    log.close()
+    return records
+
+
+def _trainer_labels(config: ClosedLoopConfig) -> dict[tuple[str, str], tuple[float, str]]:
+    later = (datetime.now(UTC) + timedelta(hours=3)).timestamp()
+    trainer = open_trainer(config, clock=lambda: later)
+    trainer.run_once(timeout=0)
+    labels = {
+        (r["decision_id"], r["outcome"]): (r["value"], r["source"]) for r in trainer.store.labels_of("pick")
+    }
+    trainer.close()
+    return labels
+
+
+def _evaluator_decisions(config: ClosedLoopConfig) -> int:
+    gatherer = Gatherer("pick", config.use_cases["pick"], None)
+    gatherer.add_decisions(_logged(config, "decisions"))
+    gatherer.add_feedback(_logged(config, "feedback"))
+    return len(gatherer.finish(as_of=(datetime.now(UTC) + timedelta(hours=3)).timestamp()).decision)
+
+
+@pytest.mark.parametrize("step", ["decide.checked", "decide.logged", "decide.indexed"])
+def test_a_decide_killed_at_any_step_is_answered_once_on_retry(
+    step: str, tmp_path: Path, redis_prefix: str
+) -> None:
+    config, path = _config(tmp_path, redis_prefix)
+    with service(path, crash_at=step) as (url, process):
+        _killed_by(url, process, "/v1/decide", DECIDE)
+    with service(path) as (url, _):
+        answer = httpx.post(f"{url}/v1/decide", json=DECIDE, timeout=10)
+        assert answer.status_code == 200, answer.text
+        again = httpx.post(f"{url}/v1/decide", json=DECIDE, timeout=10).json()
+        decision = answer.json()
+        assert again == decision  # a replay now, whatever happened before
+        reported = httpx.post(
+            f"{url}/v1/feedback",
+            json={"decision_id": decision["decision_id"], "outcomes": {"click": 1}},
+            timeout=10,
+        )
+        assert reported.status_code == 202, reported.text  # the index knows the decision
+    logged = [decode_decision(r) for r in _logged(config, "decisions")]
+    assert {e.event_id for e in logged} == {decision["decision_id"]}
+    # Logged twice when the kill came between the log and the index (the retry logs it again, the
+    # same), else once: before the log nothing was written, after the index the retry is a replay.
+    assert len(logged) == (2 if step == "decide.logged" else 1)
+    assert {(e.choice, e.propensity) for e in logged} == {(decision["choice"], decision["propensity"])}
+    labels = _trainer_labels(config)
+    assert labels == {(decision["decision_id"], "click"): (1.0, "feedback")}
+    assert _evaluator_decisions(config) == 1
+
+
+@pytest.mark.parametrize("step", ["feedback.checked", "feedback.logged", "feedback.claimed"])
+def test_feedback_killed_at_any_step_is_counted_once_on_retry(
+    step: str, tmp_path: Path, redis_prefix: str
+) -> None:
+    config, path = _config(tmp_path, redis_prefix)
+    report = {"outcomes": {"click": 1}, "feedback_id": "f1"}
+    with service(path, crash_at=step) as (url, process):
+        decision = httpx.post(f"{url}/v1/decide", json=DECIDE, timeout=10).json()
+        report["decision_id"] = decision["decision_id"]
+        _killed_by(url, process, "/v1/feedback", report)
+    with service(path) as (url, _):
+        retried = httpx.post(f"{url}/v1/feedback", json=report, timeout=10)
+        # accepted if the first attempt never claimed it, replayed if it did: counted either way
+        expected = "replayed" if step == "feedback.claimed" else "accepted"
+        assert (retried.status_code, retried.json()["status"]) == (202, expected), retried.text
+        later = {"decision_id": decision["decision_id"], "outcomes": {"click": 0}, "feedback_id": "f2"}
+        second = httpx.post(f"{url}/v1/feedback", json=later, timeout=10)
+        assert second.status_code == 409, second.text  # the first report counts
+    events = [decode_feedback(r) for r in _logged(config, "feedback")]
+    assert {e.event_id for e in events} == {"f1"}
+    assert len(events) == (2 if step == "feedback.logged" else 1)
+    assert _trainer_labels(config) == {(decision["decision_id"], "click"): (1.0, "feedback")}

@@ -1,0 +1,62 @@
+"""The decision path while Redis is down: decisions go on from the models in memory and are
+logged; a report the index cannot check is refused before anything is logged (the SDK keeps it and
+retries); once Redis is back, feedback for decisions made during the outage is kept and the
+trainer joins it. A private redis-server is killed and restarted (never the shared one)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import PrivateRedis, make_config
+
+from closedloop.contracts import DecideRequest, FeedbackIn, ServiceUnavailableError, Topics, decode_decision
+from closedloop.decision_service import open_engine
+from closedloop.eventlog import FileEventLog, Position
+from closedloop.trainer import open_trainer
+
+pytestmark = pytest.mark.integration
+
+
+def _pick(unit: str) -> DecideRequest:
+    return DecideRequest(
+        use_case="pick", unit_id=unit, candidates=[{"id": "a"}, {"id": "b"}], request_id=f"r-{unit}"
+    )
+
+
+def test_decisions_go_on_while_redis_is_down_and_their_feedback_is_joined(
+    tmp_path: Path, private_redis: PrivateRedis
+) -> None:
+    config = make_config(tmp_path, redis_url=private_redis.url)
+    engine = open_engine(config, seed=1)
+    before = engine.decide(_pick("before"))
+    private_redis.stop()
+
+    during = engine.decide(_pick("during"))  # no 503: the models are in memory, the log is local
+    assert engine.status().degraded
+    assert 'closedloop_index_unavailable_total{path="decide"} 1.0' in engine.render_metrics().decode()
+    with pytest.raises(ServiceUnavailableError) as refused:
+        engine.log_feedback([FeedbackIn(decision_id=during.decision_id, outcomes={"click": 1})])
+    assert refused.value.http_status == 503
+
+    private_redis.start()  # empty: it kept nothing
+    results = engine.log_feedback(
+        [
+            FeedbackIn(decision_id=during.decision_id, outcomes={"click": 1}, feedback_id="f-during"),
+            FeedbackIn(decision_id=before.decision_id, outcomes={"click": 1}, feedback_id="f-before"),
+        ]
+    )
+    assert [r.status for r in results] == ["orphan", "orphan"]  # unknown to the new index, kept
+    engine.close()
+
+    log = FileEventLog(config.infrastructure.data_path / "events", read_only=True)
+    decisions, _ = log.read(Topics("closedloop").decisions, Position(0, 0))
+    log.close()
+    assert [decode_decision(r).event_id for r in decisions] == [before.decision_id, during.decision_id]
+    later = (datetime.now(UTC) + timedelta(hours=2)).timestamp()
+    trainer = open_trainer(config, clock=lambda: later)
+    trainer.run_once(timeout=0)
+    labels = {(r["decision_id"], r["source"]) for r in trainer.store.labels_of("pick")}
+    trainer.close()
+    assert labels == {(before.decision_id, "feedback"), (during.decision_id, "feedback")}
