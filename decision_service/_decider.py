@@ -15,7 +15,6 @@ import numpy as np
 
 from closedloop.contracts import (
     ClosedLoopConfig,
-    ClosedLoopError,
     DecideRequest,
     Decision,
     DecisionEvent,
@@ -54,6 +53,7 @@ logger = logging.getLogger(__name__)
 class _Checked:
     """A request checked against its use case: candidate ids and features, defaults filled."""
 
+    use_case_name: str
     use_case: UseCaseConfig
     encoder: FeatureEncoder
     ids: list[str]
@@ -176,7 +176,7 @@ class Decider:
         ids = _candidate_ids(use_case, request)
         context = encoder.check_context(request.context)
         candidates = [encoder.check_candidate(c.features, i) for i, c in enumerate(request.candidates)]
-        return _Checked(use_case, encoder, ids, context, candidates)
+        return _Checked(request.use_case, use_case, encoder, ids, context, candidates)
 
     def _apply_policy(
         self, checked: _Checked, policy: ServingPolicy, models: UseCaseModels, rng: np.random.Generator
@@ -190,19 +190,22 @@ class Decider:
         pick = pick_action(checked.use_case, policy, values, from_model=bool(predictions), rng=rng)
         return predictions, values, pick
 
-    @staticmethod
     def _model_values(
-        checked: _Checked, policy: ServingPolicy, models: UseCaseModels
+        self, checked: _Checked, policy: ServingPolicy, models: UseCaseModels
     ) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
         if not policy.value.names <= models.by_outcome.keys():
             return None  # before encoding: the default policy needs no rows
         rows = checked.encoder.encode(checked.context, checked.candidates)
         scored = model_values(policy.value, models.by_outcome, rows)
         if scored is not None and not np.all(np.isfinite(scored[1])):
-            raise ClosedLoopError(
-                f"The value function {policy.value.source!r} gave a non-finite value.",
-                hint="Check for a division by a prediction that can be zero.",
+            # e.g. a ratio whose denominator's prediction is 0: this decision falls back to the
+            # default policy (the value function was checked finite on ordinary predictions)
+            self._metrics.value_not_finite.labels(checked.use_case_name).inc()
+            logger.warning(
+                "the value function %r gave a non-finite value; the default policy decides",
+                policy.value.source,
             )
+            return None
         return scored
 
     def _log(

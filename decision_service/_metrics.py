@@ -31,6 +31,12 @@ class EngineMetrics:
         self.feedback = Counter(
             "closedloop_feedback", "Feedback items by result", ["status"], registry=self.registry
         )
+        self.value_not_finite = Counter(
+            "closedloop_value_not_finite",
+            "Decisions the default policy made because the value function gave a non-finite value",
+            ["use_case"],
+            registry=self.registry,
+        )
         self.index_unavailable = Counter(
             "closedloop_index_unavailable",
             "Decisions or feedback logged while the decision index (Redis) could not be reached",

@@ -87,3 +87,22 @@ def test_validate_command_reports_ok_and_errors(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", str(bad)])
     assert result.exit_code != 0
     assert "use_cases.feed.outcomes.click.type" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "click + 1/0",  # divides by zero whatever the predictions
+        "click * 1e308 * 10",  # overflows
+        "-" * 10_000 + "click",  # nests beyond any parser
+        " + ".join(["click"] * 100_000),  # a hundred thousand terms
+    ],
+)
+def test_a_value_function_that_cannot_work_is_refused_at_load(value: str) -> None:
+    text = (
+        "use_cases:\n  pick:\n    decision: choose\n    outcomes:\n      click: {type: binary, window: 1h}\n"
+        f"    policy:\n      value: {value!r}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, environ={})
+    assert "use_cases.pick.policy.value" in str(caught.value)

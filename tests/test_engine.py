@@ -280,3 +280,35 @@ def test_a_feedback_id_is_scoped_to_its_decision(config: ClosedLoopConfig) -> No
         [one.decision_id, two.decision_id]
     )
     engine.close()
+
+
+def test_a_value_that_is_not_finite_at_run_time_falls_back_to_the_default_policy(tmp_path: Path) -> None:
+    """``click / revenue`` is finite on ordinary predictions (it passes validation), but a revenue
+    model that predicts 0 makes it infinite: that decision is the default policy's, and counted."""
+    import lightgbm as lgb
+    import yaml
+    from conftest import CONFIG_YAML
+
+    from closedloop.contracts import parse_config
+
+    raw = yaml.safe_load(CONFIG_YAML)
+    raw["use_cases"]["feed"]["policy"]["value"] = "click / revenue"
+    raw["infrastructure"] = {"data_dir": str(tmp_path / "data")}
+    config = parse_config(yaml.safe_dump(raw, sort_keys=False), environ={})
+    engine = engine_for(config)
+    publish(config, engine, "feed", "click")
+    names = engine.feature_names("feed")
+    rng = np.random.default_rng(0)
+    zero = lgb.train(
+        {"objective": "regression", "verbose": -1},
+        lgb.Dataset(rng.normal(size=(200, len(names))), np.zeros(200), feature_name=names),
+        num_boost_round=3,
+    )
+    LocalModelRegistry(config.infrastructure.data_path / "registry").publish(
+        "feed", "revenue", zero.model_to_string(), {}, champion=True
+    )
+    engine.refresh_models()
+    decision = engine.decide(feed_request())
+    assert decision.policy == "default"
+    assert 'closedloop_value_not_finite_total{use_case="feed"} 1.0' in engine.render_metrics().decode()
+    engine.close()
