@@ -57,11 +57,24 @@ class OutcomeConfig(StrictModel):
     """How long after the decision feedback for this outcome still counts (e.g. 30m, 24h)."""
     default: float = 0.0
     """The value recorded when the window closes without feedback."""
+    min: float | None = None
+    """Continuous outcomes: the smallest value a report may have (e.g. 0 for revenue); reports
+    below it are refused with a 422."""
+    max: float | None = None
+    """Continuous outcomes: the largest value a report may have."""
 
     @model_validator(mode="after")
     def _binary_default(self) -> OutcomeConfig:
         if self.type == "binary" and self.default not in (0.0, 1.0):
             raise ValueError(f"a binary outcome's default must be 0 or 1, got {self.default}")
+        if self.type == "binary" and (self.min is not None or self.max is not None):
+            raise ValueError("a binary outcome is 0 or 1: it takes no min or max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        low = self.min if self.min is not None else self.default
+        high = self.max if self.max is not None else self.default
+        if not low <= self.default <= high:
+            raise ValueError(f"the default {self.default} is outside [min, max]")
         return self
 
 

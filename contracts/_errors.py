@@ -6,6 +6,8 @@ The hierarchy::
     ├── ConfigError                  a closedloop.yaml that does not validate (file, field path)
     ├── InvalidRequestError          422: a field of a request is missing, mistyped or out of range
     │   ├── PayloadTooLargeError     413: a body or a candidate list over the configured limit
+    │   ├── RouteNotFoundError       404: a path the service does not serve
+    │   ├── MethodNotAllowedError    405: a method the path does not take
     │   └── UnknownUseCaseError      404: the use case is not declared in the configuration
     ├── UnknownDecisionError         404: feedback names a decision the service never made (kept as orphan)
     ├── DuplicateFeedbackError       409: an outcome of a decision was already reported (counted once)
@@ -68,16 +70,17 @@ class ClosedLoopError(Exception):
         return text
 
     def to_payload(self) -> dict[str, Any]:
-        """The JSON body the service sends for this error."""
+        """The JSON body the service sends for this error (every string valid UTF-8: a request's
+        lone surrogate is echoed escaped, not sent raw)."""
         return {
             "error": {
                 "code": self.code,
                 "type": type(self).__name__,
-                "message": self.message,
-                "hint": self.hint,
-                "field": self.field,
+                "message": _utf8(self.message),
+                "hint": _utf8(self.hint),
+                "field": _utf8(self.field),
                 "value": _json_safe(self.value),
-                "expected": self.expected,
+                "expected": _utf8(self.expected),
             }
         }
 
@@ -103,6 +106,20 @@ class PayloadTooLargeError(InvalidRequestError):
 
     http_status = 413
     code = "payload_too_large"
+
+
+class RouteNotFoundError(InvalidRequestError):
+    """A path the service does not serve."""
+
+    http_status = 404
+    code = "route_not_found"
+
+
+class MethodNotAllowedError(InvalidRequestError):
+    """A method the path does not take (GET for a POST route, say)."""
+
+    http_status = 405
+    code = "method_not_allowed"
 
 
 class UnknownUseCaseError(InvalidRequestError):
@@ -189,8 +206,18 @@ def error_from_payload(payload: Mapping[str, Any], *, status: int) -> ClosedLoop
     )
 
 
+def _utf8(text: str | None) -> str | None:
+    if text is None or text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _json_safe(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, str)):
+    if isinstance(value, str):
+        return _utf8(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        return f"an integer of {len(str(abs(value)))} digits"
+    if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         return value if value == value and abs(value) != float("inf") else repr(value)

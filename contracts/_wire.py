@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from ._events import DecisionType, FeatureValue, PolicyKind
 
@@ -18,7 +18,11 @@ from ._events import DecisionType, FeatureValue, PolicyKind
 def _outcome_value(value: object) -> float:
     # Strings such as "yes" are refused rather than coerced: an outcome is a number or a boolean.
     if isinstance(value, (bool, int, float)):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            digits = len(str(value))
+            raise ValueError(f"expected a finite number, got an integer of {digits} digits") from None
     raise ValueError(f"expected a number or true/false, got {type(value).__name__} {value!r}")
 
 
@@ -68,11 +72,20 @@ class Decision(WireModel):
     """True when the SDK could not reach the service and applied the default policy itself."""
 
 
+_EARLIEST = datetime(2000, 1, 1)
+
+
+def _plausible_time(value: datetime | None) -> datetime | None:
+    if value is not None and value.replace(tzinfo=None) < _EARLIEST:
+        raise ValueError(f"expected a time after {_EARLIEST:%Y-%m-%d}, got {value.isoformat()}")
+    return value
+
+
 class FeedbackIn(WireModel):
     decision_id: str = Field(min_length=1, max_length=128)
     outcomes: dict[str, OutcomeValue] = Field(min_length=1)
-    timestamp: datetime | None = None
-    """When the outcome happened; defaults to when the service received it."""
+    timestamp: Annotated[datetime | None, AfterValidator(_plausible_time)] = None
+    """When the outcome happened (not before its decision); defaults to when the service received it."""
     feedback_id: str | None = Field(None, min_length=1, max_length=128)
     """Idempotency key: retries with the same id are accepted once."""
 
@@ -94,3 +107,31 @@ class FeedbackResult(WireModel):
 
 class FeedbackBatchResult(WireModel):
     results: list[FeedbackResult]
+
+
+class ErrorDetail(WireModel):
+    code: str
+    """Stable machine-readable code, e.g. ``invalid_request``, ``unknown_use_case``."""
+    type: str
+    """The closedloop error class, rebuilt by the SDK."""
+    message: str
+    hint: str | None = None
+    """How to fix it."""
+    field: str | None = None
+    """The request field at fault, e.g. ``candidates[3].features.price``."""
+    value: object = None
+    """The value sent (shortened, and escaped where it was not valid text)."""
+    expected: str | None = None
+
+
+class ErrorBody(WireModel):
+    """Every error the service answers: 4xx for the request, 5xx for the service."""
+
+    error: ErrorDetail
+
+
+class FeedbackErrorBody(ErrorBody):
+    """A single report refused (orphan, duplicate, invalid): the error, and the report's result."""
+
+    feedback_id: str
+    status: FeedbackStatus

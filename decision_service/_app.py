@@ -7,25 +7,25 @@ the status of its class, so the SDK can rebuild it; nothing the caller sends can
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from closedloop.contracts import (
     ClosedLoopConfig,
     ClosedLoopError,
     DecideRequest,
     Decision,
+    ErrorBody,
     FeedbackBatch,
     FeedbackBatchResult,
+    FeedbackErrorBody,
     FeedbackIn,
     FeedbackResult,
     PayloadTooLargeError,
@@ -33,6 +33,7 @@ from closedloop.contracts import (
 )
 
 from ._engine import DecisionEngine
+from ._json_body import OrjsonBodyRoute, http_error
 from ._wiring import open_engine
 
 logger = logging.getLogger(__name__)
@@ -82,10 +83,28 @@ def create_app(
     return app
 
 
+def _errors(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses in the project's error format; 503 (a store unreachable) on every route."""
+    described = {**descriptions, 503: "the decision index (Redis) cannot be reached: retry"}
+    return {status: {"model": ErrorBody, "description": text} for status, text in described.items()}
+
+
 def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConfig) -> None:
     # The decision and feedback endpoints are ``async``: the engine's work is sub-millisecond CPU
     # plus one Redis round trip, cheaper done on the event loop than handed to the thread pool.
-    @app.post("/v1/decide", response_model=Decision, tags=["decisions"])
+    @app.post(
+        "/v1/decide",
+        response_model=Decision,
+        tags=["decisions"],
+        responses=_errors(
+            {
+                404: "unknown use case",
+                409: "request_id already used by another request",
+                413: "too many candidates, or a body over the limit",
+                422: "a field missing, mistyped or out of range (named in error.field)",
+            }
+        ),
+    )
     async def decide(request: DecideRequest) -> Response:
         """Choose or rank candidates (or answer yes/no) for one unit; the decision is logged."""
         return Response(engine.decide(request).model_dump_json(), media_type="application/json")
@@ -96,8 +115,15 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
         status_code=202,
         tags=["feedback"],
         responses={
-            404: {"description": "unknown decision, kept as orphan"},
-            409: {"description": "duplicate"},
+            **_errors({413: "a body over the limit", 422: "a field missing, mistyped or out of range"}),
+            404: {
+                "model": FeedbackErrorBody,
+                "description": "unknown decision: the report is kept as orphan",
+            },
+            409: {
+                "model": FeedbackErrorBody,
+                "description": "the outcome was reported before: the first counts",
+            },
         },
     )
     async def feedback(item: FeedbackIn) -> Response:
@@ -110,7 +136,14 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
             )
         return JSONResponse(result.model_dump(), status_code=_FEEDBACK_STATUS[result.status])
 
-    @app.post("/v1/feedback/batch", response_model=FeedbackBatchResult, tags=["feedback"])
+    @app.post(
+        "/v1/feedback/batch",
+        response_model=FeedbackBatchResult,
+        tags=["feedback"],
+        responses=_errors(
+            {413: "more items than allowed, or a body over the limit", 422: "a malformed batch"}
+        ),
+    )
     async def feedback_batch(batch: FeedbackBatch) -> Response:
         """Report outcomes of many decisions; each item gets its own result."""
         results = FeedbackBatchResult.model_construct(results=engine.log_feedback(batch.items))
@@ -170,6 +203,14 @@ def _install_error_handlers(app: FastAPI, engine: DecisionEngine, max_body_bytes
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return reply(invalid_request_from(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI turns an error reading the body into a bare 400 {"detail": ...}: the body
+        # reader's own error (bad UTF-8, too deep, a lone surrogate) is its cause.
+        if isinstance(exc.__cause__, ClosedLoopError):
+            return reply(exc.__cause__)
+        return reply(http_error(request, exc.status_code, str(exc.detail)))
 
     app.add_middleware(BodySizeLimit, max_body_bytes=max_body_bytes, reply=reply)
 
@@ -233,31 +274,3 @@ def _too_large(size: int, limit: int) -> PayloadTooLargeError:
         expected=f"at most {limit} bytes",
         hint="Send feedback in smaller batches, or fewer candidates per decision.",
     )
-
-
-class _OrjsonBodyRequest(Request):
-    """A request whose JSON body is read by orjson: a decision's 600 feature values took the
-    stdlib's parser a fifth of the service's time."""
-
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            body = await self.body()
-            try:
-                self._json = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                # orjson refuses NaN and Infinity, which the stdlib reads: those reach the feature
-                # check, which names the field; truly malformed JSON gets the stdlib's error.
-                self._json = json.loads(body)
-        return self._json
-
-
-class OrjsonBodyRoute(APIRoute):
-    """FastAPI's documented hook for a custom Request class (see "Custom Request and APIRoute")."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def with_orjson_body(request: Request) -> Response:
-            return await handler(_OrjsonBodyRequest(request.scope, request.receive))
-
-        return with_orjson_body

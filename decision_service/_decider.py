@@ -41,7 +41,7 @@ from closedloop.policy import (
     pick_action,
 )
 
-from ._decision_index import DecisionIndex
+from ._decision_index import DecisionIndex, decision_fact
 from ._faults import crash_point
 from ._metrics import EngineMetrics
 from ._serving_models import ServingModels, UseCaseModels
@@ -112,9 +112,10 @@ class Decider:
             decision_id, request, checked, pick, values, models if predictions else None, assignment
         )
         crash_point("decide.checked")
-        self._log(request, checked, policy, assignment, decision, predictions)
+        decided_at = self._clock()
+        self._log(request, checked, policy, assignment, decision, predictions, decided_at)
         crash_point("decide.logged")
-        decision = self._index_decision(request, decision)
+        decision = self._index_decision(request, decision, decided_at)
         crash_point("decide.indexed")
         self._metrics.decisions.labels(request.use_case, decision.policy).inc()
         self._metrics.decide_seconds.labels(request.use_case).observe(time.perf_counter() - started)
@@ -140,10 +141,12 @@ class Decider:
             return None
         return _stored_answer(stored, request) if stored else None
 
-    def _index_decision(self, request: DecideRequest, decision: Decision) -> Decision:
+    def _index_decision(self, request: DecideRequest, decision: Decision, decided_at: datetime) -> Decision:
         """Tell the index the decision (for its feedback) and claim its request id; the decision
         is logged already, so an index that cannot be reached does not undo the answer."""
-        facts = [(self._index.keys.decision(decision.decision_id), request.use_case)]
+        facts = [
+            (self._index.keys.decision(decision.decision_id), decision_fact(request.use_case, decided_at))
+        ]
         claims = []
         if request.request_id is not None:
             claims.append(
@@ -216,13 +219,14 @@ class Decider:
         assignment: Assignment | None,
         decision: Decision,
         predictions: dict[str, np.ndarray],
+        decided_at: datetime,
     ) -> None:
         features = checked.candidates or [{} for _ in checked.ids]
         event = DecisionEvent(
             event_id=decision.decision_id,
             use_case=decision.use_case,
             unit_id=request.unit_id,
-            timestamp=self._clock(),
+            timestamp=decided_at,
             decision_type=decision.decision_type,
             context=checked.context,
             candidates=[

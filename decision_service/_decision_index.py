@@ -10,9 +10,25 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from closedloop.contracts import DecisionIndexKeys, ServiceUnavailableError
+
+
+def decision_fact(use_case: str, decided_at: datetime) -> str:
+    """What the index keeps for a decision: its use case and when it was made."""
+    return f"{decided_at.timestamp():.6f} {use_case}"
+
+
+def read_decision_fact(value: str) -> tuple[str, float | None]:
+    """The use case and the decision time (None for a fact of an earlier version: the use case only)."""
+    stamp, _, use_case = value.partition(" ")
+    try:
+        return use_case, float(stamp)
+    except ValueError:
+        return value, None
+
 
 Report = tuple[str, Sequence[str]]
 """A report's feedback-seen key and its outcomes' reported keys."""

@@ -18,13 +18,14 @@ from closedloop.contracts import (
     FeedbackResult,
     FeedbackStatus,
     InvalidRequestError,
+    OutcomeConfig,
     Topics,
     UnknownDecisionError,
     encode_feedback,
 )
 from closedloop.eventlog import EventLog
 
-from ._decision_index import DecisionIndex, ReportClaim
+from ._decision_index import DecisionIndex, ReportClaim, read_decision_fact
 from ._faults import crash_point
 from ._metrics import EngineMetrics
 
@@ -64,10 +65,11 @@ class FeedbackIntake:
         """
         received = self._clock()
         feedback_ids = [item.feedback_id or uuid.uuid4().hex for item in items]
-        use_cases, seen, reported = self._look_up(items, feedback_ids)
+        facts, seen, reported = self._look_up(items, feedback_ids)
+        use_cases = [fact[0] if fact else None for fact in facts]
         checks = [
-            self._check(item, name, feedback_id)
-            for item, name, feedback_id in zip(items, use_cases, feedback_ids, strict=True)
+            self._check(item, fact, feedback_id)
+            for item, fact, feedback_id in zip(items, facts, feedback_ids, strict=True)
         ]
         crash_point("feedback.checked")
         results: list[FeedbackResult | None] = []
@@ -120,9 +122,9 @@ class FeedbackIntake:
 
     def _look_up(
         self, items: Sequence[FeedbackIn], feedback_ids: list[str]
-    ) -> tuple[list[str | None], list[bool], list[dict[str, bool]]]:
-        """In one round trip: each item's decision (its use case, None if unknown), whether its
-        feedback id was claimed already, and which of its outcomes were reported already."""
+    ) -> tuple[list[tuple[str, float | None] | None], list[bool], list[dict[str, bool]]]:
+        """In one round trip: each item's decision (its use case and time; None if unknown),
+        whether its feedback id was claimed already, and which of its outcomes were reported."""
         keys = self._index.keys
         outcome_keys = [[keys.outcome_reported(i.decision_id, o) for o in i.outcomes] for i in items]
         values = self._index.lookup(
@@ -134,15 +136,20 @@ class FeedbackIntake:
             + [key for per_item in outcome_keys for key in per_item]
         )
         count = len(items)
-        use_cases, seen = values[:count], [v is not None for v in values[count : 2 * count]]
+        facts = [read_decision_fact(v) if v is not None else None for v in values[:count]]
+        seen = [v is not None for v in values[count : 2 * count]]
         flags = iter(values[2 * count :])
         reported = [{o: next(flags) is not None for o in item.outcomes} for item in items]
-        return use_cases, seen, reported
+        return facts, seen, reported
 
     def _check(
-        self, item: FeedbackIn, use_case_name: str | None, feedback_id: str
+        self, item: FeedbackIn, fact: tuple[str, float | None] | None, feedback_id: str
     ) -> _Valid | ClosedLoopError:
+        use_case_name, decided_at = fact if fact else (None, None)
         use_case = self._config.use_cases.get(use_case_name) if use_case_name else None
+        early = _before_its_decision(item, decided_at)
+        if early is not None:
+            return early
         outcomes: dict[str, float] = {}
         for name, raw in item.outcomes.items():
             field = f"outcomes.{name}"
@@ -169,8 +176,56 @@ class FeedbackIntake:
                     value=raw,
                     expected="0, 1, true or false",
                 )
+            out_of_range = _out_of_range(field, raw, value, declared)
+            if out_of_range is not None:
+                return out_of_range
             outcomes[name] = value
         return _Valid(feedback_id, outcomes)
+
+
+CLOCK_SKEW_SECONDS = 60.0
+"""How far before its decision a report's timestamp may be (the product's clock against ours)."""
+
+
+def _before_its_decision(item: FeedbackIn, decided_at: float | None) -> ClosedLoopError | None:
+    if item.timestamp is None or decided_at is None:
+        return None
+    stamp = item.timestamp if item.timestamp.tzinfo else item.timestamp.replace(tzinfo=UTC)
+    if stamp.timestamp() >= decided_at - CLOCK_SKEW_SECONDS:
+        return None
+    made = datetime.fromtimestamp(decided_at, UTC).isoformat()
+    return InvalidRequestError(
+        f"timestamp {stamp.isoformat()} is before the decision was made ({made}).",
+        field="timestamp",
+        value=stamp.isoformat(),
+        expected=f"a time at or after {made}",
+        hint="Send when the outcome happened (or leave timestamp out: the time it is received).",
+    )
+
+
+def _out_of_range(
+    field: str, raw: object, value: float, declared: OutcomeConfig | None
+) -> ClosedLoopError | None:
+    if declared is None:
+        return None
+    low, high = declared.min, declared.max
+    if (low is None or value >= low) and (high is None or value <= high):
+        return None
+    bounds = " and ".join(
+        part
+        for part in (
+            f"at least {low}" if low is not None else "",
+            f"at most {high}" if high is not None else "",
+        )
+        if part
+    )
+    return InvalidRequestError(
+        f"{field} must be {bounds}, got {raw!r}.",
+        field=field,
+        value=raw,
+        expected=bounds,
+        hint="The outcome's min and max are declared in closedloop.yaml.",
+    )
 
 
 def _event(

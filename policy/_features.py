@@ -22,6 +22,7 @@ from closedloop.contracts import (
 )
 
 ACTION_FEATURE = "action"
+_HUGE = 2**1000  # an int below it converts to a finite float
 BINARY_CANDIDATES = ("no", "yes")
 
 
@@ -135,8 +136,11 @@ def _checked(
                     hint="Send it, or give it a 'default' in closedloop.yaml.",
                 )
             value = spec.default
-        # Most values are finite numbers: accepted here without a call (x - x is 0 unless NaN or inf).
-        if spec.categories is None and (type(value) is float or type(value) is int) and value - value == 0:
+        # Most values are finite numbers: accepted here without a call (x - x is 0 unless NaN or
+        # inf; an int of hundreds of digits goes on to the check, which refuses it).
+        if spec.categories is None and (
+            (type(value) is float and value - value == 0) or (type(value) is int and -_HUGE < value < _HUGE)
+        ):
             checked[spec.name] = value
         else:
             checked[spec.name] = _checked_value(value, spec, f"{where}.{spec.name}")
@@ -152,7 +156,7 @@ def _checked_value(value: FeatureValue, spec: _Spec, field: str) -> FeatureValue
                 value=value,
                 expected="a finite number",
             )
-        if not math.isfinite(value):
+        if not _finite(value):
             raise InvalidRequestError(
                 f"{field} must be a finite number, got {value!r}.",
                 field=field,
@@ -168,3 +172,10 @@ def _checked_value(value: FeatureValue, spec: _Spec, field: str) -> FeatureValue
             expected=f"one of {list(spec.categories)}",
         )
     return value
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 from factories import train_model_text
+from pydantic import ValidationError
 from scipy import stats
 
 from closedloop.contracts import (
@@ -311,4 +313,40 @@ def test_a_value_that_is_not_finite_at_run_time_falls_back_to_the_default_policy
     decision = engine.decide(feed_request())
     assert decision.policy == "default"
     assert 'closedloop_value_not_finite_total{use_case="feed"} 1.0' in engine.render_metrics().decode()
+    engine.close()
+
+
+def test_reports_out_of_their_declared_range_or_before_their_decision_are_refused(tmp_path: Path) -> None:
+    import yaml
+    from conftest import CONFIG_YAML
+
+    from closedloop.contracts import parse_config
+
+    raw = yaml.safe_load(CONFIG_YAML)
+    raw["use_cases"]["feed"]["outcomes"]["revenue"].update({"min": 0, "max": 1000})
+    raw["infrastructure"] = {"data_dir": str(tmp_path / "data")}
+    config = parse_config(yaml.safe_dump(raw, sort_keys=False), environ={})
+    engine = engine_for(config)
+    decision = engine.decide(feed_request())
+    made = decode_decision(logged(config, "decisions")[-1]).timestamp
+    results = engine.log_feedback(
+        [
+            FeedbackIn(decision_id=decision.decision_id, outcomes={"revenue": -5}),
+            FeedbackIn(decision_id=decision.decision_id, outcomes={"revenue": 5000}),
+            FeedbackIn(
+                decision_id=decision.decision_id, outcomes={"click": 1}, timestamp=made - timedelta(hours=1)
+            ),
+            FeedbackIn(decision_id=decision.decision_id, outcomes={"revenue": 12.5}),
+        ]
+    )
+    assert [r.status for r in results] == ["invalid", "invalid", "invalid", "accepted"]
+    assert [r.error["field"] for r in results[:3] if r.error] == [
+        "outcomes.revenue",
+        "outcomes.revenue",
+        "timestamp",
+    ]
+    assert results[0].error
+    assert results[0].error["expected"] == "at least 0.0 and at most 1000.0"
+    with pytest.raises(ValidationError, match="after 2000-01-01"):
+        FeedbackIn(decision_id="d", outcomes={"click": 1}, timestamp=datetime(1999, 12, 31, tzinfo=UTC))
     engine.close()
