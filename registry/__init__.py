@@ -1,5 +1,8 @@
 """The model registry: LightGBM models as text, numbered versions, a champion per use case and outcome.
 
+Version names are ``v<number>-<content id>``, unique for ever; the generation counter that
+services poll never goes back to a value they saw, even when Redis lost its data.
+
 `RedisModelRegistry` is what deployments use; `LocalModelRegistry` keeps the same things in a
 directory for embedded runs. Both also hold the phase history of experiments, which
 `start_experiment` and `stop_experiment` write and every decision service follows.

@@ -18,7 +18,7 @@ from typing import Any
 
 from closedloop.contracts import ExperimentPhase
 
-from ._protocol import ModelVersion
+from ._protocol import ModelVersion, version_name, version_number
 
 
 class LocalModelRegistry:
@@ -38,8 +38,8 @@ class LocalModelRegistry:
     ) -> ModelVersion:
         folder = self._folder(use_case, outcome)
         with self._lock:
-            number = 1 + max((int(p.stem[1:]) for p in folder.glob("v*.json")), default=0)
-            version = f"v{number}"
+            number = 1 + max((version_number(p.stem) for p in folder.glob("v*.json")), default=0)
+            version = version_name(number, model_text)
             meta = {**metadata, "version": version, "published_at": time.time()}
             _write_atomic(folder / f"{version}.txt", model_text)
             _write_atomic(folder / f"{version}.json", json.dumps(meta))
@@ -70,7 +70,7 @@ class LocalModelRegistry:
     def versions(self, use_case: str, outcome: str) -> list[ModelVersion]:
         folder = self.root / use_case / outcome
         metas = [json.loads(p.read_text()) for p in folder.glob("v*.json")] if folder.exists() else []
-        metas.sort(key=lambda meta: int(meta["version"][1:]))
+        metas.sort(key=lambda meta: version_number(meta["version"]))
         return [ModelVersion(use_case, outcome, meta["version"], meta) for meta in metas]
 
     def experiment_names(self) -> list[str]:

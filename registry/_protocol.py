@@ -3,11 +3,25 @@ and the phases of experiments (what the decision service assigns arms by)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from closedloop.contracts import ExperimentPhase
+
+
+def version_name(number: int, model_text: str) -> str:
+    """``v<number>-<content id>``: numbered in publishing order, and unique for ever. A registry
+    that lost its data (a Redis without persistence) numbers from 1 again, but a different model
+    gets a different name, so a service never keeps serving an old model under a reused name and
+    a logged ``model_versions`` always names the model that decided."""
+    return f"v{number}-{hashlib.sha256(model_text.encode()).hexdigest()[:8]}"
+
+
+def version_number(version: str) -> int:
+    """The publishing number of a version name (names of before content ids: ``v<number>``)."""
+    return int(version[1:].partition("-")[0])
 
 
 @dataclass(frozen=True)
@@ -31,7 +45,7 @@ class ModelRegistry(Protocol):
         *,
         champion: bool,
     ) -> ModelVersion:
-        """Store a new version (numbered by the registry); make it champion if asked."""
+        """Store a new version (named by `version_name`); make it champion if asked."""
         ...
 
     def set_champion(self, use_case: str, outcome: str, version: str) -> None: ...

@@ -9,10 +9,23 @@ from typing import TYPE_CHECKING, Any
 
 from closedloop.contracts import ExperimentPhase, RegistryKeys, ServiceUnavailableError
 
-from ._protocol import ModelVersion
+from ._protocol import ModelVersion, version_name
 
 if TYPE_CHECKING:
     import redis
+
+# The generation moves on to at least the current time in microseconds, not only by one: a
+# Redis that lost its data (no persistence) starts again far above any value a running service
+# saw, so no service mistakes the new registry's first change for the state it already has.
+_BUMP = """
+local next = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[1])
+if next < floor then
+  redis.call('SET', KEYS[1], ARGV[1])
+  next = floor
+end
+return next
+"""
 
 # Compare-and-set of an experiment's phase list: replace it only if it still has ARGV[2] phases.
 _REPLACE_PHASES = """
@@ -21,7 +34,8 @@ local count = 0
 if current then count = #cjson.decode(current) end
 if count ~= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('INCR', KEYS[2])
+local next = redis.call('INCR', KEYS[2])
+if next < tonumber(ARGV[4]) then redis.call('SET', KEYS[2], ARGV[4]) end
 return 1
 """
 
@@ -36,6 +50,7 @@ class RedisModelRegistry:
         self._redis = client
         self.keys = RegistryKeys(prefix)
         self._replace_phases = client.register_script(_REPLACE_PHASES)
+        self._bump = client.register_script(_BUMP)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "closedloop") -> RedisModelRegistry:
@@ -53,7 +68,7 @@ class RedisModelRegistry:
         champion: bool,
     ) -> ModelVersion:
         number = int(self._call(self._redis.incr, self.keys.sequence(use_case, outcome)))
-        version = f"v{number}"
+        version = version_name(number, model_text)
         meta = {**metadata, "version": version, "published_at": time.time()}
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(
@@ -115,7 +130,7 @@ class RedisModelRegistry:
         stored = self._call(
             self._replace_phases,
             [self.keys.experiments, self.keys.generation],
-            [experiment, expected, payload],
+            [experiment, expected, payload, _now_micros()],
         )
         return bool(stored)
 
@@ -127,7 +142,7 @@ class RedisModelRegistry:
 
     def _queue_champion(self, pipe: Any, use_case: str, outcome: str, version: str) -> None:
         pipe.set(self.keys.champion(use_case, outcome), version)
-        pipe.incr(self.keys.generation)
+        self._bump(keys=[self.keys.generation], args=[_now_micros()], client=pipe)
 
     def _announce(self, use_case: str, outcome: str, version: str) -> None:
         message = json.dumps({"use_case": use_case, "outcome": outcome, "version": version})
@@ -141,3 +156,7 @@ class RedisModelRegistry:
                 f"The model registry in Redis cannot be reached: {exc}.",
                 hint="Check CLOSEDLOOP_REDIS_URL and that Redis is running.",
             ) from exc
+
+
+def _now_micros() -> int:
+    return int(time.time() * 1_000_000)

@@ -47,7 +47,7 @@ def test_train_once_reads_the_event_files_trains_and_models_lists_the_lineage(tm
     listed = runner.invoke(app, ["models", "--config", str(config_file)], env={})
     assert listed.exit_code == 0, listed.output
     models = json.loads(listed.output)
-    assert models["pick"]["click"]["champion"] == "v1"
+    assert models["pick"]["click"]["champion"].startswith("v1-")
     [version] = models["pick"]["click"]["versions"]
     assert version["lineage"]["rows_train"] + version["lineage"]["rows_holdout"] == 2000
     assert version["metrics"]["auc"] > 0.8

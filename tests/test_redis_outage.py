@@ -60,3 +60,33 @@ def test_decisions_go_on_while_redis_is_down_and_their_feedback_is_joined(
     labels = {(r["decision_id"], r["source"]) for r in trainer.store.labels_of("pick")}
     trainer.close()
     assert labels == {(before.decision_id, "feedback"), (during.decision_id, "feedback")}
+
+
+def test_a_registry_that_lost_its_data_never_reuses_a_version_name(
+    tmp_path: Path, private_redis: PrivateRedis
+) -> None:
+    """A non-persistent Redis restarts empty and numbers models from 1 again: the new model's name
+    still differs (its content id), so the running service swaps to it and logs its name."""
+    from factories import train_model_text
+
+    from closedloop.registry import RedisModelRegistry
+
+    config = make_config(tmp_path, redis_url=private_redis.url)
+    engine = open_engine(config, seed=1)
+    names = engine.feature_names("pick")
+    first = RedisModelRegistry.from_url(private_redis.url).publish(
+        "pick", "click", train_model_text(names, seed=1), {}, champion=True
+    )
+    engine.refresh_models()
+    assert engine.decide(_pick("a")).model_versions == {"click": first.version}
+
+    private_redis.stop()
+    private_redis.start()  # empty
+    second = RedisModelRegistry.from_url(private_redis.url).publish(
+        "pick", "click", train_model_text(names, seed=2), {}, champion=True
+    )
+    assert second.version[:3] == first.version[:3] == "v1-"
+    assert second.version != first.version
+    engine.refresh_models()
+    assert engine.decide(_pick("b")).model_versions == {"click": second.version}
+    engine.close()
