@@ -94,14 +94,16 @@ class FeedbackBatch(WireModel):
     items: list[FeedbackIn] = Field(min_length=1, max_length=MAX_FEEDBACK_BATCH)
 
 
-FeedbackStatus = Literal["accepted", "replayed", "orphan", "duplicate", "invalid"]
+FeedbackStatus = Literal["accepted", "replayed", "orphan", "duplicate", "invalid", "unverified"]
 
 
 class FeedbackResult(WireModel):
     feedback_id: str
     status: FeedbackStatus
     """accepted; replayed: a retry of an accepted id; orphan: unknown decision, kept;
-    duplicate: the outcome was already reported, not counted again; invalid: see error."""
+    duplicate: the outcome was already reported, not counted again; invalid: see error;
+    unverified: logged while the decision index was unreachable, without the checks that need it
+    (the trainer and the evaluator count it once, by decision id, as they count any report)."""
     error: dict[str, object] | None = None
 
 

@@ -39,7 +39,14 @@ from ._wiring import open_engine
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-_FEEDBACK_STATUS = {"accepted": 202, "replayed": 202, "orphan": 404, "duplicate": 409, "invalid": 422}
+_FEEDBACK_STATUS = {
+    "accepted": 202,
+    "replayed": 202,
+    "unverified": 202,
+    "orphan": 404,
+    "duplicate": 409,
+    "invalid": 422,
+}
 
 
 def create_app(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from collections import Counter
@@ -19,6 +20,7 @@ from closedloop.contracts import (
     FeedbackStatus,
     InvalidRequestError,
     OutcomeConfig,
+    ServiceUnavailableError,
     Topics,
     UnknownDecisionError,
     encode_feedback,
@@ -28,6 +30,8 @@ from closedloop.eventlog import EventLog
 from ._decision_index import DecisionIndex, ReportClaim, read_decision_fact
 from ._faults import crash_point
 from ._metrics import EngineMetrics
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +69,10 @@ class FeedbackIntake:
         """
         received = self._clock()
         feedback_ids = [item.feedback_id or uuid.uuid4().hex for item in items]
-        facts, seen, reported = self._look_up(items, feedback_ids)
+        try:
+            facts, seen, reported = self._look_up(items, feedback_ids)
+        except ServiceUnavailableError as exc:
+            return self._log_unverified(items, feedback_ids, received, exc)
         use_cases = [fact[0] if fact else None for fact in facts]
         checks = [
             self._check(item, fact, feedback_id)
@@ -119,6 +126,37 @@ class FeedbackIntake:
         for status, count in Counter(result.status for result in final).items():
             self._metrics.feedback.labels(status).inc(count)
         return final
+
+    def _log_unverified(
+        self,
+        items: Sequence[FeedbackIn],
+        feedback_ids: list[str],
+        received: datetime,
+        cause: ServiceUnavailableError,
+    ) -> list[FeedbackResult]:
+        """The index is unreachable: log what passes the checks that need no index (finite values,
+        plausible times), unclaimed; the joins count each report once, by decision id."""
+        checks = [
+            self._check(item, None, feedback_id)
+            for item, feedback_id in zip(items, feedback_ids, strict=True)
+        ]
+        valid = [
+            (item, check) for item, check in zip(items, checks, strict=True) if isinstance(check, _Valid)
+        ]
+        events = [_event(item, None, check.feedback_id, check.outcomes, received) for item, check in valid]
+        if events:
+            self._event_log.append(self._topic, events)
+        self._metrics.index_unavailable.labels("feedback").inc(len(events))
+        logger.warning("%d reports logged unverified: %s", len(events), cause.message)
+        results = [
+            _result(check.feedback_id, "unverified")
+            if isinstance(check, _Valid)
+            else _result(item.feedback_id or "", "invalid", check)
+            for item, check in zip(items, checks, strict=True)
+        ]
+        for status, count in Counter(result.status for result in results).items():
+            self._metrics.feedback.labels(status).inc(count)
+        return results
 
     def _look_up(
         self, items: Sequence[FeedbackIn], feedback_ids: list[str]

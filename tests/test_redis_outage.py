@@ -1,7 +1,8 @@
 """The decision path while Redis is down: decisions go on from the models in memory and are
-logged; a report the index cannot check is refused before anything is logged (the SDK keeps it and
-retries); once Redis is back, feedback for decisions made during the outage is kept and the
-trainer joins it. A private redis-server is killed and restarted (never the shared one)."""
+logged; reports are logged unverified (the checks that need the index wait for the joins, which
+count each report once); once Redis is back, feedback for decisions made during the outage is kept
+as orphan and the trainer joins it. A private redis-server is killed and restarted (never the
+shared one)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import PrivateRedis, make_config
 
-from closedloop.contracts import DecideRequest, FeedbackIn, ServiceUnavailableError, Topics, decode_decision
+from closedloop.contracts import DecideRequest, FeedbackIn, Topics, decode_decision
 from closedloop.decision_service import open_engine
 from closedloop.eventlog import FileEventLog, Position
 from closedloop.trainer import open_trainer
@@ -36,18 +37,21 @@ def test_decisions_go_on_while_redis_is_down_and_their_feedback_is_joined(
     during = engine.decide(_pick("during"))  # no 503: the models are in memory, the log is local
     assert engine.status().degraded
     assert 'closedloop_index_unavailable_total{path="decide"} 1.0' in engine.render_metrics().decode()
-    with pytest.raises(ServiceUnavailableError) as refused:
-        engine.log_feedback([FeedbackIn(decision_id=during.decision_id, outcomes={"click": 1})])
-    assert refused.value.http_status == 503
+    unverified = engine.log_feedback(
+        [
+            FeedbackIn(decision_id=before.decision_id, outcomes={"click": 1}, feedback_id="f-before"),
+            FeedbackIn(decision_id=before.decision_id, outcomes={"click": 0}, feedback_id="f-again"),
+            FeedbackIn(decision_id=before.decision_id, outcomes={"click": float("nan")}),
+        ]
+    )
+    # logged without the index's checks (the joins count the first report), but still checked
+    assert [r.status for r in unverified] == ["unverified", "unverified", "invalid"]
 
     private_redis.start()  # empty: it kept nothing
     results = engine.log_feedback(
-        [
-            FeedbackIn(decision_id=during.decision_id, outcomes={"click": 1}, feedback_id="f-during"),
-            FeedbackIn(decision_id=before.decision_id, outcomes={"click": 1}, feedback_id="f-before"),
-        ]
+        [FeedbackIn(decision_id=during.decision_id, outcomes={"click": 1}, feedback_id="f-during")]
     )
-    assert [r.status for r in results] == ["orphan", "orphan"]  # unknown to the new index, kept
+    assert [r.status for r in results] == ["orphan"]  # unknown to the new index, kept
     engine.close()
 
     log = FileEventLog(config.infrastructure.data_path / "events", read_only=True)
@@ -57,9 +61,10 @@ def test_decisions_go_on_while_redis_is_down_and_their_feedback_is_joined(
     later = (datetime.now(UTC) + timedelta(hours=2)).timestamp()
     trainer = open_trainer(config, clock=lambda: later)
     trainer.run_once(timeout=0)
-    labels = {(r["decision_id"], r["source"]) for r in trainer.store.labels_of("pick")}
+    labels = {r["decision_id"]: (r["value"], r["source"]) for r in trainer.store.labels_of("pick")}
     trainer.close()
-    assert labels == {(before.decision_id, "feedback"), (during.decision_id, "feedback")}
+    # the first report counts: f-before's click, not f-again's, though no index told them apart
+    assert labels == {before.decision_id: (1.0, "feedback"), during.decision_id: (1.0, "feedback")}
 
 
 def test_a_registry_that_lost_its_data_never_reuses_a_version_name(
