@@ -49,6 +49,10 @@ class InfrastructureConfig(BaseModel):
     """Prefix of every Redis key closedloop writes."""
     topic_prefix: str = Field("closedloop", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     """Prefix of the Kafka topics: <prefix>.decisions and <prefix>.feedback."""
+    max_orphans_per_second: float = Field(1000.0, gt=0)
+    """Reports for unknown decisions each service process keeps per second (bursts of ten seconds'
+    worth pass); beyond it they are answered 404 but not logged, and counted
+    (``closedloop_orphans_dropped``): a flood of made-up decision ids cannot fill the log or Redis."""
 
     @field_validator("redis_url", "kafka_bootstrap", "database_url", mode="before")
     @classmethod

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -70,7 +70,7 @@ class Decider:
         index: DecisionIndex,
         event_log: EventLog,
         metrics: EngineMetrics,
-        fact_ttl: float,
+        fact_ttl: Mapping[str, float],
         rng: np.random.Generator,
         clock: Callable[[], datetime],
     ) -> None:
@@ -153,7 +153,7 @@ class Decider:
                 (self._index.keys.request_seen(request.request_id), _stored_form(request.unit_id, decision))
             )
         try:
-            fresh = self._index.commit(facts, claims, self._fact_ttl)
+            fresh = self._index.commit(facts, claims, self._fact_ttl[request.use_case])
         except ServiceUnavailableError as exc:
             self._metrics.index_unavailable.labels("decide").inc()
             logger.warning(

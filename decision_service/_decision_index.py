@@ -1,7 +1,7 @@
 """Short-lived facts the service checks feedback against: which decisions exist, what was reported.
 
-Each fact expires when no feedback could still count for it (the longest attribution window plus a
-grace period). All operations take batches, so a feedback batch costs a few Redis round trips.
+Each fact expires when no feedback could still count for it (its use case's longest attribution
+window plus a grace period). All operations take batches, so a feedback batch costs a few Redis round trips.
 """
 
 from __future__ import annotations
@@ -47,10 +47,11 @@ class DecisionIndex(Protocol):
 
     def lookup(self, keys: Sequence[str]) -> list[str | None]: ...
 
-    def claim_reports(self, reports: Sequence[Report], ttl: float) -> list[ReportClaim]:
+    def claim_reports(self, reports: Sequence[Report], ttls: Sequence[float]) -> list[ReportClaim]:
         """Claim, atomically per report, its feedback id and then each of its outcomes: a report
         whose id is claimed already is a replay (nothing more is claimed for it); otherwise each
-        outcome is fresh unless an earlier report claimed it (the first report counts)."""
+        outcome is fresh unless an earlier report claimed it (the first report counts). Each
+        report's claims expire after its ``ttls`` entry (seconds)."""
         ...
 
     def commit(
@@ -94,7 +95,7 @@ class RedisDecisionIndex:
             raise _unavailable(exc) from exc
         return [v.decode() if isinstance(v, bytes) else v for v in values]
 
-    def claim_reports(self, reports: Sequence[Report], ttl: float) -> list[ReportClaim]:
+    def claim_reports(self, reports: Sequence[Report], ttls: Sequence[float]) -> list[ReportClaim]:
         if not reports:
             return []
         # One script call for the batch: atomic per report, so a retry racing its original is a
@@ -103,9 +104,13 @@ class RedisDecisionIndex:
         if self._claim_script is None:
             self._claim_script = self._redis.register_script(_CLAIM_REPORTS_SCRIPT)
         keys = [key for seen, outcomes in reports for key in (seen, *outcomes)]
-        counts = [len(outcomes) for _, outcomes in reports]
+        args = [
+            value
+            for (_, outcomes), ttl in zip(reports, ttls, strict=True)
+            for value in (len(outcomes), int(ttl * 1000))
+        ]
         try:
-            flags = iter(self._claim_script(keys=keys, args=[int(ttl * 1000), *counts]))
+            flags = iter(self._claim_script(keys=keys, args=args))
         except self._redis_error as exc:
             raise _unavailable(exc) from exc
         return [
@@ -135,12 +140,13 @@ class RedisDecisionIndex:
 _CLAIM_REPORTS_SCRIPT = """
 local flags = {}
 local k = 1
-for r = 2, #ARGV do
+for r = 1, #ARGV, 2 do
   local outcomes = tonumber(ARGV[r])
-  local fresh = redis.call('SET', KEYS[k], '1', 'NX', 'PX', ARGV[1])
+  local ttl = ARGV[r + 1]
+  local fresh = redis.call('SET', KEYS[k], '1', 'NX', 'PX', ttl)
   flags[#flags + 1] = fresh and 1 or 0
   for o = 1, outcomes do
-    local claimed = fresh and redis.call('SET', KEYS[k + o], '1', 'NX', 'PX', ARGV[1])
+    local claimed = fresh and redis.call('SET', KEYS[k + o], '1', 'NX', 'PX', ttl)
     flags[#flags + 1] = claimed and 1 or 0
   end
   k = k + 1 + outcomes
@@ -194,10 +200,13 @@ class MemoryDecisionIndex:
         with self._lock:
             return [self._live(key, now) for key in keys]
 
-    def claim_reports(self, reports: Sequence[Report], ttl: float) -> list[ReportClaim]:
+    def claim_reports(self, reports: Sequence[Report], ttls: Sequence[float]) -> list[ReportClaim]:
         now = self._clock()
         with self._lock:
-            return [self._claim_report(seen, outcomes, now + ttl, now) for seen, outcomes in reports]
+            return [
+                self._claim_report(seen, outcomes, now + ttl, now)
+                for (seen, outcomes), ttl in zip(reports, ttls, strict=True)
+            ]
 
     def _claim_report(self, seen: str, outcomes: Sequence[str], expires: float, now: float) -> ReportClaim:
         if self._live(seen, now) is not None:

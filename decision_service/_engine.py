@@ -56,7 +56,10 @@ class DecisionEngine:
         self._event_log = event_log
         self._index = index
         self._metrics = EngineMetrics()
-        fact_ttl = max(uc.max_window.total_seconds() for uc in config.use_cases.values()) + GRACE_SECONDS
+        # Each use case's facts live as long as its own windows (plus grace), not the longest of all.
+        fact_ttl = {
+            name: uc.max_window.total_seconds() + GRACE_SECONDS for name, uc in config.use_cases.items()
+        }
         self._models = ServingModels(config, registry)
         self._models.refresh(force=True)
         self._refresher: RefreshLoop | None = None

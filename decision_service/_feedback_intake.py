@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -48,7 +49,7 @@ class FeedbackIntake:
         index: DecisionIndex,
         event_log: EventLog,
         metrics: EngineMetrics,
-        fact_ttl: float,
+        fact_ttl: Mapping[str, float],
         clock: Callable[[], datetime],
     ) -> None:
         self._config = config
@@ -56,6 +57,8 @@ class FeedbackIntake:
         self._event_log = event_log
         self._metrics = metrics
         self._fact_ttl = fact_ttl
+        self._orphan_ttl = max(fact_ttl.values())  # an unknown decision's use case is unknown too
+        self._orphans = _TokenBucket(config.infrastructure.max_orphans_per_second, clock=time.monotonic)
         self._clock = clock
         self._topic = Topics(config.infrastructure.topic_prefix).feedback
 
@@ -97,6 +100,11 @@ class FeedbackIntake:
                 results.append(_result(check.feedback_id, "replayed"))
             elif not new:
                 results.append(_duplicate(item, check.feedback_id, list(check.outcomes)))
+            elif use_cases[position] is None and not self._orphans.take():
+                self._metrics.orphans_dropped.inc()
+                results.append(
+                    _result(check.feedback_id, "orphan", _dropped_orphan(item, self._orphans.rate))
+                )
             else:
                 results.append(None)  # decided by the claims below
                 to_log.append((position, item, _Valid(check.feedback_id, new)))
@@ -117,7 +125,7 @@ class FeedbackIntake:
                 )
                 for _, item, check in to_log
             ],
-            self._fact_ttl,
+            [self._fact_ttl.get(use_cases[position] or "", self._orphan_ttl) for position, _, _ in to_log],
         )
         crash_point("feedback.claimed")
         for (position, item, check), claim in zip(to_log, claims, strict=True):
@@ -221,6 +229,26 @@ class FeedbackIntake:
         return _Valid(feedback_id, outcomes)
 
 
+class _TokenBucket:
+    """``rate`` tokens a second, up to ten seconds' worth saved: what an orphan flood may spend."""
+
+    def __init__(self, rate: float, *, clock: Callable[[], float]) -> None:
+        self.rate = rate
+        self._capacity = rate * 10
+        self._tokens = self._capacity
+        self._clock = clock
+        self._at = clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self._capacity, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
 CLOCK_SKEW_SECONDS = 60.0
 """How far before its decision a report's timestamp may be (the product's clock against ours)."""
 
@@ -314,6 +342,17 @@ def _orphan_error(item: FeedbackIn, use_case: str | None) -> ClosedLoopError | N
         field="decision_id",
         value=item.decision_id,
         expected="a decision_id returned by decide() within its outcomes' window",
+    )
+
+
+def _dropped_orphan(item: FeedbackIn, rate: float) -> ClosedLoopError:
+    return UnknownDecisionError(
+        f"No decision {item.decision_id!r} is known, and more than {rate:g} such reports a second "
+        "came in: this one was not kept.",
+        field="decision_id",
+        value=item.decision_id,
+        expected="a decision_id returned by decide() within its outcomes' window",
+        hint="Reports for unknown decisions are capped (infrastructure.max_orphans_per_second).",
     )
 
 

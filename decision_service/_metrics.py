@@ -37,6 +37,11 @@ class EngineMetrics:
             ["use_case"],
             registry=self.registry,
         )
+        self.orphans_dropped = Counter(
+            "closedloop_orphans_dropped",
+            "Reports for unknown decisions not kept: over infrastructure.max_orphans_per_second",
+            registry=self.registry,
+        )
         self.index_unavailable = Counter(
             "closedloop_index_unavailable",
             "Decisions or feedback logged while the decision index (Redis) could not be reached",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_config
 from factories import train_model_text
 from pydantic import ValidationError
 from scipy import stats
@@ -349,4 +350,21 @@ def test_reports_out_of_their_declared_range_or_before_their_decision_are_refuse
     assert results[0].error["expected"] == "at least 0.0 and at most 1000.0"
     with pytest.raises(ValidationError, match="after 2000-01-01"):
         FeedbackIn(decision_id="d", outcomes={"click": 1}, timestamp=datetime(1999, 12, 31, tzinfo=UTC))
+    engine.close()
+
+
+def test_an_orphan_flood_is_capped_and_counted(tmp_path: Path) -> None:
+    base = make_config(tmp_path)
+    infrastructure = base.infrastructure.model_copy(update={"max_orphans_per_second": 1.0})
+    config = base.model_copy(update={"infrastructure": infrastructure})  # ten seconds' worth: 10
+    engine = engine_for(config)
+    results = engine.log_feedback(
+        [FeedbackIn(decision_id=f"made-up-{i}", outcomes={"click": 1}) for i in range(25)]
+    )
+    assert [r.status for r in results] == ["orphan"] * 25
+    kept = [decode_feedback(r).decision_id for r in logged(config, "feedback")]
+    assert kept == [f"made-up-{i}" for i in range(10)]
+    assert results[10].error
+    assert "not kept" in results[10].error["message"]
+    assert "closedloop_orphans_dropped_total 15.0" in engine.render_metrics().decode()
     engine.close()

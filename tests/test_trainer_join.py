@@ -233,3 +233,28 @@ def test_reports_left_waiting_by_an_earlier_version_still_label_their_decision(
     assert _labels(trainer) == {"old": (1.0, "feedback")}
     trainer.close()
     log.close()
+
+
+def test_reports_whose_decision_never_comes_expire_after_their_window(
+    tmp_path: Path, database: Database
+) -> None:
+    topics = Topics("closedloop")
+    log = FileEventLog(tmp_path / "events")
+    clock = Clock()
+    trainer = _trainer(tmp_path, database, log, clock)
+    log.append(
+        topics.feedback,
+        [
+            (f"never-{i}", feedback_event(f"f{i}", f"never-{i}", {"click": 1}, seconds=i * 60))
+            for i in range(10)
+        ],
+    )
+    assert trainer.catch_up(timeout=0)["feedback_waiting"] == 10
+    clock.now = T0 + 60 + 30 * 60 + 60 + 1  # lateness 60 s: the first two are past click's 30 m window
+    trainer.close_windows()
+    assert trainer.store.counters()["pending_expired"] == 2
+    clock.now = T0 + 10 * 60 + 30 * 60 + 61
+    trainer.close_windows()
+    assert trainer.store.counters()["pending_expired"] == 10
+    trainer.close()
+    log.close()

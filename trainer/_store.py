@@ -279,6 +279,28 @@ class ExampleStore:
         return sorted(taken, key=lambda row: int(row["arrival"]))
 
     @staticmethod
+    def expire_pending(connection: Connection, windows: Mapping[str, float], now: float) -> int:
+        """Delete the waiting reports whose decision can no longer make them count: every one
+        that happened more than its outcome's window before ``now`` (the longest window of any
+        use case declaring it; for an outcome nobody declares, the longest of all). Returns how
+        many were deleted."""
+        longest = max(windows.values(), default=0.0)
+        expired = 0
+        for outcome, window in windows.items():
+            expired += connection.execute(
+                sa.delete(pending_feedback).where(
+                    (pending_feedback.c.outcome == outcome) & (pending_feedback.c.happened_at < now - window)
+                )
+            ).rowcount
+        expired += connection.execute(
+            sa.delete(pending_feedback).where(
+                pending_feedback.c.outcome.not_in(list(windows))
+                & (pending_feedback.c.happened_at < now - longest)
+            )
+        ).rowcount
+        return int(expired)
+
+    @staticmethod
     def close_windows(
         connection: Connection,
         use_case: str,

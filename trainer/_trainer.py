@@ -126,9 +126,17 @@ class Trainer:
         now = self._clock() - self.lateness
         applied = 0
         with self.store.transaction() as connection:
+            windows: dict[str, float] = {}
             for name, use_case in self.config.use_cases.items():
-                applied += ExampleStore.close_windows(connection, name, Attribution.of(use_case), now)
-            ExampleStore.add_to_counters(connection, {"defaults_applied": applied})
+                attribution = Attribution.of(use_case)
+                applied += ExampleStore.close_windows(connection, name, attribution, now)
+                for outcome, window in attribution.windows.items():
+                    windows[outcome] = max(window, windows.get(outcome, 0.0))
+            # Reports still waiting for a decision past their window can never count: expired.
+            expired = ExampleStore.expire_pending(connection, windows, now)
+            ExampleStore.add_to_counters(
+                connection, {"defaults_applied": applied, "pending_expired": expired}
+            )
         return applied
 
     # -- training ---------------------------------------------------------------------------------
