@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from closedloop.contracts import ClosedLoopConfig, Decision
+from closedloop.contracts import ClosedLoopConfig, Decision, ServiceUnavailableError
 
 from ._base import (
     DECIDE_PATH,
@@ -98,7 +98,14 @@ class Client(BaseClient):
         if item is None:
             return
         if not self._batching:
-            raise_for_error(self._post(FEEDBACK_PATH, item))
+            try:
+                response = self._post(FEEDBACK_PATH, item)
+            except Unreachable as exc:  # not queued: the caller keeps the report and retries
+                raise ServiceUnavailableError(
+                    f"The decision service could not be reached to report feedback: {exc}.",
+                    hint="Retry with the same call later, or use batch_feedback=True to queue reports.",
+                ) from None
+            raise_for_error(response)
             return
         with self._idle:
             while self._on_full == "block" and self._queue_full and not self._closed:

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from closedloop.contracts import ClosedLoopConfig, FeedbackQueueFullError
+from closedloop.contracts import ClosedLoopConfig, FeedbackQueueFullError, ServiceUnavailableError
 from closedloop.decision_service import create_app
 from closedloop.sdk import AsyncClient, Client
 
@@ -127,3 +127,9 @@ def test_a_blocking_client_waits_for_room_and_loses_nothing(
         assert client.flush(timeout=10)
         stats = client.stats()
     assert (stats.feedback_sent, stats.feedback_dropped, stats.feedback_queued) == (40, 0, 0)
+
+
+def test_unbatched_feedback_to_an_unreachable_service_raises_the_public_error() -> None:
+    with Client(f"http://127.0.0.1:{free_port()}", timeout=0.1, batch_feedback=False) as client:
+        with pytest.raises(ServiceUnavailableError, match="could not be reached"):
+            client.log_feedback("d1", {"click": 1})
