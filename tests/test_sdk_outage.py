@@ -130,6 +130,8 @@ def test_a_blocking_client_waits_for_room_and_loses_nothing(
 
 
 def test_unbatched_feedback_to_an_unreachable_service_raises_the_public_error() -> None:
-    with Client(f"http://127.0.0.1:{free_port()}", timeout=0.1, batch_feedback=False) as client:
-        with pytest.raises(ServiceUnavailableError, match="could not be reached"):
-            client.log_feedback("d1", {"click": 1})
+    with (
+        Client(f"http://127.0.0.1:{free_port()}", timeout=0.1, batch_feedback=False) as client,
+        pytest.raises(ServiceUnavailableError, match="could not be reached"),
+    ):
+        client.log_feedback("d1", {"click": 1})
