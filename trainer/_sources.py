@@ -172,15 +172,6 @@ class KafkaEventSource:
         if not assigned:
             return False  # still joining the group: the log's end is not known yet
         ends = self._consumer.end_offsets(assigned)
-        behind_the_end = [p for p in assigned if self._consumer.position(p) > ends[p]]
-        if behind_the_end:
-            # The topic holds less than was read of it: it was deleted and made again (or a broker
-            # lost its data). What it holds now is new: read it from the start.
-            logger.warning(
-                "%s end before what was read of them: reading them again from the start", behind_the_end
-            )
-            seek_to_first_record(self._consumer, behind_the_end)
-            return False
         return all(self._consumer.position(partition) >= ends[partition] for partition in assigned)
 
     def committed(self, positions: SourceOffsets) -> None:
