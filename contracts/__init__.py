@@ -54,6 +54,7 @@ from ._errors import (
 )
 from ._events import (
     EVENT_SCHEMA_VERSION,
+    ActivationKind,
     DecisionEvent,
     DecisionHeader,
     EventFormatError,
@@ -90,6 +91,12 @@ from ._tuning import (
 from ._value_expression import ValueExpression
 from ._wire import (
     MAX_FEEDBACK_BATCH,
+    AbandonBatch,
+    AbandonedRequest,
+    AbandonResult,
+    ActivateRequest,
+    ActivationResult,
+    ActivationStatus,
     CandidateIn,
     DecideRequest,
     Decision,
@@ -104,6 +111,13 @@ from ._wire import (
 )
 
 __all__ = [
+    "AbandonBatch",
+    "AbandonResult",
+    "AbandonedRequest",
+    "ActivateRequest",
+    "ActivationKind",
+    "ActivationResult",
+    "ActivationStatus",
     "ArmConfig",
     "ArmPolicy",
     "Attribution",

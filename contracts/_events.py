@@ -26,6 +26,7 @@ EVENT_SCHEMA_VERSION: Final = 1
 FeatureValue = float | int | str | bool | None
 DecisionType = Literal["choose", "rank", "binary"]
 PolicyKind = Literal["model", "default"]
+ActivationKind = Literal["activate", "abandon"]
 
 
 class LoggedCandidate(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,6 +63,9 @@ class DecisionEvent(msgspec.Struct, frozen=True, kw_only=True):
     arm: str | None = None
     experiment_phase: int | None = None
     """The allocation phase of the experiment the arm was assigned in (see ExperimentPhase)."""
+    active: bool = True
+    """False for ``decide(..., activate=False)``: the decision counts (as a training example, an
+    experiment exposure) only once activated, by an activation event or by its first feedback."""
     schema_version: Literal[1] = 1
 
     @property
@@ -84,14 +88,23 @@ class DecisionHeader(msgspec.Struct, frozen=True, kw_only=True):
     experiment: str | None = None
     arm: str | None = None
     experiment_phase: int | None = None
+    active: bool = True
     schema_version: Literal[1] = 1
 
 
 class FeedbackEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """Logged for every accepted outcome report."""
+    """Logged for every accepted outcome report, and for every activation and abandonment.
+
+    Whether a decision counts: it is abandoned if any event abandons it (the product never showed
+    it: the SDK gave up waiting and used its fallback); otherwise it counts if it was logged
+    active, or an event activates it, or any report of an outcome names it. Activations ride on
+    the feedback topic, as reports without outcomes, so that a reader of an earlier version sees
+    only a report with nothing in it.
+    """
 
     event_id: str
-    """Equal to the feedback id (the idempotency key)."""
+    """Equal to the feedback id (the idempotency key); ``activate.<decision>`` or
+    ``abandon.<decision>`` for an activation event."""
     decision_id: str
     use_case: str | None
     """None for orphan feedback, whose decision the service did not know."""
@@ -100,6 +113,8 @@ class FeedbackEvent(msgspec.Struct, frozen=True, kw_only=True):
     """When the outcome happened (the attribution window is measured to it)."""
     received_at: datetime
     orphan: bool = False
+    activation: ActivationKind | None = None
+    """Set on an activation event (whose ``outcomes`` are empty)."""
     schema_version: Literal[1] = 1
 
 

@@ -28,6 +28,8 @@ STATUS_QUO_ARM = "status_quo"
 def tuning_experiment_name(use_case: str) -> str:
     """The experiment the online tuner deploys its rounds as (in the registry, like any other)."""
     return f"tune_{use_case}"
+
+
 _CONSTRAINT = re.compile(
     r"^\s*(?P<metric>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>>=|<=)\s*"
     r"(?:(?P<factor>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\*\s*)?(?P<bound>baseline|-?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$"

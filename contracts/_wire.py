@@ -47,6 +47,9 @@ class DecideRequest(WireModel):
     candidates: list[CandidateIn] = Field(default_factory=list)
     request_id: str | None = Field(None, max_length=128)
     """Idempotency key: a retried request with the same id gets the same decision back."""
+    activate: bool = True
+    """False: log the decision as inactive, for a decision that may not be shown (a page below
+    the fold); it counts once ``POST /v1/activate`` or its first feedback names it."""
 
 
 class Decision(WireModel):
@@ -70,6 +73,8 @@ class Decision(WireModel):
     arm: str | None = None
     fallback: bool = False
     """True when the SDK could not reach the service and applied the default policy itself."""
+    active: bool = True
+    """False for ``decide(..., activate=False)`` until activated."""
 
 
 _EARLIEST = datetime(2000, 1, 1)
@@ -109,6 +114,38 @@ class FeedbackResult(WireModel):
 
 class FeedbackBatchResult(WireModel):
     results: list[FeedbackResult]
+
+
+class ActivateRequest(WireModel):
+    decision_id: str = Field(min_length=1, max_length=128)
+    """A decision made with ``activate=False`` that the product has now shown."""
+
+
+ActivationStatus = Literal["activated", "unverified"]
+
+
+class ActivationResult(WireModel):
+    decision_id: str
+    status: ActivationStatus
+    """activated; unverified: logged while the decision index was unreachable, unchecked (the
+    trainer and the evaluator apply it if the decision is in the log)."""
+
+
+class AbandonedRequest(WireModel):
+    """A decide request whose answer the SDK never used (it timed out and used its fallback)."""
+
+    use_case: str = Field(min_length=1, max_length=64)
+    unit_id: str = Field(min_length=1, max_length=256)
+    request_id: str = Field(min_length=1, max_length=128)
+
+
+class AbandonBatch(WireModel):
+    items: list[AbandonedRequest] = Field(min_length=1, max_length=MAX_FEEDBACK_BATCH)
+
+
+class AbandonResult(WireModel):
+    abandoned: int
+    """How many abandonments were logged (each names the decision its request made, if any)."""
 
 
 class ErrorDetail(WireModel):

@@ -18,6 +18,10 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from closedloop.contracts import (
+    AbandonBatch,
+    AbandonResult,
+    ActivateRequest,
+    ActivationResult,
     ClosedLoopConfig,
     ClosedLoopError,
     DecideRequest,
@@ -155,6 +159,33 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
         """Report outcomes of many decisions; each item gets its own result."""
         results = FeedbackBatchResult.model_construct(results=engine.log_feedback(batch.items))
         return Response(results.model_dump_json(), media_type="application/json")
+
+    @app.post(
+        "/v1/activate",
+        response_model=ActivationResult,
+        status_code=202,
+        tags=["decisions"],
+        responses=_errors({404: "unknown decision", 422: "a field missing or mistyped"}),
+    )
+    async def activate(request: ActivateRequest) -> Response:
+        """Make a decision made with ``activate: false`` count: the product has shown it."""
+        result = engine.activate(request.decision_id)
+        return Response(result.model_dump_json(), status_code=202, media_type="application/json")
+
+    @app.post(
+        "/v1/abandon",
+        response_model=AbandonResult,
+        status_code=202,
+        tags=["decisions"],
+        responses=_errors(
+            {404: "unknown use case", 413: "more items than allowed", 422: "a malformed batch"}
+        ),
+    )
+    async def abandon(batch: AbandonBatch) -> Response:
+        """Decide requests whose answers were never used (the SDK timed out and fell back): the
+        decisions they made, if any, never count. The SDK sends these itself."""
+        result = AbandonResult(abandoned=engine.abandon(batch.items))
+        return Response(result.model_dump_json(), status_code=202, media_type="application/json")
 
     @app.get("/v1/use-cases", tags=["configuration"])
     def use_cases() -> dict[str, Any]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,8 +39,10 @@ from closedloop.policy import (
     pick_action,
 )
 
+from ._activations import Activations
 from ._decision_index import DecisionIndex, decision_fact
 from ._faults import crash_point
+from ._identity import decision_id_of, request_digest
 from ._metrics import EngineMetrics
 from ._serving_models import ServingModels, UseCaseModels
 
@@ -69,6 +69,7 @@ class Decider:
         models: ServingModels,
         index: DecisionIndex,
         event_log: EventLog,
+        activations: Activations,
         metrics: EngineMetrics,
         fact_ttl: Mapping[str, float],
         rng: np.random.Generator,
@@ -78,6 +79,7 @@ class Decider:
         self._models = models
         self._index = index
         self._event_log = event_log
+        self._activations = activations
         self._metrics = metrics
         self._fact_ttl = fact_ttl
         self._rng = rng
@@ -118,16 +120,16 @@ class Decider:
         decision = self._index_decision(request, decision, decided_at)
         crash_point("decide.indexed")
         self._metrics.decisions.labels(request.use_case, decision.policy).inc()
+        if not request.activate:
+            self._metrics.inactive_decisions.labels(request.use_case).inc()
         self._metrics.decide_seconds.labels(request.use_case).observe(time.perf_counter() - started)
         return decision
 
     def _identity(self, request: DecideRequest) -> tuple[str, np.random.Generator]:
         """The decision id and the random draws: from the request id when there is one."""
         if request.request_id is None:
-            return uuid.uuid4().hex, self._rng
-        digest = hashlib.blake2b(
-            f"{request.use_case}\x00{request.unit_id}\x00{request.request_id}".encode(), digest_size=16
-        ).digest()
+            return decision_id_of(request.use_case, request.unit_id, None), self._rng
+        digest = request_digest(request.use_case, request.unit_id, request.request_id)
         return digest.hex(), np.random.default_rng(int.from_bytes(digest[:8], "big"))
 
     def _replayed(self, request: DecideRequest) -> Decision | None:
@@ -162,7 +164,11 @@ class Decider:
             return decision
         if claims and not fresh[0]:  # a concurrent retry of the same request answered first
             first = self._index.lookup([claims[0][0]])[0]
-            return _stored_answer(first, request) if first else decision
+            try:
+                return _stored_answer(first, request) if first else decision
+            except RequestConflictError:  # another request took the id meanwhile: ours is logged,
+                self._activations.abandon_logged(decision.decision_id, request.use_case)  # not shown
+                raise
         return decision
 
     def model_values(self, request: DecideRequest) -> np.ndarray | None:
@@ -247,6 +253,7 @@ class Decider:
             experiment=decision.experiment,
             arm=decision.arm,
             experiment_phase=assignment.phase if assignment else None,
+            active=decision.active,
         )
         self._event_log.append(self._topic, [(decision.decision_id, encode_decision(event))])
 
@@ -308,6 +315,7 @@ def _decision(
         experiment=assignment.experiment if assignment else None,
         arm=assignment.arm if assignment else None,
         fallback=False,
+        active=request.activate,
     )
 
 

@@ -2,8 +2,9 @@
 
 It owns the stores (registry, event log, decision index), the serving models and the metrics, and
 hands each request to the part that handles it: `Decider` for decisions, `FeedbackIntake` for
-outcomes. `EmbeddedClient` runs it in-process and the FastAPI app wraps it; both call only the
-methods below, never the parts. Every decision and every feedback is logged before it is answered.
+outcomes, `Activations` for activating and abandoning decisions. `EmbeddedClient` runs it
+in-process and the FastAPI app wraps it; both call only the methods below, never the parts.
+Every decision and every feedback is logged before it is answered.
 """
 
 from __future__ import annotations
@@ -15,10 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from closedloop.contracts import ClosedLoopConfig, DecideRequest, Decision, FeedbackIn, FeedbackResult
+from closedloop.contracts import (
+    AbandonedRequest,
+    ActivationResult,
+    ClosedLoopConfig,
+    DecideRequest,
+    Decision,
+    FeedbackIn,
+    FeedbackResult,
+)
 from closedloop.eventlog import EventLog, KafkaEventLog
 from closedloop.registry import ModelRegistry
 
+from ._activations import Activations
 from ._decider import Decider
 from ._decision_index import DecisionIndex
 from ._feedback_intake import FeedbackIntake
@@ -63,11 +73,15 @@ class DecisionEngine:
         self._models = ServingModels(config, registry)
         self._models.refresh(force=True)
         self._refresher: RefreshLoop | None = None
+        self._activations = Activations(
+            config, index=index, event_log=event_log, metrics=self._metrics, clock=clock
+        )
         self._decider = Decider(
             config,
             models=self._models,
             index=index,
             event_log=event_log,
+            activations=self._activations,
             metrics=self._metrics,
             fact_ttl=fact_ttl,
             rng=rng or np.random.default_rng(),
@@ -90,6 +104,14 @@ class DecisionEngine:
     def log_feedback(self, items: Sequence[FeedbackIn]) -> list[FeedbackResult]:
         """Check, de-duplicate and log a batch of feedback; one result per item, in order."""
         return self._intake.log_feedback(items)
+
+    def activate(self, decision_id: str) -> ActivationResult:
+        """Make a decision made with ``activate=False`` count (the product showed it)."""
+        return self._activations.activate(decision_id)
+
+    def abandon(self, items: Sequence[AbandonedRequest]) -> int:
+        """Log that these decide requests' answers were never used; they will not count."""
+        return self._activations.abandon(items)
 
     # -- models -----------------------------------------------------------------------------------
 

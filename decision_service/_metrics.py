@@ -28,6 +28,18 @@ class EngineMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.inactive_decisions = Counter(
+            "closedloop_inactive_decisions",
+            "Decisions made with activate=false (they count once activated)",
+            ["use_case"],
+            registry=self.registry,
+        )
+        self.activations = Counter(
+            "closedloop_activations",
+            "Activation events logged: activate (by the product), abandon (by the SDK, on a timeout)",
+            ["kind"],
+            registry=self.registry,
+        )
         self.feedback = Counter(
             "closedloop_feedback", "Feedback items by result", ["status"], registry=self.registry
         )

@@ -321,6 +321,12 @@ def _data_notes(data: LoggedDecisions, current: ExperimentPhase) -> list[str]:
         notes.append(
             f"{data.still_open} decisions are left out because their attribution windows are still open."
         )
+    if data.inactive or data.abandoned:
+        notes.append(
+            f"{data.inactive} decisions made with activate=false and never activated, and "
+            f"{data.abandoned} the SDK abandoned (it timed out and used its fallback), are not "
+            "exposures: they are left out."
+        )
     if data.other_phases:
         notes.append(
             f"{data.other_phases} decisions of other phases of this experiment are not mixed in "

@@ -46,6 +46,7 @@ class _Columns:
     unit: array[int] = field(default_factory=lambda: array("q"))
     arm: array[int] = field(default_factory=lambda: array("h"))
     time: array[float] = field(default_factory=lambda: array("d"))
+    active: array[int] = field(default_factory=lambda: array("b"))
     breakdowns: list[array[float]] = field(default_factory=list)
     context: list[array[float]] = field(default_factory=list)
 
@@ -84,6 +85,10 @@ class LoggedDecisions:
     """Whole decision events: a uniform sample for off-policy evaluation."""
     still_open: int
     """Decisions left out because an outcome window had not closed at the analysis time."""
+    inactive: int
+    """Decisions left out because they were made with ``activate=false`` and never activated."""
+    abandoned: int
+    """Decisions left out because the SDK never used their answer (it timed out and fell back)."""
     other_phases: int
     """Decisions of the same experiment in other phases (never mixed in)."""
 
@@ -126,6 +131,10 @@ class Gatherer:
         self._pre_unit = array("q")
         self._pre_decision = array("q")
         self._pre_time = array("d")
+        self._pre_active = array("b")
+        self._activated = array("q")
+        """Hashes of decisions an activation event or a report named (they count)."""
+        self._abandoned = array("q")
         self._sample: list[tuple[int, bytes]] = []
         self._sample_size = ope_sample
         self._reports = _Reports()
@@ -154,6 +163,7 @@ class Gatherer:
                     self._pre_unit.append(id_hash(event.unit_id))
                     self._pre_decision.append(id_hash(event.event_id))
                     self._pre_time.append(at)
+                    self._pre_active.append(event.active)
 
     def _add_all(self, records: Iterable[bytes]) -> None:
         for record in records:
@@ -177,6 +187,7 @@ class Gatherer:
         columns.unit.append(id_hash(event.unit_id))
         columns.arm.append(self._arm_codes.get(str(event.arm), -1))
         columns.time.append(event.timestamp.timestamp())
+        columns.active.append(event.active)
         context = event.context
         for name, into in zip(self._breakdowns, columns.breakdowns, strict=True):
             into.append(self._code(name, context.get(name)))
@@ -212,6 +223,10 @@ class Gatherer:
             if event.use_case != self._use_case_name and event.use_case is not None:
                 continue
             decision = id_hash(event.decision_id)
+            if event.activation == "abandon":
+                self._abandoned.append(decision)
+            elif event.activation == "activate" or event.outcomes:
+                self._activated.append(decision)
             at = event.timestamp.timestamp()
             for name, value in event.outcomes.items():
                 position = index.get(name)
@@ -233,10 +248,16 @@ class Gatherer:
         all_times = np.concatenate([times, pre_times])
         outcomes, reported = self._join(all_ids, all_times)
         closed = all_times + self._attribution.longest_window <= as_of
+        abandoned = np.isin(all_ids, np.frombuffer(self._abandoned, dtype=np.int64))
+        active = np.concatenate(
+            [np.frombuffer(columns.active, dtype=np.int8), np.frombuffer(self._pre_active, dtype=np.int8)]
+        ).astype(bool)
+        counted = (active | np.isin(all_ids, np.frombuffer(self._activated, dtype=np.int64))) & ~abandoned
         # A decision logged twice (a retry after a crash) counts once: its first copy.
         first, pre_first = _first_copies(decision), _first_copies(pre_decision)
-        inside = closed[: len(decision)] & first
-        pre_inside = closed[len(decision) :] & pre_first
+        in_phase = counted[: len(decision)] & first
+        inside = closed[: len(decision)] & in_phase
+        pre_inside = closed[len(decision) :] & pre_first & counted[len(decision) :]
         categories = {name: list(self._categories.get(name, {})) for name in self._breakdowns}
         breakdowns = {
             name: _decode(np.frombuffer(codes, dtype=np.float64)[inside], categories[name])
@@ -247,7 +268,12 @@ class Gatherer:
             if columns.context
             else np.zeros((int(inside.sum()), 0), dtype=np.float32)
         )
-        sample = [record for _, record in sorted(dict(self._sample).items(), key=lambda item: -item[0])]
+        kept = set(decision[in_phase].tolist())
+        sample = [
+            record
+            for negated, record in sorted(dict(self._sample).items(), key=lambda item: -item[0])
+            if -negated in kept
+        ]
         return LoggedDecisions(
             arms=self._arms,
             decision=decision[inside],
@@ -262,7 +288,9 @@ class Gatherer:
             pre_unit=np.frombuffer(self._pre_unit, dtype=np.int64)[pre_inside],
             pre_outcomes=outcomes[len(decision) :][pre_inside],
             sample=sample,
-            still_open=int((~closed[: len(decision)] & first).sum()),
+            still_open=int((~closed[: len(decision)] & in_phase).sum()),
+            inactive=int((first & ~counted[: len(decision)] & ~abandoned[: len(decision)]).sum()),
+            abandoned=int((first & abandoned[: len(decision)]).sum()),
             other_phases=self.other_phases,
         )
 

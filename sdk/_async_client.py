@@ -13,6 +13,8 @@ import httpx
 from closedloop.contracts import ClosedLoopConfig, Decision
 
 from ._base import (
+    ABANDON_PATH,
+    ACTIVATE_PATH,
     DECIDE_PATH,
     FEEDBACK_BATCH_PATH,
     USE_CASES_PATH,
@@ -21,7 +23,7 @@ from ._base import (
     Unreachable,
     logger,
 )
-from ._requests import Candidates, Features, Outcomes, decide_payload
+from ._requests import Candidates, Features, Outcomes, decide_payload, raise_for_error
 
 
 class AsyncClient(BaseClient):
@@ -60,16 +62,32 @@ class AsyncClient(BaseClient):
         *,
         context: Features | None = None,
         candidates: Candidates = None,
+        activate: bool = True,
     ) -> Decision:
-        """Choose or rank ``candidates`` (id -> features) for ``unit_id``; None for yes/no decisions."""
-        payload = decide_payload(use_case, unit_id, context, candidates)
+        """Choose or rank ``candidates`` (id -> features) for ``unit_id``; None for yes/no decisions.
+        ``activate=False``: it counts once `activate` or its first feedback names it."""
+        payload = decide_payload(use_case, unit_id, context, candidates, activate=activate)
         try:
             decision = self._decision(await self._post(DECIDE_PATH, payload))
         except Unreachable as exc:
-            return self._fallback(payload, exc)
+            decision = self._fallback(payload, exc)
+            self._start_flushing()  # it tells the service of the abandoned request later
+            return decision
         if self._should_fetch_use_cases:
             await self._fetch_use_cases()
         return decision
+
+    async def activate(self, decision_id: str) -> None:
+        """Make a decision made with ``activate=False`` count; nothing for a fallback decision;
+        raises ServiceUnavailableError if the service cannot be reached."""
+        body = self._activation_target(decision_id)
+        if body is None:
+            return
+        try:
+            response = await self._post(ACTIVATE_PATH, body)
+        except Unreachable as exc:
+            raise self._activation_unreachable(decision_id, exc) from None
+        raise_for_error(response)
 
     async def log_feedback(
         self, decision_id: str, outcomes: Outcomes, *, timestamp: datetime | None = None
@@ -82,8 +100,7 @@ class AsyncClient(BaseClient):
             if not await self.flush():
                 await asyncio.sleep(self._flush_interval)
         self._enqueue(item)
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._flush_periodically())
+        self._start_flushing()
         if len(self._queue) >= self._batch_size:
             await self.flush()
 
@@ -104,7 +121,24 @@ class AsyncClient(BaseClient):
                     logger.warning("feedback waits in memory: service unreachable (%s)", exc)
                     return False
                 self._batch_answered(response, len(batch))
+            return await self._tell_abandoned()
+
+    async def _tell_abandoned(self) -> bool:
+        """One attempt per batch, best effort; True if none is left to tell."""
+        while self._abandoned:
+            batch = self._abandoned_batch()
+            try:
+                response: httpx.Response | None = await self._http.post(ABANDON_PATH, json={"items": batch})
+            except httpx.TransportError:
+                response = None
+            self._abandoned_answered(batch, response)
+            if response is None or response.status_code >= 500:
+                return False
         return True
+
+    def _start_flushing(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._flush_periodically())
 
     async def aclose(self) -> None:
         if self._task is not None:

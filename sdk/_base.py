@@ -23,6 +23,7 @@ from closedloop.contracts import (
     Decision,
     FeedbackBatchResult,
     FeedbackQueueFullError,
+    ServiceUnavailableError,
     UseCaseConfig,
 )
 
@@ -41,6 +42,11 @@ USE_CASES_PATH = "/v1/use-cases"
 DECIDE_PATH = "/v1/decide"
 FEEDBACK_PATH = "/v1/feedback"
 FEEDBACK_BATCH_PATH = "/v1/feedback/batch"
+ACTIVATE_PATH = "/v1/activate"
+ABANDON_PATH = "/v1/abandon"
+MAX_ABANDONED = 10_000
+"""Abandoned decide requests kept in memory to tell the service; beyond that the oldest go
+untold (best effort: an untold one costs one decision the product never showed, logged active)."""
 
 
 USE_CASES_RETRY_SECONDS = 30.0
@@ -67,6 +73,11 @@ class ClientStats:
     """Reports discarded because the queue was full (``on_full="drop_oldest"``)."""
     feedback_refused: int
     """Reports in batches the service refused as a whole (see ``feedback_errors``)."""
+    abandoned_told: int
+    """Decide requests that timed out (answered by the fallback) whose abandonment the service
+    acknowledged: whatever decision they made there will not count."""
+    abandoned_waiting: int
+    """Such requests not yet told (the service is still unreachable)."""
 
 
 class BaseClient:
@@ -95,6 +106,8 @@ class BaseClient:
         self.feedback_errors: list[ClosedLoopError] = []
         """Feedback batches the service refused (a bug to fix: they are not retried)."""
         self._sent = self._dropped = self._refused = 0
+        self._abandoned: deque[dict[str, str]] = deque(maxlen=MAX_ABANDONED)
+        self._abandoned_told = 0
 
     def stats(self) -> ClientStats:
         return ClientStats(
@@ -103,6 +116,8 @@ class BaseClient:
             feedback_sent=self._sent,
             feedback_dropped=self._dropped,
             feedback_refused=self._refused,
+            abandoned_told=self._abandoned_told,
+            abandoned_waiting=len(self._abandoned),
         )
 
     # -- requests ---------------------------------------------------------------------------------
@@ -153,11 +168,39 @@ class BaseClient:
             logger.warning("could not read the service's use cases (%s); fallbacks guess them", exc)
 
     def _fallback(self, payload: Mapping[str, Any], reason: Unreachable) -> Decision:
+        """The default policy's decision; the request is remembered as abandoned, since the
+        service may have made (and logged) a decision for it that nobody will see."""
         logger.warning("decision service unreachable (%s); using the default policy", reason)
         self.fallbacks += 1
+        self._abandoned.append({k: payload[k] for k in ("use_case", "unit_id", "request_id")})
         use_case = payload["use_case"]
         known = self._use_cases.get(use_case) if self._use_cases else None
         return fallback_decision(use_case, known, payload["candidates"])
+
+    def _abandoned_batch(self) -> list[dict[str, str]]:
+        return [self._abandoned.popleft() for _ in range(min(self._batch_size, len(self._abandoned)))]
+
+    def _abandoned_answered(self, batch: list[dict[str, str]], response: httpx.Response | None) -> None:
+        """Count a told batch; put back one the service did not take (unreachable: told later)."""
+        if response is not None and response.status_code < 400:
+            self._abandoned_told += len(batch)
+            return
+        if response is not None and response.status_code not in RETRYABLE_STATUS:
+            logger.error("abandoned decisions refused (%d): %s", response.status_code, response.text[:200])
+            return
+        self._abandoned.extendleft(reversed(batch))
+
+    @staticmethod
+    def _activation_unreachable(decision_id: str, reason: Unreachable) -> ServiceUnavailableError:
+        return ServiceUnavailableError(
+            f"The decision service could not be reached to activate {decision_id}: {reason}.",
+            hint="Retry later; a report of its feedback activates it too.",
+        )
+
+    @staticmethod
+    def _activation_target(decision_id: str) -> dict[str, str] | None:
+        """The activate request's body, or None for a fallback decision (the service has none)."""
+        return None if is_fallback_id(decision_id) else {"decision_id": decision_id}
 
     # -- feedback ---------------------------------------------------------------------------------
 

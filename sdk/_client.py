@@ -13,6 +13,8 @@ import httpx
 from closedloop.contracts import ClosedLoopConfig, Decision, ServiceUnavailableError
 
 from ._base import (
+    ABANDON_PATH,
+    ACTIVATE_PATH,
     DECIDE_PATH,
     FEEDBACK_BATCH_PATH,
     FEEDBACK_PATH,
@@ -32,6 +34,8 @@ class Client(BaseClient):
     so a retry cannot log a second decision), then falls back to the default policy. Errors in the
     request itself (unknown use case, bad feature) are raised: they are bugs to fix, not outages.
     ``log_feedback`` queues the report and a background thread sends batches; ``flush()`` waits.
+    A decide that fell back is told to the service later as abandoned (the service may have
+    decided and logged it while the client stopped waiting), so that it never counts.
     """
 
     def __init__(
@@ -79,16 +83,34 @@ class Client(BaseClient):
         *,
         context: Features | None = None,
         candidates: Candidates = None,
+        activate: bool = True,
     ) -> Decision:
-        """Choose or rank ``candidates`` (id -> features) for ``unit_id``; None for yes/no decisions."""
-        payload = decide_payload(use_case, unit_id, context, candidates)
+        """Choose or rank ``candidates`` (id -> features) for ``unit_id``; None for yes/no decisions.
+
+        ``activate=False``: the decision counts (for training, in experiments) only once
+        `activate` or its first `log_feedback` names it; for decisions made ahead of showing."""
+        payload = decide_payload(use_case, unit_id, context, candidates, activate=activate)
         try:
             decision = self._decision(self._post(DECIDE_PATH, payload))
         except Unreachable as exc:
             return self._fallback(payload, exc)
         if self._should_fetch_use_cases:
             self._fetch_use_cases()
+        if self._abandoned and self._flusher is None:
+            self._tell_abandoned()  # the service answers again: no background thread tells it
         return decision
+
+    def activate(self, decision_id: str) -> None:
+        """The product showed a decision made with ``activate=False``: make it count. Nothing
+        for a fallback decision; raises ServiceUnavailableError if the service cannot be reached."""
+        body = self._activation_target(decision_id)
+        if body is None:
+            return
+        try:
+            response = self._post(ACTIVATE_PATH, body)
+        except Unreachable as exc:
+            raise self._activation_unreachable(decision_id, exc) from None
+        raise_for_error(response)
 
     def log_feedback(
         self, decision_id: str, outcomes: Outcomes, *, timestamp: datetime | None = None
@@ -116,11 +138,14 @@ class Client(BaseClient):
             self._wake.set()
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Send every queued report now; True if the queue emptied within ``timeout``."""
+        """Send every queued report (and abandoned decide) now; True if none is left within ``timeout``."""
+        if self._flusher is None:  # nothing is queued without batching, but abandonments may be
+            self._tell_abandoned()
+            return not self._abandoned
         deadline = time.monotonic() + timeout
         self._wake.set()
         with self._idle:
-            while self._queue or self._in_flight:
+            while self._queue or self._in_flight or self._abandoned:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -153,6 +178,7 @@ class Client(BaseClient):
             try:
                 while self._queue and not self._closed:
                     self._send_one_batch()
+                self._tell_abandoned()
                 backoff = interval
             except Unreachable as exc:
                 logger.warning("feedback waits in memory: service unreachable (%s)", exc)
@@ -173,6 +199,18 @@ class Client(BaseClient):
             with self._idle:
                 self._in_flight = 0
         self._batch_answered(response, len(batch))
+
+    def _tell_abandoned(self) -> None:
+        """One attempt per batch, best effort: what the service does not take is told later."""
+        while self._abandoned and not self._closed:
+            batch = self._abandoned_batch()
+            try:
+                response: httpx.Response | None = self._http.post(ABANDON_PATH, json={"items": batch})
+            except httpx.TransportError:
+                response = None
+            self._abandoned_answered(batch, response)
+            if response is None or response.status_code >= 500:
+                return
 
     def _post(self, path: str, payload: Mapping[str, Any]) -> httpx.Response:
         attempt = 0

@@ -61,9 +61,15 @@ class EmbeddedClient:
         *,
         context: Features | None = None,
         candidates: Candidates = None,
+        activate: bool = True,
     ) -> Decision:
-        """Choose or rank ``candidates`` (id -> features) for ``unit_id``; None for yes/no decisions."""
-        return self._engine.decide(self._request(use_case, unit_id, context, candidates))
+        """Choose or rank ``candidates`` (id -> features) for ``unit_id``; None for yes/no decisions.
+        ``activate=False``: it counts once `activate` or its first feedback names it."""
+        return self._engine.decide(self._request(use_case, unit_id, context, candidates, activate=activate))
+
+    def activate(self, decision_id: str) -> None:
+        """Make a decision made with ``activate=False`` count (the product showed it)."""
+        self._engine.activate(decision_id)
 
     def log_feedback(
         self, decision_id: str, outcomes: Outcomes, *, timestamp: datetime | None = None
@@ -115,9 +121,14 @@ class EmbeddedClient:
 
     @staticmethod
     def _request(
-        use_case: str, unit_id: str, context: Features | None, candidates: Candidates
+        use_case: str,
+        unit_id: str,
+        context: Features | None,
+        candidates: Candidates,
+        *,
+        activate: bool = True,
     ) -> DecideRequest:
-        payload = decide_payload(use_case, unit_id, context, candidates)
+        payload = decide_payload(use_case, unit_id, context, candidates, activate=activate)
         payload.pop("request_id")  # nothing to retry in-process
         try:
             return DecideRequest.model_validate(payload)

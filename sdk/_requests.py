@@ -17,7 +17,7 @@ Outcomes = Mapping[str, float | bool]
 
 
 def decide_payload(
-    use_case: str, unit_id: str, context: Features | None, candidates: Candidates
+    use_case: str, unit_id: str, context: Features | None, candidates: Candidates, *, activate: bool = True
 ) -> dict[str, Any]:
     """The JSON body of a decide request; ``request_id`` makes retries return the same decision."""
     if candidates is None:
@@ -34,6 +34,7 @@ def decide_payload(
         "context": dict(context or {}),
         "candidates": listed,
         "request_id": uuid.uuid4().hex,
+        "activate": activate,
     }
 
 

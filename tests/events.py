@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from closedloop.contracts import (
+    ActivationKind,
     DecisionEvent,
     FeedbackEvent,
     LoggedCandidate,
@@ -28,6 +29,7 @@ def decision_event(
     candidates: dict[str, dict[str, Any]] | None = None,
     choice: str = "a",
     propensity: float = 0.5,
+    active: bool = True,
 ) -> bytes:
     candidates = candidates or {"a": {"price": 1.0}, "b": {"price": 2.0}}
     event = DecisionEvent(
@@ -49,6 +51,7 @@ def decision_event(
         policy="default",
         experiment=None,
         arm=None,
+        active=active,
     )
     return encode_decision(event)
 
@@ -69,5 +72,21 @@ def feedback_event(
         timestamp=at(seconds),
         received_at=at(seconds),
         orphan=use_case is None,
+    )
+    return encode_feedback(event)
+
+
+def activation_event(
+    decision_id: str, kind: ActivationKind, *, seconds: float, use_case: str = "pick"
+) -> bytes:
+    """What the service logs for ``POST /v1/activate`` or ``/v1/abandon``."""
+    event = FeedbackEvent(
+        event_id=f"{kind}.{decision_id}",
+        decision_id=decision_id,
+        use_case=use_case,
+        outcomes={},
+        timestamp=at(seconds),
+        received_at=at(seconds),
+        activation=kind,
     )
     return encode_feedback(event)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import Database, make_config
-from events import T0, decision_event, feedback_event
+from events import T0, activation_event, decision_event, feedback_event
 
 from closedloop.contracts import Attribution, Topics
 from closedloop.evaluation._logged import Gatherer, id_hash
@@ -116,4 +116,71 @@ def test_the_trainer_and_the_evaluator_label_every_decision_alike(tmp_path: Path
     # The events did exercise the rule: reports that count, that came too late, and silence.
     values = np.array([trainer[(d, "revenue")] for d, _ in decisions])
     assert 0.2 < np.mean(values > 0) < 0.9
+    log.close()
+
+
+def _activation_events(
+    rng: np.random.Generator,
+) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]], set[str]]:
+    """Decisions logged inactive or active, activations and abandonments logged before and after
+    their decision, reports of inactive and abandoned ones; and the ids that must count."""
+    decisions, late, early, counting = [], [], [], set()
+    for i in range(DECISIONS):
+        decision_id = uuid.UUID(int=int(rng.integers(2**62)) << 64 | i).hex
+        decided = i * 10.0
+        active = bool(rng.random() < 0.5)
+        decisions.append(
+            (decision_id, decision_event(decision_id, seconds=decided, use_case=USE_CASE, active=active))
+        )
+        activated = reported = abandoned = False
+        events = []
+        if not active and rng.random() < 0.4:
+            activated = True
+            events.append(activation_event(decision_id, "activate", seconds=decided + 5, use_case=USE_CASE))
+        if rng.random() < 0.3:
+            reported = True
+            delay = float(rng.uniform(0, 4000))  # inside the window or after it: either activates
+            events.append(
+                feedback_event(
+                    uuid.uuid4().hex, decision_id, {"click": 1.0}, seconds=decided + delay, use_case=USE_CASE
+                )
+            )
+        if rng.random() < 0.15:
+            abandoned = True
+            events.append(activation_event(decision_id, "abandon", seconds=decided + 1, use_case=USE_CASE))
+        for event in events:  # some reach the log before their decision is read
+            (early if rng.random() < 0.3 else late).append((decision_id, event))
+        if not abandoned and (active or activated or reported):
+            counting.add(decision_id)
+    return decisions, early + late, counting
+
+
+def test_the_trainer_and_the_evaluator_count_the_same_decisions_as_active(
+    tmp_path: Path, database: Database
+) -> None:
+    topics = Topics("closedloop")
+    log = FileEventLog(tmp_path / "events")
+    decisions, feedback, counting = _activation_events(np.random.default_rng(5))
+    early = len(feedback) // 3
+    log.append(topics.feedback, feedback[:early])
+    log.append(topics.decisions, decisions)
+    log.append(topics.feedback, feedback[early:])
+    attribution = Attribution.of(make_config(tmp_path).use_cases[USE_CASE])
+    as_of = T0 + DECISIONS * 10.0 + attribution.longest_window + 1
+
+    trainer = _trainer_labels(tmp_path, database, log, as_of)
+    use_case = make_config(tmp_path).use_cases[USE_CASE]
+    gatherer = Gatherer(USE_CASE, use_case, None)
+    gatherer.add_decisions(log.read(topics.decisions, Position(0, 0), max_records=10**6)[0])
+    gatherer.add_feedback(log.read(topics.feedback, Position(0, 0), max_records=10**6)[0])
+    data = gatherer.finish(as_of=as_of)
+
+    assert 0.3 * DECISIONS < len(counting) < 0.9 * DECISIONS  # the events exercise every case
+    assert {d for d, _ in trainer} == counting
+    assert set(data.decision.tolist()) == {id_hash(d) for d in counting}
+    assert data.abandoned + data.inactive + len(counting) == DECISIONS
+    evaluator = {int(h): row for h, row in zip(data.decision, data.outcomes, strict=True)}
+    for decision_id in counting:  # every outcome of a counted decision labelled, alike
+        for position, outcome in enumerate(attribution.windows):
+            assert trainer[(decision_id, outcome)] == pytest.approx(evaluator[id_hash(decision_id)][position])
     log.close()

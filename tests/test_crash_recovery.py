@@ -9,19 +9,16 @@ first report's.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from conftest import REDIS_URL, free_port, make_config, wait_for_port
+from conftest import REDIS_URL, make_config, serve_in_subprocess
 
 from closedloop.contracts import ClosedLoopConfig, Topics, decode_decision, decode_feedback
 from closedloop.evaluation._logged import Gatherer
@@ -38,21 +35,10 @@ DECIDE = {
 }
 
 
-@contextmanager
-def service(path: Path, *, crash_at: str | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOSEDLOOP_")}
-    if crash_at:
-        env["CLOSEDLOOP_CRASH_AT"] = crash_at
-    command = [sys.executable, "-m", "closedloop.cli", "serve", "-c", str(path), "--port", str(port)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, timeout=60)
-        yield f"http://127.0.0.1:{port}", process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        process.wait(timeout=30)
+def service(
+    path: Path, *, crash_at: str | None = None
+) -> AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
+    return serve_in_subprocess(path, faults={"CLOSEDLOOP_CRASH_AT": crash_at} if crash_at else None)
 
 
 def _config(tmp_path: Path, redis_prefix: str) -> tuple[ClosedLoopConfig, Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from closedloop.contracts import (
     decode_decision,
     decode_feedback,
 )
-from closedloop.decision_service import DecisionEngine, open_engine
+from closedloop.decision_service import DecisionEngine, MemoryDecisionIndex, open_engine
 from closedloop.eventlog import FileEventLog, Position
 from closedloop.registry import LocalModelRegistry
 
@@ -266,6 +267,44 @@ def test_a_request_id_is_replayed_only_for_the_same_use_case_and_unit(config: Cl
         assert (caught.value.field, caught.value.value) == ("request_id", "r-1")
         assert caught.value.http_status == 409
     assert len(logged(config, "decisions")) == 1
+    engine.close()
+
+
+class _RacingIndex(MemoryDecisionIndex):
+    """Another request with the same request id claims it between this one's check and commit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hide_claims = True
+
+    def lookup(self, keys: Sequence[str]) -> list[str | None]:
+        found = super().lookup(keys)
+        if self.hide_claims and any(":request:" in key for key in keys):
+            self.hide_claims = False
+            return [None for _ in keys]
+        return found
+
+
+def test_a_decision_logged_then_refused_in_a_race_for_its_request_id_is_abandoned(
+    config: ClosedLoopConfig,
+) -> None:
+    index = _RacingIndex()
+    engine = DecisionEngine(
+        config,
+        registry=LocalModelRegistry(config.infrastructure.data_path / "registry"),
+        event_log=FileEventLog(config.infrastructure.data_path / "events"),
+        index=index,
+    )
+    first = engine.decide(DecideRequest.model_validate({**feed_request().model_dump(), "request_id": "r-1"}))
+    index.hide_claims = True
+    other_unit = {**feed_request().model_dump(), "unit_id": "u2", "request_id": "r-1"}
+    with pytest.raises(RequestConflictError):
+        engine.decide(DecideRequest.model_validate(other_unit))
+    decisions = [decode_decision(r).event_id for r in logged(config, "decisions")]
+    assert len(decisions) == 2  # the refused one was logged before its claim failed
+    refused = next(d for d in decisions if d != first.decision_id)
+    activations = [(e.decision_id, e.activation) for e in map(decode_feedback, logged(config, "feedback"))]
+    assert activations == [(refused, "abandon")]
     engine.close()
 
 

@@ -258,3 +258,37 @@ def test_reports_whose_decision_never_comes_expire_after_their_window(
     assert trainer.store.counters()["pending_expired"] == 10
     trainer.close()
     log.close()
+
+
+def test_examples_stored_by_an_earlier_version_count_as_active(tmp_path: Path, database: Database) -> None:
+    """Stores before activation had no status column: opening one adds it, every example active,
+    so that its open windows still get their defaults."""
+    from closedloop.trainer import open_database
+
+    engine = open_database(database.url, schema=database.schema)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "CREATE TABLE cl_examples (decision_id VARCHAR(128) PRIMARY KEY,"
+                " use_case VARCHAR(64) NOT NULL, decided_at FLOAT NOT NULL, features TEXT NOT NULL,"
+                " choice VARCHAR(256),"
+                " propensity FLOAT NOT NULL, policy VARCHAR(16) NOT NULL, arm VARCHAR(64),"
+                " model_versions TEXT NOT NULL, closed BOOLEAN NOT NULL)"
+            )
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO cl_examples VALUES"
+                " ('old', 'pick', :at, '{}', 'a', 0.5, 'default', NULL, '{}', false)"
+            ),
+            {"at": T0},
+        )
+    engine.dispose()
+    clock = Clock()
+    log = FileEventLog(tmp_path / "events")
+    trainer = _trainer(tmp_path, database, log, clock)
+    clock.now = T0 + 3 * 3600
+    trainer.close_windows()
+    assert _labels(trainer) == {"old": (0.0, "default")}
+    trainer.close()
+    log.close()

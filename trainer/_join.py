@@ -2,9 +2,13 @@
 
 A decision becomes an example: the features of the action it logged, exactly as the policy saw
 them. A feedback event labels the example's outcome if it happened within the outcome's window
-(the first report counts); feedback read before its decision waits in ``cl_pending_feedback``
+(the first report counts); feedback read before its decision waits in ``cl_pending_reports``
 until the decision arrives. Windows that end without feedback get the outcome's default
 (`ExampleStore.close_windows`).
+
+Only decisions that count are labelled (the rule is `FeedbackEvent`'s): a decision logged
+inactive waits, unlabelled, for an activation event or its first report; an abandoned one is
+never labelled. Activations read before their decision wait in ``cl_pending_activations``.
 """
 
 from __future__ import annotations
@@ -34,11 +38,14 @@ from ._store import (
     examples,
     insert_ignoring_duplicates,
     labels,
+    pending_activations,
     pending_feedback,
 )
 
 logger = logging.getLogger(__name__)
 Event = TypeVar("Event", DecisionEvent, FeedbackEvent)
+Activations = dict[str, dict[str, float]]
+"""decision id -> activation kind ("activate", "abandon") -> when it was logged."""
 
 
 @dataclass(frozen=True)
@@ -66,18 +73,50 @@ class Joiner:
                 rows.append(row)
         insert_ignoring_duplicates(connection, examples, rows)
         counts["decisions"] += len(rows)
-        # Early feedback from earlier batches whose decision arrived now, before this batch's:
-        # the first report in log order is the one that counts.
+        counts["decisions_inactive"] += sum(row["status"] == "inactive" for row in rows)
+        arrived = [row["decision_id"] for row in rows]
+        # Activations and early feedback from earlier batches whose decision arrived now, before
+        # this batch's: the first report in log order is the one that counts.
+        activations = ExampleStore.take_pending_activations(connection, arrived)
         reports = [
             _Feedback(p["feedback_id"], p["decision_id"], p["outcome"], p["value"], p["happened_at"])
-            for p in ExampleStore.take_pending(connection, [row["decision_id"] for row in rows])
+            for p in ExampleStore.take_pending(connection, arrived)
         ]
         for raw in feedback:
             report = _decoded(decode_feedback, raw, counts)
-            if report is not None:
+            if report is None:
+                continue
+            if report.activation is not None:
+                kinds = activations.setdefault(report.decision_id, {})
+                kinds.setdefault(report.activation, report.timestamp.timestamp())
+            else:
                 reports.extend(self._feedback(report, counts))
+        self._activate(connection, activations, counts)
         self._label(connection, reports, counts)
         return counts
+
+    @staticmethod
+    def _activate(connection: Connection, kinds: Activations, counts: Counter[str]) -> None:
+        """Apply activations and abandonments; those of decisions not read yet wait for them."""
+        if not kinds:
+            return
+        known = ExampleStore.known_decisions(connection, kinds)
+        abandoned = [d for d, k in kinds.items() if d in known and "abandon" in k]
+        activated = [
+            d for d, k in kinds.items() if d in known and "abandon" not in k and known[d].status == "inactive"
+        ]
+        ExampleStore.abandon(connection, abandoned)
+        ExampleStore.activate(connection, activated)
+        counts["decisions_abandoned"] += sum(known[d].status != "abandoned" for d in abandoned)
+        counts["decisions_activated"] += len(activated)
+        waiting = [
+            {"decision_id": d, "kind": kind, "happened_at": at}
+            for d, k in kinds.items()
+            if d not in known
+            for kind, at in k.items()
+        ]
+        insert_ignoring_duplicates(connection, pending_activations, waiting)
+        counts["activations_waiting"] += len(waiting)
 
     def _example(self, event: DecisionEvent, counts: Counter[str]) -> dict[str, Any] | None:
         encoder = self._encoders.get(event.use_case)
@@ -97,6 +136,7 @@ class Joiner:
             "arm": event.arm,
             "model_versions": orjson.dumps(event.model_versions).decode(),
             "closed": False,
+            "status": "active" if event.active else "inactive",
         }
 
     @staticmethod
@@ -114,6 +154,7 @@ class Joiner:
         ids = [r.decision_id for r in reports]
         known = ExampleStore.known_decisions(connection, ids)
         labelled = ExampleStore.existing_labels(connection, [i for i in ids if i in known])
+        activated: set[str] = set()
         # Early reports wait for their decision, every distinct one (which of them counts depends
         # on the decision's time); the same report redelivered is a duplicate.
         already_waiting = ExampleStore.pending_keys(connection, [i for i in ids if i not in known])
@@ -137,7 +178,12 @@ class Joiner:
                     }
                 )
                 continue
-            use_case, decided_at = decision
+            use_case, decided_at = decision.use_case, decision.decided_at
+            if decision.status == "abandoned":
+                counts["feedback_for_abandoned"] += 1
+                continue
+            if decision.status == "inactive":  # its first report activates it, whatever it says
+                activated.add(report.decision_id)
             attribution = self._attribution.get(use_case)
             window = attribution.windows.get(report.outcome) if attribution else None
             key = (report.decision_id, report.outcome)
@@ -162,6 +208,8 @@ class Joiner:
                 )
         insert_ignoring_duplicates(connection, labels, new_labels)
         insert_ignoring_duplicates(connection, pending_feedback, waiting)
+        ExampleStore.activate(connection, sorted(activated))
+        counts["decisions_activated"] += len(activated)
         counts["feedback_joined"] += len(new_labels)
         counts["feedback_waiting"] += len(waiting)
 

@@ -39,6 +39,9 @@ examples = sa.Table(
     sa.Column("arm", sa.String(64)),
     sa.Column("model_versions", sa.Text, nullable=False),
     sa.Column("closed", sa.Boolean, nullable=False, default=False),
+    # active; inactive: made with activate=false, not activated yet (no labels, no defaults);
+    # abandoned: the SDK never used its answer (never labelled, whatever comes)
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
     sa.Index("ix_cl_examples_open", "use_case", "closed", "decided_at"),
     sa.Index("ix_cl_examples_time", "use_case", "decided_at"),
 )
@@ -69,6 +72,15 @@ pending_feedback = sa.Table(
     sa.Column("happened_at", sa.Float, nullable=False),
     sa.UniqueConstraint("decision_id", "outcome", "feedback_id", name="uq_cl_pending_reports"),
 )
+pending_activations = sa.Table(
+    "cl_pending_activations",
+    metadata,
+    # Activations and abandonments read before their decision (which may never come).
+    sa.Column("decision_id", sa.String(128), primary_key=True),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("happened_at", sa.Float, nullable=False),
+)
+
 _OLD_PENDING = "cl_pending_feedback"
 """Until 0.1: one waiting report per (decision, outcome); its rows move to cl_pending_reports."""
 
@@ -171,11 +183,19 @@ def _chunks(items: Sequence[str], size: int = 900) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
+@dataclass(frozen=True)
+class KnownDecision:
+    use_case: str
+    decided_at: float
+    status: str
+
+
 class ExampleStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         metadata.create_all(engine)
         _move_old_pending(engine)
+        _add_status_column(engine)
 
     @classmethod
     def from_url(cls, url: str, *, schema: str | None = None) -> ExampleStore:
@@ -235,17 +255,49 @@ class ExampleStore:
     # -- joining ----------------------------------------------------------------------------------
 
     @staticmethod
-    def known_decisions(connection: Connection, decision_ids: Iterable[str]) -> dict[str, tuple[str, float]]:
-        """decision id -> (use case, decided_at) for those of the ids that are stored."""
-        found: dict[str, tuple[str, float]] = {}
+    def known_decisions(connection: Connection, decision_ids: Iterable[str]) -> dict[str, KnownDecision]:
+        """decision id -> its use case, time and status, for those of the ids that are stored."""
+        found: dict[str, KnownDecision] = {}
+        columns = (examples.c.decision_id, examples.c.use_case, examples.c.decided_at, examples.c.status)
         for chunk in _chunks(sorted(set(decision_ids))):
-            rows = connection.execute(
-                sa.select(examples.c.decision_id, examples.c.use_case, examples.c.decided_at).where(
-                    examples.c.decision_id.in_(chunk)
-                )
+            rows = connection.execute(sa.select(*columns).where(examples.c.decision_id.in_(chunk)))
+            found.update(
+                {row.decision_id: KnownDecision(row.use_case, row.decided_at, row.status) for row in rows}
             )
-            found.update({row.decision_id: (row.use_case, row.decided_at) for row in rows})
         return found
+
+    @staticmethod
+    def activate(connection: Connection, decision_ids: Sequence[str]) -> None:
+        """Inactive decisions become active, and open again: `close_windows` gives the outcomes
+        no report labelled their defaults, even if the windows have ended."""
+        for chunk in _chunks(sorted(set(decision_ids))):
+            connection.execute(
+                sa.update(examples)
+                .where(examples.c.decision_id.in_(chunk) & (examples.c.status == "inactive"))
+                .values(status="active", closed=False)
+            )
+
+    @staticmethod
+    def abandon(connection: Connection, decision_ids: Sequence[str]) -> None:
+        """Abandoned decisions lose any label they have and never get one."""
+        for chunk in _chunks(sorted(set(decision_ids))):
+            connection.execute(
+                sa.update(examples).where(examples.c.decision_id.in_(chunk)).values(status="abandoned")
+            )
+            connection.execute(sa.delete(labels).where(labels.c.decision_id.in_(chunk)))
+
+    @staticmethod
+    def take_pending_activations(
+        connection: Connection, decision_ids: Iterable[str]
+    ) -> dict[str, dict[str, float]]:
+        """Remove and return the activations waiting for these decisions: kind -> when logged."""
+        taken: dict[str, dict[str, float]] = {}
+        for chunk in _chunks(sorted(set(decision_ids))):
+            condition = pending_activations.c.decision_id.in_(chunk)
+            for row in connection.execute(sa.select(pending_activations).where(condition)):
+                taken.setdefault(row.decision_id, {})[row.kind] = row.happened_at
+            connection.execute(sa.delete(pending_activations).where(condition))
+        return taken
 
     @staticmethod
     def existing_labels(connection: Connection, decision_ids: Iterable[str]) -> set[tuple[str, str]]:
@@ -282,8 +334,8 @@ class ExampleStore:
     def expire_pending(connection: Connection, windows: Mapping[str, float], now: float) -> int:
         """Delete the waiting reports whose decision can no longer make them count: every one
         that happened more than its outcome's window before ``now`` (the longest window of any
-        use case declaring it; for an outcome nobody declares, the longest of all). Returns how
-        many were deleted."""
+        use case declaring it; for an outcome nobody declares, the longest of all), and every
+        waiting activation older than the longest window. Returns how many were deleted."""
         longest = max(windows.values(), default=0.0)
         expired = 0
         for outcome, window in windows.items():
@@ -297,6 +349,9 @@ class ExampleStore:
                 pending_feedback.c.outcome.not_in(list(windows))
                 & (pending_feedback.c.happened_at < now - longest)
             )
+        ).rowcount
+        expired += connection.execute(
+            sa.delete(pending_activations).where(pending_activations.c.happened_at < now - longest)
         ).rowcount
         return int(expired)
 
@@ -327,6 +382,7 @@ class ExampleStore:
             ).where(
                 (examples.c.use_case == use_case)
                 & (examples.c.closed.is_(False))
+                & (examples.c.status == "active")
                 & (examples.c.decided_at <= now - window)
                 & ~already
             )
@@ -454,6 +510,17 @@ class ExampleStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _add_status_column(engine: Engine) -> None:
+    """A store of an earlier version has no status column: all its examples were active."""
+    columns = {c["name"] for c in sa.inspect(engine).get_columns(examples.name, schema=examples.schema)}
+    if "status" in columns:
+        return
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(f"ALTER TABLE {examples.name} ADD COLUMN status VARCHAR(16) NOT NULL DEFAULT 'active'")
+        )
 
 
 def _move_old_pending(engine: Engine) -> None:
