@@ -2,7 +2,8 @@
 
 Product traffic runs through the SDK at a steady rate against a real `closedloop serve` (Redis, a
 Tansu Kafka-protocol broker) with a real `closedloop train` beside it, while this script kills,
-in turn, the trainer, Redis, the service and the broker (SIGKILL; each restarted after a pause).
+in turn, the trainer, Redis, the service and the broker (SIGKILL; each restarted after a pause), and
+stalls the service (SIGSTOP, then SIGCONT).
 Then it counts, by id:
 
 - decisions acknowledged (answered, not a fallback) / in Kafka / active / learned from (the trainer's
@@ -195,7 +196,7 @@ def main() -> None:
 
     def phase(name: str, kill: object, restart: object) -> None:
         time.sleep(pause)
-        print(f"{time.strftime('%H:%M:%S')} kill {name}", flush=True)
+        print(f"{time.strftime('%H:%M:%S')} fault: {name}", flush=True)
         kill()  # type: ignore[operator]
         time.sleep(pause / 2)
         restart()  # type: ignore[operator]
@@ -204,6 +205,14 @@ def main() -> None:
     phase("trainer", lambda: Fleet.kill(fleet.trainer), fleet.start_trainer)
     phase("redis", redis_server.stop, redis_server.start)
     phase("service", lambda: Fleet.kill(fleet.service), fleet.start_service)
+
+    def signal_service(number: int) -> None:
+        assert fleet.service is not None
+        fleet.service.send_signal(number)
+
+    # A stalled service (SIGSTOP, as a long GC pause or a starved host): the SDK times out and falls
+    # back, and on SIGCONT the service decides and logs the requests that waited in its socket.
+    phase("service stalled", lambda: signal_service(signal.SIGSTOP), lambda: signal_service(signal.SIGCONT))
 
     def broker_out() -> None:
         # The broker forgets its topics on restart: keep what it holds first (see the docstring),
