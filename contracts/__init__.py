@@ -29,6 +29,7 @@ from ._config import (
     PromotionGate,
     RetrainTrigger,
     Softmax,
+    SquareCB,
     UseCaseConfig,
 )
 from ._durations import parse_duration
@@ -180,6 +181,7 @@ __all__ = [
     "STATUS_QUO_ARM",
     "ServiceUnavailableError",
     "Softmax",
+    "SquareCB",
     "Topics",
     "TunedParameter",
     "TuningConfig",

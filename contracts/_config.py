@@ -87,14 +87,28 @@ class EpsilonGreedy(StrictModel):
 class Softmax(StrictModel):
     strategy: Literal["softmax"]
     temperature: float = Field(0.1, gt=0.0)
-    """Lower is greedier: candidates are drawn with probability proportional to exp(value / T)."""
+    """Lower is greedier: candidates are drawn with probability proportional to exp(value / (T * s)),
+    s the value function's spread over its outcomes' ranges (1 for a value of binary outcomes), so
+    that T does not depend on the value's unit."""
 
 
 class Greedy(StrictModel):
     strategy: Literal["greedy"]
 
 
-Exploration = Annotated[EpsilonGreedy | Softmax | Greedy, Field(discriminator="strategy")]
+class SquareCB(StrictModel):
+    """Inverse gap weighting (SquareCB, Foster & Rakhlin 2020; VW's ``--squarecb``): each other
+    candidate gets probability 1 / (K + gamma * gap), its value gap to the best in units of the
+    value function's spread, and the best the rest. ``gamma = gamma_scale * n ** gamma_exponent``
+    grows with the n labelled examples the serving models learned from: exploration fades as the
+    models earn trust, and stays where candidates are close."""
+
+    strategy: Literal["squarecb"]
+    gamma_scale: float = Field(10.0, gt=0.0)
+    gamma_exponent: float = Field(0.5, ge=0.0, le=1.0)
+
+
+Exploration = Annotated[EpsilonGreedy | Softmax | Greedy | SquareCB, Field(discriminator="strategy")]
 
 
 class DefaultPolicy(StrictModel):
@@ -324,6 +338,8 @@ class UseCaseConfig(StrictModel):
             raise ValueError(f"{where} sets epsilon, but the use case explores by {strategy}")
         if arm.temperature is not None and strategy != "softmax":
             raise ValueError(f"{where} sets temperature, but the use case explores by {strategy}")
+        if arm.gamma_scale is not None and strategy != "squarecb":
+            raise ValueError(f"{where} sets gamma_scale, but the use case explores by {strategy}")
         if arm.threshold is not None and self.decision != "binary":
             raise ValueError(f"{where} sets threshold, which only binary decisions have")
 
@@ -334,6 +350,8 @@ class UseCaseConfig(StrictModel):
             exploration = exploration.model_copy(update={"epsilon": arm.epsilon})
         if isinstance(exploration, Softmax) and arm.temperature is not None:
             exploration = exploration.model_copy(update={"temperature": arm.temperature})
+        if isinstance(exploration, SquareCB) and arm.gamma_scale is not None:
+            exploration = exploration.model_copy(update={"gamma_scale": arm.gamma_scale})
         return self.policy.model_copy(
             update={
                 "value": arm.value if arm.value is not None else self.policy.value,

@@ -38,6 +38,8 @@ class LoggedCandidate(msgspec.Struct, frozen=True, kw_only=True):
     """Outcome -> the champion's prediction; empty while the default policy serves."""
     value: float
     """The policy's value of this candidate."""
+    probability: float | None = None
+    """The probability the policy had of choosing it (placing it first); None in older events."""
 
 
 class DecisionEvent(msgspec.Struct, frozen=True, kw_only=True):

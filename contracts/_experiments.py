@@ -35,6 +35,8 @@ class ArmPolicy(_Strict):
     """Another exploration rate (epsilon-greedy use cases)."""
     temperature: float | None = Field(None, gt=0.0)
     """Another softmax temperature (softmax use cases)."""
+    gamma_scale: float | None = Field(None, gt=0.0)
+    """Another SquareCB gamma scale (squarecb use cases)."""
     threshold: float | None = None
     """Another yes-threshold (binary use cases)."""
 

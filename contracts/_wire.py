@@ -66,6 +66,9 @@ class Decision(WireModel):
     """The policy's value of each candidate (for binary: of "yes" and "no")."""
     propensity: float
     """Probability the policy had of logging this choice (of the top slot, for rankings)."""
+    probabilities: dict[str, float] = Field(default_factory=dict)
+    """Every candidate's probability of being chosen (placed first): the whole distribution the
+    exploration drew from (for binary: of "no" and "yes")."""
     model_versions: dict[str, str]
     """outcome -> model version used; empty while the default policy serves."""
     policy: PolicyKind

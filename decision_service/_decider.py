@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,7 @@ from closedloop.policy import (
     Pick,
     ServingPolicy,
     default_policy_values,
+    exploration_record,
     model_values,
     pick_action,
 )
@@ -115,7 +117,8 @@ class Decider:
         )
         crash_point("decide.checked")
         decided_at = self._clock()
-        self._log(request, checked, policy, assignment, decision, predictions, decided_at)
+        exploration = exploration_record(policy, models.experience, from_model=bool(predictions))
+        self._log(request, checked, exploration, assignment, decision, predictions, decided_at)
         crash_point("decide.logged")
         decision = self._index_decision(request, decision, decided_at)
         crash_point("decide.indexed")
@@ -196,7 +199,14 @@ class Decider:
             values = default_policy_values(checked.use_case, checked.candidates)
         else:
             predictions, values = scored
-        pick = pick_action(checked.use_case, policy, values, from_model=bool(predictions), rng=rng)
+        pick = pick_action(
+            checked.use_case,
+            policy,
+            values,
+            from_model=bool(predictions),
+            rng=rng,
+            experience=models.experience,
+        )
         return predictions, values, pick
 
     def _model_values(
@@ -221,7 +231,7 @@ class Decider:
         self,
         request: DecideRequest,
         checked: _Checked,
-        policy: ServingPolicy,
+        exploration: dict[str, Any],
         assignment: Assignment | None,
         decision: Decision,
         predictions: dict[str, np.ndarray],
@@ -241,13 +251,14 @@ class Decider:
                     features=features[i],
                     predictions={o: float(p[i]) for o, p in predictions.items()},
                     value=decision.scores[candidate_id],
+                    probability=decision.probabilities[candidate_id],
                 )
                 for i, candidate_id in enumerate(checked.ids)
             ],
             choice=decision.choice,
             ranking=decision.ranking,
             propensity=decision.propensity,
-            exploration=policy.exploration_log,
+            exploration=exploration,
             model_versions=decision.model_versions,
             policy=decision.policy,
             experiment=decision.experiment,
@@ -310,6 +321,9 @@ def _decision(
         ranking=[ids[i] for i in pick.order] if decision_type == "rank" else None,
         scores={candidate_id: float(v) for candidate_id, v in zip(ids, values, strict=True)},
         propensity=pick.propensity,
+        probabilities={
+            candidate_id: float(p) for candidate_id, p in zip(ids, pick.probabilities, strict=True)
+        },
         model_versions=models.versions if models else {},
         policy="model" if models else "default",
         experiment=assignment.experiment if assignment else None,

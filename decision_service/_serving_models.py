@@ -14,12 +14,13 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 
 from closedloop.contracts import ClosedLoopConfig, ExperimentPhase, ModelIncompatibleError
-from closedloop.policy import ActiveExperiment, FeatureEncoder
+from closedloop.policy import ActiveExperiment, Experience, FeatureEncoder
 from closedloop.registry import ModelRegistry, running_phases
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 class ServingModel:
     version: str
     booster: lgb.Booster
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    """The registry's metadata of this version (lineage, label range): what exploration scales by."""
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         # One thread: for tens of rows, OpenMP start-up costs more than the trees.
@@ -42,6 +45,7 @@ class UseCaseModels:
     by_outcome: Mapping[str, ServingModel] = field(default_factory=dict)
     experiment: ActiveExperiment | None = None
     """The running experiment's phase, if one runs on this use case."""
+    experience: Experience = field(default_factory=Experience)
 
     @property
     def versions(self) -> dict[str, str]:
@@ -113,7 +117,9 @@ class ServingModels:
             and all(models[o] is current.by_outcome[o] for o in models)
         ):
             return current
-        return UseCaseModels(MappingProxyType(models), experiment)
+        metadata = {outcome: model.metadata for outcome, model in models.items()}
+        experience = Experience.of(self._config.use_cases[use_case], metadata)
+        return UseCaseModels(MappingProxyType(models), experiment, experience)
 
     def _experiment(
         self, use_case: str, current: ActiveExperiment | None, phase: ExperimentPhase | None
@@ -142,7 +148,10 @@ class ServingModels:
                 f"but the use case declares {expected}.",
                 hint="Retrain the model after changing a use case's features.",
             )
-        return ServingModel(version, booster)
+        metadata = next(
+            (v.metadata for v in self._registry.versions(use_case, outcome) if v.version == version), {}
+        )
+        return ServingModel(version, booster, metadata)
 
 
 class RefreshLoop:

@@ -20,7 +20,8 @@ from closedloop.contracts import (
     UseCaseConfig,
 )
 from closedloop.eventlog import TopicReader
-from closedloop.registry import ModelRegistry, open_registry
+from closedloop.policy import Experience
+from closedloop.registry import ModelRegistry, champion_metadata, open_registry
 
 from ._heterogeneity import heterogeneous_effects
 from ._logged import OPE_SAMPLE, Gatherer, LoggedDecisions
@@ -192,6 +193,10 @@ class ExperimentWatch:
         say = progress or (lambda _: None)
         current, history = chosen_phase(self._registry, self.name, self.phase)
         models = _champion_models(self._registry, self._use_case_name, self._use_case) if self._detail else {}
+        experience = Experience.of(
+            self._use_case,
+            champion_metadata(self._registry, self._use_case_name, list(self._use_case.outcomes)),
+        )
         say("reading decisions")
         for batch in self._decisions.read_new():
             self._gatherer.add_decisions(batch)
@@ -207,7 +212,7 @@ class ExperimentWatch:
             current,
             history,
             data,
-            models,
+            (models, experience),
             now,
             say,
             self._detail,
@@ -236,7 +241,7 @@ def _report(
     current: ExperimentPhase,
     history: list[ExperimentPhase],
     data: LoggedDecisions,
-    models: dict[str, Any],
+    champions: tuple[dict[str, Any], Experience],
     now: float,
     say: Progress,
     detail: bool = True,
@@ -270,7 +275,12 @@ def _report(
         say("heterogeneous effects")
         heterogeneity = heterogeneous_effects(use_case, experiment, current, data, metrics, notes)
         say("off-policy evaluation")
-        ope = evaluate_policies(use_case, current, data, models, notes) if len(data.sample) else None
+        models, experience = champions
+        ope = (
+            evaluate_policies(use_case, current, data, models, notes, experience)
+            if len(data.sample)
+            else None
+        )
         timeline = _timeline(use_case, current, data, policy_value(metrics))
     return ExperimentReport(
         experiment=name,

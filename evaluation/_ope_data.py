@@ -23,7 +23,7 @@ from closedloop.contracts import (
     UseCaseConfig,
     decode_decision,
 )
-from closedloop.policy import BINARY_CANDIDATES, OfflinePolicy
+from closedloop.policy import BINARY_CANDIDATES, Experience, OfflinePolicy
 
 from ._logged import LoggedDecisions, id_hash
 from ._offpolicy import OffPolicyEstimates, PolicyValue, off_policy_estimates
@@ -166,6 +166,7 @@ def evaluate_policies(
     data: LoggedDecisions,
     models: Mapping[str, Any],
     notes: list[str],
+    experience: Experience | None = None,
 ) -> OpeResult | None:
     bandit = LoggedBandit(use_case, data)
     if bandit.bad_propensity:
@@ -180,7 +181,7 @@ def evaluate_policies(
     q = bandit.reward_model()
     q_logged = q[bandit.offsets[:-1] + bandit.chosen]
     targets: list[tuple[str, str, OfflinePolicy]] = [
-        (name, _describe(arm), OfflinePolicy(use_case, arm, models=models))
+        (name, _describe(arm), OfflinePolicy(use_case, arm, models=models, experience=experience))
         for name, arm in phase.arms.items()
     ]
     if models:
@@ -189,7 +190,7 @@ def evaluate_policies(
             (
                 "champions",
                 f"the current champion models ({versions}) with the use case's policy",
-                OfflinePolicy(use_case, None, models=models),
+                OfflinePolicy(use_case, None, models=models, experience=experience),
             )
         )
     estimates = []

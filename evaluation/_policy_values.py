@@ -15,7 +15,7 @@ import numpy as np
 
 from closedloop.contracts import ArmPolicy, ClosedLoopConfig, Topics, UseCaseConfig
 from closedloop.eventlog import scan_topic
-from closedloop.policy import OfflinePolicy
+from closedloop.policy import Experience, OfflinePolicy
 
 from ._logged import Gatherer
 from ._offpolicy import OffPolicyEstimates
@@ -100,11 +100,15 @@ class OfflineEvaluator:
         )
 
     def evaluate(
-        self, arm: ArmPolicy | None = None, models: Mapping[str, Any] | None = None
+        self,
+        arm: ArmPolicy | None = None,
+        models: Mapping[str, Any] | None = None,
+        experience: Experience | None = None,
     ) -> dict[str, OffPolicyEstimates]:
         """Each metric's off-policy estimates for the use case's policy changed by ``arm``, with
-        ``models`` (outcome -> booster; without the ones it needs the policy is the default)."""
-        policy = OfflinePolicy(self.use_case, arm, models=models)
+        ``models`` (outcome -> booster; without the ones it needs the policy is the default)
+        trained on what ``experience`` says."""
+        policy = OfflinePolicy(self.use_case, arm, models=models, experience=experience)
         return {
             metric: estimate_policy(
                 self._bandit, policy, self._q[metric], self._q_logged[metric], self._rewards[metric]
@@ -131,18 +135,21 @@ def compare_policies_offline(
     since: float | None,
     as_of: float,
     sample: int = 20_000,
+    experience: tuple[Experience, Experience] | None = None,
 ) -> tuple[OffPolicyEstimates, OffPolicyEstimates, int]:
     """Doubly robust values of the use case's policy with two sets of models, on a uniform sample
     of the logged decisions from ``since`` on whose windows closed by ``as_of``.
 
     Returns (challenger, champion, decisions used). A set that lacks a model the value function
-    needs is the default policy, as it would be when serving.
+    needs is the default policy, as it would be when serving. ``experience``: the challenger's
+    and the champion's (what exploration scales with).
     """
     evaluator = OfflineEvaluator.from_logs(
         config, use_case_name, [VALUE], as_of=as_of, since=since, sample=sample
     )
+    new, old = experience or (None, None)
     return (
-        evaluator.evaluate(models=challenger)[VALUE],
-        evaluator.evaluate(models=champion)[VALUE],
+        evaluator.evaluate(models=challenger, experience=new)[VALUE],
+        evaluator.evaluate(models=champion, experience=old)[VALUE],
         evaluator.decisions,
     )

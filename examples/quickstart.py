@@ -36,12 +36,19 @@ def main(visits: int = 2000) -> None:
         for visit in track(range(visits), description="visitors", console=console):
             country = rng.choice(["us", "de", "fr"])
             articles = {
-                f"article-{i}": {"topic": rng.choice(TOPICS), "age_hours": rng.uniform(0, 48),
-                                 "popularity": rng.uniform(0, 1)}
+                f"article-{i}": {
+                    "topic": rng.choice(TOPICS),
+                    "age_hours": rng.uniform(0, 48),
+                    "popularity": rng.uniform(0, 1),
+                }
                 for i in range(8)
             }
-            decision = client.decide("home_feed", f"user-{visit % 300}",
-                                     context={"country": country, "hour": 20}, candidates=articles)
+            decision = client.decide(
+                "home_feed",
+                f"user-{visit % 300}",
+                context={"country": country, "hour": 20},
+                candidates=articles,
+            )
             top = (decision.ranking or [])[0]
             shown_first[str(articles[top]["topic"])] += 1
             # the hidden truth of this simulated site: tech is read in the evening, old news is not

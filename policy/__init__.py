@@ -10,13 +10,15 @@ replay logged decisions through it; none of them needs HTTP, Redis or Kafka for 
 - `model_values`: per-outcome predictions combined by the value function (`Predictor` scores rows);
   `default_policy_values`: the values of the default policy
 - `pick_action`: a choice, ranking or yes/no from values, with its exact propensity (`Pick`);
-  `policy_probabilities` / `action_probabilities`: the probability of each action
+  `policy_probabilities`: the probability of each action; `exploration_record`: what is logged
+- `Experience`: what exploration scales with (the models' examples, the value function's unit)
 - `OfflinePolicy`: a policy's action probabilities on logged decisions (off-policy evaluation)
 """
 
 from ._arms import ActiveExperiment, Assignment, ServingPolicy
 from ._default import default_policy_values
-from ._exploration import Pick, pick_action, policy_probabilities
+from ._experience import Experience
+from ._exploration import Pick, exploration_record, pick_action, policy_probabilities
 from ._features import ACTION_FEATURE, BINARY_CANDIDATES, FeatureEncoder
 from ._offline import OfflinePolicy
 from ._scoring import Predictor, model_values
@@ -26,12 +28,14 @@ __all__ = [
     "ActiveExperiment",
     "Assignment",
     "BINARY_CANDIDATES",
+    "Experience",
     "FeatureEncoder",
     "OfflinePolicy",
     "Pick",
     "Predictor",
     "ServingPolicy",
     "default_policy_values",
+    "exploration_record",
     "model_values",
     "pick_action",
     "policy_probabilities",

@@ -3,66 +3,95 @@
 Every strategy states its action probabilities exactly, so the logged propensity is the true
 probability of the logged action: that is what makes off-policy evaluation and unbiased learning
 from the logs possible. For rankings, the propensity is that of the candidate placed first.
+
+Gaps between values are measured in units of the value function's spread (`Experience`), so that
+a softmax temperature or SquareCB's gamma means the same for ``click`` and for revenue in cents.
+The default policy's values are ranks in [0, 1] already.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from closedloop.contracts import EpsilonGreedy, Exploration, Greedy, Softmax, UseCaseConfig
+from closedloop.contracts import EpsilonGreedy, Exploration, Softmax, SquareCB, UseCaseConfig
 
 from ._arms import ServingPolicy
+from ._experience import Experience
+
+NO_EXPERIENCE = Experience()
 
 
 @dataclass(frozen=True)
 class Pick:
-    """What the policy did: the chosen (or top-ranked) index, its propensity, the full order."""
+    """What the policy did: the chosen (or top-ranked) index, its propensity, the full order, and
+    the probability every candidate had of being chosen (placed first)."""
 
     index: int
     propensity: float
     order: list[int]
+    probabilities: np.ndarray
 
 
-def action_probabilities(values: np.ndarray, greedy: int, exploration: Exploration) -> np.ndarray:
-    """Probability of choosing each candidate under the exploration strategy."""
+def squarecb_gamma(exploration: SquareCB, experience: Experience) -> float:
+    """VW's schedule: ``gamma_scale * n ** gamma_exponent``, n counted from 1 before any model."""
+    return float(exploration.gamma_scale * max(1, experience.examples) ** exploration.gamma_exponent)
+
+
+def action_probabilities(
+    values: np.ndarray, greedy: int, exploration: Exploration, *, unit: float = 1.0, gamma: float = 0.0
+) -> np.ndarray:
+    """Probability of choosing each candidate; ``unit``: what a value gap is measured in."""
     count = len(values)
     if isinstance(exploration, Softmax):
-        scaled = (values - values.max()) / exploration.temperature
+        scaled = (values - values.max()) / (exploration.temperature * unit)
         weights = np.exp(scaled)
         return np.asarray(weights / weights.sum())
+    if isinstance(exploration, SquareCB):
+        gaps = np.maximum(values[greedy] - values, 0.0) / unit
+        probabilities = 1.0 / (count + gamma * gaps)
+        probabilities[greedy] = 0.0
+        probabilities[greedy] = 1.0 - probabilities.sum()
+        return np.asarray(probabilities)
     probabilities = np.zeros(count)
     probabilities[greedy] = 1.0
     if isinstance(exploration, EpsilonGreedy):
         probabilities = probabilities * (1.0 - exploration.epsilon) + exploration.epsilon / count
-    return probabilities
+    return np.asarray(probabilities)
 
 
-def choose(values: np.ndarray, greedy: int, exploration: Exploration, rng: np.random.Generator) -> Pick:
-    probabilities = action_probabilities(values, greedy, exploration)
-    if isinstance(exploration, Greedy) or len(values) == 1:
+def choose(values: np.ndarray, greedy: int, probabilities: np.ndarray, rng: np.random.Generator) -> Pick:
+    if probabilities[greedy] >= 1.0 or len(values) == 1:
         index = greedy
     else:
         index = int(rng.choice(len(values), p=probabilities))
-    return Pick(index, float(probabilities[index]), [index])
+    return Pick(index, float(probabilities[index]), [index], probabilities)
 
 
-def rank(values: np.ndarray, exploration: Exploration, rng: np.random.Generator) -> Pick:
+def rank(
+    values: np.ndarray,
+    exploration: Exploration,
+    probabilities: np.ndarray,
+    rng: np.random.Generator,
+    unit: float,
+) -> Pick:
     """An order of all candidates; the top slot is distributed as ``choose`` would pick."""
     greedy_order = np.argsort(-values, kind="stable")
-    greedy = int(greedy_order[0])
-    probabilities = action_probabilities(values, greedy, exploration)
     if isinstance(exploration, Softmax):
         # Gumbel-max sampling of a Plackett-Luce ranking: its first item is softmax-distributed.
-        keys = values / exploration.temperature + rng.gumbel(size=len(values))
+        keys = values / (exploration.temperature * unit) + rng.gumbel(size=len(values))
         order = np.argsort(-keys, kind="stable")
     elif isinstance(exploration, EpsilonGreedy) and rng.random() < exploration.epsilon:
         order = rng.permutation(len(values))
+    elif isinstance(exploration, SquareCB) and len(values) > 1:
+        top = int(rng.choice(len(values), p=probabilities))  # the rest keep the greedy order
+        order = np.concatenate([[top], greedy_order[greedy_order != top]])
     else:
         order = greedy_order
     top = int(order[0])
-    return Pick(top, float(probabilities[top]), [int(i) for i in order])
+    return Pick(top, float(probabilities[top]), [int(i) for i in order], probabilities)
 
 
 def exploration_inputs(
@@ -81,6 +110,14 @@ def exploration_inputs(
     return values, int(np.argmax(values))
 
 
+def _scales(policy: ServingPolicy, experience: Experience, *, from_model: bool) -> tuple[float, float]:
+    """The unit of a value gap and SquareCB's gamma for this decision."""
+    unit = experience.value_scale(policy.value) if from_model else 1.0
+    exploration = policy.exploration
+    gamma = squarecb_gamma(exploration, experience) if isinstance(exploration, SquareCB) else 0.0
+    return unit, gamma
+
+
 def pick_action(
     use_case: UseCaseConfig,
     policy: ServingPolicy,
@@ -88,17 +125,41 @@ def pick_action(
     *,
     from_model: bool,
     rng: np.random.Generator,
+    experience: Experience = NO_EXPERIENCE,
 ) -> Pick:
     """What ``policy`` does with the candidates' ``values``: a choice, a ranking or a yes/no."""
+    unit, gamma = _scales(policy, experience if from_model else NO_EXPERIENCE, from_model=from_model)
     if use_case.decision == "rank":
-        return rank(values, policy.exploration, rng)
+        greedy = int(np.argmax(values))
+        probabilities = action_probabilities(values, greedy, policy.exploration, unit=unit, gamma=gamma)
+        return rank(values, policy.exploration, probabilities, rng, unit)
     scores, greedy = exploration_inputs(use_case, values, from_model=from_model, threshold=policy.threshold)
-    return choose(scores, greedy, policy.exploration, rng)
+    probabilities = action_probabilities(scores, greedy, policy.exploration, unit=unit, gamma=gamma)
+    return choose(scores, greedy, probabilities, rng)
 
 
 def policy_probabilities(
-    use_case: UseCaseConfig, policy: ServingPolicy, values: np.ndarray, *, from_model: bool
+    use_case: UseCaseConfig,
+    policy: ServingPolicy,
+    values: np.ndarray,
+    *,
+    from_model: bool,
+    experience: Experience = NO_EXPERIENCE,
 ) -> np.ndarray:
     """The probability `pick_action` has of choosing (placing first) each candidate."""
+    unit, gamma = _scales(policy, experience if from_model else NO_EXPERIENCE, from_model=from_model)
     scores, greedy = exploration_inputs(use_case, values, from_model=from_model, threshold=policy.threshold)
-    return action_probabilities(scores, greedy, policy.exploration)
+    if use_case.decision == "rank":
+        scores, greedy = values, int(np.argmax(values))
+    return action_probabilities(scores, greedy, policy.exploration, unit=unit, gamma=gamma)
+
+
+def exploration_record(policy: ServingPolicy, experience: Experience, *, from_model: bool) -> dict[str, Any]:
+    """What a decision logs of its exploration: the strategy, and what it was scaled by."""
+    if not isinstance(policy.exploration, (Softmax, SquareCB)):
+        return policy.exploration_log
+    unit, gamma = _scales(policy, experience if from_model else NO_EXPERIENCE, from_model=from_model)
+    record = {**policy.exploration_log, "value_unit": unit}
+    if isinstance(policy.exploration, SquareCB):
+        record["gamma"] = gamma
+    return record

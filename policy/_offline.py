@@ -15,6 +15,7 @@ from closedloop.contracts import ArmPolicy, FeatureValue, UseCaseConfig
 
 from ._arms import ServingPolicy
 from ._default import default_policy_values
+from ._experience import Experience
 from ._exploration import policy_probabilities
 from ._features import FeatureEncoder
 from ._scoring import Predictor, model_values
@@ -27,14 +28,18 @@ class OfflinePolicy:
         arm: ArmPolicy | None = None,
         *,
         models: Mapping[str, Predictor] | None = None,
+        experience: Experience | None = None,
     ) -> None:
         """``models``: outcome -> booster (the champions); the policy needs every outcome its
-        value function names, or it acts as the default policy, as the engine would."""
+        value function names, or it acts as the default policy, as the engine would.
+        ``experience``: what the models learned from (`Experience.of` their registry metadata), which
+        exploration scales with, as it does when serving."""
         self.use_case = use_case
         wanted = arm is None or arm.policy == "model"
         self._policy = ServingPolicy.of(use_case.arm_policy(arm or ArmPolicy()), use_model=wanted)
         self._encoder = FeatureEncoder(use_case)
         self._models = dict(models) if wanted and models else {}
+        self._experience = experience or Experience()
 
     def probabilities(
         self,
@@ -61,7 +66,13 @@ class OfflinePolicy:
             else:
                 values = default_policy_values(self.use_case, [dict(c) for c in features])
             result.append(
-                policy_probabilities(self.use_case, self._policy, values, from_model=scored is not None)
+                policy_probabilities(
+                    self.use_case,
+                    self._policy,
+                    values,
+                    from_model=scored is not None,
+                    experience=self._experience,
+                )
             )
         return result
 

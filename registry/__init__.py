@@ -12,7 +12,7 @@ directory for embedded runs. Both also hold the phase history of experiments, wh
 from ._experiments import running_phases, start_experiment, stop_experiment
 from ._local import LocalModelRegistry
 from ._open import open_registry
-from ._protocol import ModelRegistry, ModelVersion
+from ._protocol import ModelRegistry, ModelVersion, champion_metadata
 from ._redis import RedisModelRegistry
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "ModelRegistry",
     "ModelVersion",
     "RedisModelRegistry",
+    "champion_metadata",
     "open_registry",
     "running_phases",
     "start_experiment",

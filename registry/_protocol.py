@@ -76,3 +76,16 @@ class ModelRegistry(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def champion_metadata(
+    registry: ModelRegistry, use_case: str, outcomes: list[str]
+) -> dict[str, Mapping[str, Any]]:
+    """Outcome -> the metadata of its champion, for the outcomes that have one."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for outcome, version in registry.champions(use_case, outcomes).items():
+        if version is not None:
+            found[outcome] = next(
+                (v.metadata for v in registry.versions(use_case, outcome) if v.version == version), {}
+            )
+    return found

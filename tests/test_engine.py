@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from conftest import make_config
 from factories import train_model_text
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from scipy import stats
 
 from closedloop.contracts import (
     ClosedLoopConfig,
     DecideRequest,
+    Exploration,
     FeedbackIn,
     InvalidRequestError,
     PayloadTooLargeError,
@@ -41,7 +42,10 @@ def publish(
     registry = LocalModelRegistry(config.infrastructure.data_path / "registry")
     objective = "binary" if config.use_cases[use_case].outcomes[outcome].type == "binary" else "regression"
     text = train_model_text(engine.feature_names(use_case), objective=objective, **kw)  # type: ignore[arg-type]
-    version = registry.publish(use_case, outcome, text, {"note": "test"}, champion=True).version
+    lineage = {"rows_train": 3, "rows_holdout": 1}  # SquareCB's gamma: 10 * sqrt(4) = 20
+    version = registry.publish(
+        use_case, outcome, text, {"note": "test", "lineage": lineage}, champion=True
+    ).version
     engine.refresh_models()
     return version
 
@@ -114,9 +118,24 @@ def _frequencies_match(choices: list[str], propensities: dict[str, float]) -> fl
     return float(stats.chisquare(observed, expected).pvalue)
 
 
+def _exploring_by(config: ClosedLoopConfig, use_case: str, strategy: str) -> ClosedLoopConfig:
+    if strategy == "as configured":
+        return config
+    exploration = TypeAdapter(Exploration).validate_python({"strategy": strategy})
+    changed = config.use_cases[use_case].model_copy(
+        update={"policy": config.use_cases[use_case].policy.model_copy(update={"exploration": exploration})}
+    )
+    return config.model_copy(update={"use_cases": {**config.use_cases, use_case: changed}})
+
+
+@pytest.mark.parametrize("strategy", ["as configured", "squarecb"])
 @pytest.mark.parametrize("use_case", ["feed", "pick", "notify"])
-def test_choice_frequencies_match_logged_propensities(config: ClosedLoopConfig, use_case: str) -> None:
-    """Over many identical decisions, each option's share matches the propensity logged with it."""
+def test_choice_frequencies_match_logged_propensities(
+    config: ClosedLoopConfig, use_case: str, strategy: str
+) -> None:
+    """Over many identical decisions, each option's share matches the propensity logged with it,
+    and every decision returns and logs the whole distribution it drew from."""
+    config = _exploring_by(config, use_case, strategy)
     engine = engine_for(config, seed=11)
     for outcome in config.use_cases[use_case].outcomes:
         publish(config, engine, use_case, outcome, weight_of_first=1.0)
@@ -139,8 +158,14 @@ def test_choice_frequencies_match_logged_propensities(config: ClosedLoopConfig, 
         choices.append(decision.choice)
         propensities.setdefault(decision.choice, decision.propensity)
         assert propensities[decision.choice] == pytest.approx(decision.propensity)
+        assert decision.probabilities[decision.choice] == pytest.approx(decision.propensity)
     assert len(propensities) == len(decision.scores), "every option must be explored"
+    assert decision.probabilities == pytest.approx(propensities)
     assert _frequencies_match(choices, propensities) > 0.001
+    event = decode_decision(logged(config, "decisions")[-1])
+    assert {c.id: c.probability for c in event.candidates} == pytest.approx(decision.probabilities)
+    if strategy == "squarecb":
+        assert event.exploration["gamma"] == pytest.approx(20.0)  # from the examples the models learned
     engine.close()
 
 

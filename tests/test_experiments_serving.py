@@ -93,8 +93,8 @@ def test_arm_is_stable_recorded_and_shared_as_declared(tmp_path: Path) -> None:
     by_arm = {e.arm: e for e in events}
     assert by_arm["holdout"].policy == "default"
     assert by_arm["control"].policy == "default"
-    assert by_arm["bolder"].exploration == {"strategy": "softmax", "temperature": 1.0}
-    assert by_arm["greedier"].exploration == {"strategy": "softmax", "temperature": 0.05}
+    assert by_arm["bolder"].exploration == {"strategy": "softmax", "temperature": 1.0, "value_unit": 1.0}
+    assert by_arm["greedier"].exploration == {"strategy": "softmax", "temperature": 0.05, "value_unit": 1.0}
 
 
 def test_a_new_salt_reshuffles_units(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 import lightgbm as lgb
 
 from closedloop.contracts import ClosedLoopConfig
-from closedloop.registry import ModelRegistry
+from closedloop.policy import Experience
+from closedloop.registry import ModelRegistry, champion_metadata
 
 from ._training import GateDecision
 
@@ -30,9 +31,11 @@ def off_policy_check(
     *,
     since: float,
     as_of: float,
+    challenger_metadata: dict[str, Any] | None = None,
 ) -> tuple[GateDecision | None, dict[str, Any]]:
     """A failing decision when the challenger's policy is worth less, None when it passes or
-    cannot be judged; plus what was measured, for the model's metadata."""
+    cannot be judged; plus what was measured, for the model's metadata. ``challenger_metadata``:
+    what its registry metadata will say (lineage, label range), which exploration scales with."""
     from closedloop.evaluation import compare_policies_offline
 
     rules = config.use_cases[use_case].promotion
@@ -41,9 +44,14 @@ def off_policy_check(
         if version is not None:
             champions[name] = lgb.Booster(model_str=registry.model_text(use_case, name, version))
     with_challenger = {**champions, outcome: challenger}
+    known = champion_metadata(registry, use_case, list(config.use_cases[use_case].outcomes))
+    experience = (
+        Experience.of(config.use_cases[use_case], {**known, outcome: challenger_metadata or {}}),
+        Experience.of(config.use_cases[use_case], known),
+    )
     try:
         new, old, decisions = compare_policies_offline(
-            config, use_case, with_challenger, champions, since=since, as_of=as_of
+            config, use_case, with_challenger, champions, since=since, as_of=as_of, experience=experience
         )
     except ValueError as exc:
         logger.warning("off-policy check of %s/%s not judged: %s", use_case, outcome, exc)

@@ -194,6 +194,7 @@ class Trainer:
         self._progress(f"training {name}/{outcome_name} on {len(rows) - held_out} rows, {held_out} held out")
         train, holdout = Dataset.from_examples(rows, encoder).split_by_time(rules.holdout_fraction)
         params = lightgbm_params(use_case, outcome, self._seed)
+        label_range = [float(q) for q in np.percentile(train.labels, [5, 95])]
         booster = fit(train, encoder, params, use_case.model.num_trees)
         challenger = evaluate(np.asarray(booster.predict(holdout.features)), holdout.labels, outcome)
         baseline = evaluate(constant_predictions(train.labels, len(holdout)), holdout.labels, outcome)
@@ -213,6 +214,10 @@ class Trainer:
                 booster,
                 since=float(holdout.decided_at[0]),
                 as_of=self._clock(),
+                challenger_metadata={
+                    "lineage": {"rows_train": len(train), "rows_holdout": len(holdout)},
+                    "label_range": label_range,
+                },
             )
             decision = failed or decision
         report: dict[str, Any] = {
@@ -248,6 +253,7 @@ class Trainer:
                 "status": "champion" if decision.passed else "rejected",
                 "feature_names": list(encoder.feature_names),
                 "objective": params["objective"],
+                "label_range": label_range,  # the unit of exploration's value gaps (policy.Experience)
             },
             champion=decision.passed,
         )

@@ -18,8 +18,8 @@ import numpy as np
 
 from closedloop.contracts import ClosedLoopConfig, TuningError
 from closedloop.evaluation import OfflineEvaluator, OffPolicyEstimates, TrainingRows
-from closedloop.policy import FeatureEncoder
-from closedloop.registry import ModelRegistry
+from closedloop.policy import Experience, FeatureEncoder
+from closedloop.registry import ModelRegistry, champion_metadata
 from closedloop.trainer import Dataset, fit, lightgbm_params
 
 from ._ax import Method
@@ -94,9 +94,17 @@ class OfflineTuner(TuningLoop):
             }
         return self._champions
 
+    def experience(self) -> Experience:
+        """What the champions learned from; refitted trial models are judged as if alike."""
+        outcomes = list(self.space.use_case.outcomes)
+        return Experience.of(
+            self.space.use_case, champion_metadata(self.registry, self.use_case_name, outcomes)
+        )
+
     def baseline(self) -> Measurement:
         if self._baseline is None:
-            self._baseline = _measurement(self.evaluator.evaluate(None, self.champions()))
+            estimates = self.evaluator.evaluate(None, self.champions(), self.experience())
+            self._baseline = _measurement(estimates)
         return self._baseline
 
     def measure(self, current: RoundRecord, trials: Sequence[TrialRecord]) -> RoundMeasurements | Waiting:
@@ -104,7 +112,8 @@ class OfflineTuner(TuningLoop):
         measured = {}
         for trial in trials:
             models = self._models_for(trial.parameters)
-            values = _measurement(self.evaluator.evaluate(self.space.arm_policy(trial.parameters), models))
+            arm = self.space.arm_policy(trial.parameters)
+            values = _measurement(self.evaluator.evaluate(arm, models, self.experience()))
             measured[trial.trial_index] = (
                 self.space.with_relative(values, baseline),
                 self.evaluator.decisions,

@@ -1,0 +1,257 @@
+"""closedloop against Vowpal Wabbit on the same contextual-bandit streams, same seeds.
+
+closedloop runs as a product would: `EmbeddedClient.decide`, `log_feedback` for every click, the
+real trainer (`open_trainer`) retraining on its trigger, the engine loading each champion, all on
+a simulated clock (one decision a second, click windows of a minute). Vowpal Wabbit
+(`--cb_explore_adf --squarecb -q ca`, learning after every decision) sees the same contexts,
+candidates and, for the actions it picks, clicks drawn from the same truth.
+
+Streams (10 candidates each):
+- ``linear``: click logit bilinear in 5 context and 5 candidate features
+- ``nonlinear``: thresholds and products of the features (what a linear learner cannot fit)
+- ``digits``: scikit-learn's handwritten digits as a supervised-to-bandit problem: 64 pixels of
+  context, 10 actions (the digit), reward 1 for the right one (with 10% label noise)
+
+Printed: each learner's expected reward (from the truth, not the drawn click) over the last
+``--last`` decisions, as a share of the oracle's, and wall time.
+
+    .venv/bin/python bench/vs_vw.py [--decisions 30000] [--last 10000] [--streams linear,nonlinear,digits]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from closedloop.contracts import load_config
+from closedloop.sdk import EmbeddedClient
+from closedloop.trainer import open_trainer
+
+CANDIDATES = 10
+START = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+
+
+@dataclass
+class Round:
+    context: dict[str, float]
+    candidates: list[dict[str, float]]
+    truth: np.ndarray
+    """Click probability of each candidate."""
+
+
+class Stream:
+    name: str
+    context_names: list[str]
+    candidate_names: list[str]
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def next(self) -> Round:
+        raise NotImplementedError
+
+
+class Linear(Stream):
+    name = "linear"
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        truth = np.random.default_rng(seed + 1000)
+        self.weights = truth.normal(0, 1.0, size=(5, 5))
+        self.bias = truth.normal(0, 0.5, size=5)
+        self.context_names = [f"x{i}" for i in range(5)]
+        self.candidate_names = [f"a{i}" for i in range(5)]
+
+    def next(self) -> Round:
+        x = self.rng.normal(size=5)
+        a = self.rng.normal(size=(CANDIDATES, 5))
+        logit = -1.5 + a @ (self.weights.T @ x) * 0.5 + a @ self.bias * 0.3
+        return _round(self, x, a, 1 / (1 + np.exp(-logit)))
+
+
+class Nonlinear(Stream):
+    name = "nonlinear"
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.context_names = [f"x{i}" for i in range(5)]
+        self.candidate_names = [f"a{i}" for i in range(5)]
+
+    def next(self) -> Round:
+        x = self.rng.uniform(-1, 1, size=5)
+        a = self.rng.uniform(-1, 1, size=(CANDIDATES, 5))
+        logit = (
+            -2.0
+            + 2.0 * ((x[0] > 0) == (a[:, 0] > 0))
+            + 1.5 * np.sin(3 * x[1] * a[:, 1])
+            + 1.2 * (a[:, 2] * x[2] > 0.2)
+            - 1.0 * np.abs(a[:, 3] - x[3])
+        )
+        return _round(self, x, a, 1 / (1 + np.exp(-logit)))
+
+
+class Digits(Stream):
+    name = "digits"
+
+    def __init__(self, seed: int) -> None:
+        from sklearn.datasets import load_digits
+
+        super().__init__(seed)
+        digits = load_digits()
+        self.images = digits.data / 16.0
+        self.labels = digits.target
+        self.context_names = [f"p{i}" for i in range(64)]
+        self.candidate_names = [f"is{d}" for d in range(CANDIDATES)]  # the action, one-hot
+
+    def next(self) -> Round:
+        row = int(self.rng.integers(len(self.labels)))
+        truth = np.full(CANDIDATES, 0.1 / (CANDIDATES - 1))
+        truth[self.labels[row]] = 0.9
+        return _round(self, self.images[row], np.eye(CANDIDATES), truth)
+
+
+def _round(stream: Stream, x: np.ndarray, a: np.ndarray, truth: np.ndarray) -> Round:
+    return Round(
+        context={n: round(float(v), 4) for n, v in zip(stream.context_names, x, strict=True)},
+        candidates=[
+            {n: round(float(v), 4) for n, v in zip(stream.candidate_names, row, strict=True)} for row in a
+        ],
+        truth=np.asarray(truth, dtype=float),
+    )
+
+
+STREAMS: dict[str, Callable[[int], Stream]] = {"linear": Linear, "nonlinear": Nonlinear, "digits": Digits}
+
+
+# -- closedloop -----------------------------------------------------------------------------------
+
+
+def closedloop_run(
+    stream: Stream, decisions: int, *, exploration: dict[str, Any] | None, seed: int
+) -> np.ndarray:
+    """Expected reward (the truth's probability of the chosen candidate) of each decision."""
+    directory = Path(tempfile.mkdtemp(prefix=f"closedloop-vw-{stream.name}-"))
+    use_case: dict[str, Any] = {
+        "decision": "choose",
+        "max_candidates": CANDIDATES,
+        "context": {n: {"type": "numeric"} for n in stream.context_names},
+        "candidate": {n: {"type": "numeric"} for n in stream.candidate_names},
+        "outcomes": {"click": {"type": "binary", "window": "1m"}},
+        "policy": {"value": "click"},
+    }
+    if exploration is not None:
+        use_case["policy"]["exploration"] = exploration
+    raw = {"use_cases": {"bench": use_case}, "infrastructure": {"data_dir": str(directory)}}
+    path = directory / "closedloop.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    config = load_config(path)
+    now = [START]
+    client = EmbeddedClient(
+        config, seed=seed, clock=lambda: datetime.fromtimestamp(now[0], UTC), refresh_interval=3600
+    )
+    trainer = open_trainer(config, clock=lambda: now[0], lateness=0.0)
+    rng = np.random.default_rng(seed + 7)
+    expected = np.zeros(decisions)
+    pending: list[tuple[str, float]] = []
+    for i in range(decisions):
+        now[0] = START + i
+        r = stream.next()
+        ids = [f"c{k}" for k in range(CANDIDATES)]
+        decision = client.decide(
+            "bench", f"u{i}", context=r.context, candidates=dict(zip(ids, r.candidates, strict=True))
+        )
+        chosen = ids.index(decision.choice or "")
+        expected[i] = r.truth[chosen]
+        if rng.random() < r.truth[chosen]:
+            pending.append((decision.decision_id, now[0] + 1))
+        if (i + 1) % 1000 == 0:  # the trainer's cycle: every 1000 decisions (simulated minutes)
+            for decision_id, at in pending:
+                client.log_feedback(decision_id, {"click": 1}, timestamp=datetime.fromtimestamp(at, UTC))
+            pending.clear()
+            client.flush()
+            now[0] += 120  # every window of this round has closed
+            trainer.run_once(timeout=0)
+            client.refresh_models()
+    client.close()
+    trainer.close()
+    return expected
+
+
+# -- Vowpal Wabbit --------------------------------------------------------------------------------
+
+
+def vw_run(stream: Stream, decisions: int, *, arguments: str, seed: int) -> np.ndarray:
+    import vowpalwabbit
+
+    vw = vowpalwabbit.Workspace(f"{arguments} --quiet --random_seed {seed}")
+    rng = np.random.default_rng(seed + 7)
+    expected = np.zeros(decisions)
+    for i in range(decisions):
+        r = stream.next()
+        shared = "shared |c " + " ".join(f"{n}:{v}" for n, v in r.context.items())
+        actions = ["|a " + " ".join(f"{n}:{v}" for n, v in c.items()) for c in r.candidates]
+        pmf = np.asarray(vw.predict([shared, *actions]), dtype=float)
+        pmf = pmf / pmf.sum()
+        chosen = int(rng.choice(CANDIDATES, p=pmf))
+        expected[i] = r.truth[chosen]
+        cost = -1.0 if rng.random() < r.truth[chosen] else 0.0
+        labelled = list(actions)
+        labelled[chosen] = f"0:{cost}:{pmf[chosen]} {actions[chosen]}"
+        vw.learn([shared, *labelled])
+    vw.finish()
+    return expected
+
+
+def oracle(stream: Stream, decisions: int) -> np.ndarray:
+    return np.array([stream.next().truth.max() for _ in range(decisions)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--decisions", type=int, default=30_000)
+    parser.add_argument("--last", type=int, default=10_000)
+    parser.add_argument("--streams", default="linear,nonlinear,digits")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--closedloop", default="default,epsilon_greedy", help="explorations to run")
+    args = parser.parse_args()
+    explorations: dict[str, dict[str, Any] | None] = {
+        "default": None,
+        "epsilon_greedy": {"strategy": "epsilon_greedy", "epsilon": 0.1},
+        "squarecb": {"strategy": "squarecb"},
+        "softmax": {"strategy": "softmax", "temperature": 0.1},
+    }
+    print(f"{args.decisions:,} decisions per stream; expected reward over the last {args.last:,} / oracle's")
+    for name in args.streams.split(","):
+        best = oracle(STREAMS[name](args.seed), args.decisions)[-args.last :].sum()
+        rows = []
+        started = time.perf_counter()
+        vw = vw_run(
+            STREAMS[name](args.seed),
+            args.decisions,
+            arguments="--cb_explore_adf --squarecb -q ca",
+            seed=args.seed,
+        )
+        rows.append(("VW --cb_explore_adf --squarecb -q ca", vw, time.perf_counter() - started))
+        for label in args.closedloop.split(","):
+            started = time.perf_counter()
+            ours = closedloop_run(
+                STREAMS[name](args.seed), args.decisions, exploration=explorations[label], seed=args.seed
+            )
+            rows.append((f"closedloop ({label})", ours, time.perf_counter() - started))
+        print(f"\n{name}")
+        for label, rewards, seconds in rows:
+            share = rewards[-args.last :].sum() / best
+            print(f"  {label:<42} {share:7.1%} of oracle   {seconds:7.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
