@@ -157,12 +157,17 @@ class PolicyConfig(StrictModel):
 class ModelConfig(StrictModel):
     """LightGBM parameters for each outcome's model (see LightGBM's parameter docs)."""
 
-    num_trees: int = Field(100, ge=1, le=10_000)
+    num_trees: int | None = Field(None, ge=1, le=10_000)
+    """None (the default): as many as early stopping finds on the latest 15% of the training rows,
+    up to ``max_trees``; a number fixes it."""
+    max_trees: int = Field(1000, ge=1, le=10_000)
     learning_rate: float = Field(0.05, gt=0.0, le=1.0)
     num_leaves: int = Field(31, ge=2, le=131_072)
     min_data_in_leaf: int = Field(20, ge=1)
     feature_fraction: float = Field(1.0, gt=0.0, le=1.0)
     lambda_l2: float = Field(0.0, ge=0.0)
+    num_threads: int = Field(0, ge=0)
+    """LightGBM's threads for training; 0: one per core."""
 
 
 class RetrainTrigger(StrictModel):
@@ -178,11 +183,13 @@ class PromotionGate(StrictModel):
     """Held-out examples needed before a new model may be promoted."""
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     """The latest share of examples (by decision time) kept aside for evaluation."""
-    max_auc_drop: float = Field(0.0, ge=0.0)
-    """Binary outcomes: the challenger's AUC may be at most this much below the champion's."""
+    max_auc_drop: float | None = Field(None, ge=0.0)
+    """Binary outcomes: if set, the challenger's AUC may be at most this much below the champion's."""
     max_logloss_increase: float = Field(0.0, ge=0.0)
+    """How much worse than the champion's the challenger's held-out log-loss may credibly be (the
+    gate compares per-row losses with a 95% interval, so noise alone does not refuse a model)."""
     max_rmse_increase: float = Field(0.0, ge=0.0)
-    """Continuous outcomes: the challenger's RMSE may be at most this much above the champion's."""
+    """Continuous outcomes: the same for RMSE."""
     off_policy_check: bool = False
     """Also require the doubly robust value of the policy with the new model, estimated on the
     held-out period's logged decisions, to be no lower than with the champions (needs the

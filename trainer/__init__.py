@@ -10,11 +10,12 @@
 """
 
 from ._database import open_database
+from ._gate import GateDecision, gate
 from ._open import open_trainer
 from ._sources import EventBatch, EventSource, FileEventSource, KafkaEventSource
 from ._store import ExampleStore, LabelledExample, TrainingRun
 from ._trainer import CycleReport, Trainer
-from ._training import Dataset, GateDecision, evaluate, fit, gate, lightgbm_params
+from ._training import Dataset, evaluate, fit, lightgbm_params
 
 __all__ = [
     "CycleReport",

@@ -17,7 +17,7 @@ from closedloop.contracts import ClosedLoopConfig
 from closedloop.policy import Experience
 from closedloop.registry import ModelRegistry, champion_metadata
 
-from ._training import GateDecision
+from ._gate import GateDecision
 
 logger = logging.getLogger(__name__)
 

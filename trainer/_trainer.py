@@ -19,21 +19,20 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from closedloop.contracts import Attribution, ClosedLoopConfig, OutcomeConfig
+from closedloop.contracts import Attribution, ClosedLoopConfig
 from closedloop.policy import FeatureEncoder
 from closedloop.registry import ModelRegistry
 
+from ._gate import gate
 from ._join import Joiner
 from ._offpolicy_gate import off_policy_check
 from ._sources import EventBatch, EventSource
 from ._store import ExampleStore, TrainingRun
 from ._training import (
     Dataset,
-    Metrics,
     constant_predictions,
     evaluate,
     fit,
-    gate,
     lightgbm_params,
 )
 
@@ -195,15 +194,25 @@ class Trainer:
         train, holdout = Dataset.from_examples(rows, encoder).split_by_time(rules.holdout_fraction)
         params = lightgbm_params(use_case, outcome, self._seed)
         label_range = [float(q) for q in np.percentile(train.labels, [5, 95])]
-        booster = fit(train, encoder, params, use_case.model.num_trees)
-        challenger = evaluate(np.asarray(booster.predict(holdout.features)), holdout.labels, outcome)
-        baseline = evaluate(constant_predictions(train.labels, len(holdout)), holdout.labels, outcome)
+        booster = fit(train, encoder, params, use_case.model.num_trees, max_trees=use_case.model.max_trees)
+        predicted = np.asarray(booster.predict(holdout.features))
+        constant = constant_predictions(train.labels, len(holdout))
+        challenger = evaluate(predicted, holdout.labels, outcome)
+        baseline = evaluate(constant, holdout.labels, outcome)
         parent = self.registry.champion(name, outcome_name)
-        champion = self._champion_metrics(name, outcome_name, parent, encoder, holdout, outcome)
-        reference, reference_name = (
-            (champion, f"champion {parent}") if champion else (baseline, "constant baseline")
+        champion_predicted = self._champion_predictions(name, outcome_name, parent, encoder, holdout)
+        champion = (
+            evaluate(champion_predicted, holdout.labels, outcome) if champion_predicted is not None else None
         )
-        decision = gate(challenger, reference, reference_name, outcome, rules)
+        reference_name = f"champion {parent}" if champion is not None else "constant baseline"
+        decision = gate(
+            holdout.labels,
+            predicted,
+            constant=constant,
+            champion=(reference_name, champion_predicted) if champion_predicted is not None else None,
+            outcome=outcome,
+            rules=rules,
+        )
         off_policy: dict[str, Any] | None = None
         if rules.off_policy_check and decision.passed:
             failed, off_policy = off_policy_check(
@@ -228,9 +237,10 @@ class Trainer:
                 "passed": decision.passed,
                 "compared_with": reference_name,
                 "reasons": decision.reasons,
+                "paired_loss_differences": decision.comparisons,
                 "off_policy": off_policy,
             },
-            "params": {**params, "num_trees": use_case.model.num_trees},
+            "params": {**params, "num_trees": booster.num_trees()},
             "lineage": {
                 "data_from": _iso(float(train.decided_at[0])),
                 "data_to": _iso(float(holdout.decided_at[-1])),
@@ -270,15 +280,15 @@ class Trainer:
             report,
         )
 
-    def _champion_metrics(
+    def _champion_predictions(
         self,
         name: str,
         outcome_name: str,
         version: str | None,
         encoder: FeatureEncoder,
         holdout: Dataset,
-        outcome: OutcomeConfig,
-    ) -> Metrics | None:
+    ) -> np.ndarray | None:
+        """The champion's predictions on the held-out rows (None without a usable champion)."""
         if version is None:
             return None
         try:
@@ -288,7 +298,7 @@ class Trainer:
             return None
         if booster.feature_name() != list(encoder.feature_names):
             return None  # trained before the use case's features changed: compare with the baseline
-        return evaluate(np.asarray(booster.predict(holdout.features)), holdout.labels, outcome)
+        return np.asarray(booster.predict(holdout.features))
 
     def _record(
         self,

@@ -8,14 +8,14 @@ the same held-out rows — the way the model will meet the future.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 from sklearn.metrics import log_loss, mean_squared_error, roc_auc_score
 
-from closedloop.contracts import OutcomeConfig, PromotionGate, UseCaseConfig
+from closedloop.contracts import OutcomeConfig, UseCaseConfig
 from closedloop.policy import FeatureEncoder
 
 from ._store import LabelledExample
@@ -51,7 +51,9 @@ class Dataset:
 
 def lightgbm_params(use_case: UseCaseConfig, outcome: OutcomeConfig, seed: int) -> dict[str, Any]:
     model = use_case.model
+    threads = {"num_threads": model.num_threads} if model.num_threads else {}
     return {
+        **threads,
         "objective": "binary" if outcome.type == "binary" else "regression",
         "learning_rate": model.learning_rate,
         "num_leaves": model.num_leaves,
@@ -64,15 +66,53 @@ def lightgbm_params(use_case: UseCaseConfig, outcome: OutcomeConfig, seed: int) 
     }
 
 
-def fit(data: Dataset, encoder: FeatureEncoder, params: dict[str, Any], num_trees: int) -> lgb.Booster:
-    dataset = lgb.Dataset(
+EARLY_STOPPING_ROUNDS = 30
+VALIDATION_FRACTION = 0.15
+"""The latest share of the training rows that early stopping watches (the held-out rows the gate
+judges on are later still, and never seen here)."""
+
+
+def fit(
+    data: Dataset,
+    encoder: FeatureEncoder,
+    params: dict[str, Any],
+    num_trees: int | None,
+    *,
+    max_trees: int = 1000,
+) -> lgb.Booster:
+    """A model of ``num_trees`` trees; with None, as many as early stopping finds on the latest
+    rows (up to ``max_trees``), then refitted on all of ``data`` with that many."""
+    if num_trees is None:
+        num_trees = trees_by_early_stopping(data, encoder, params, max_trees)
+    return lgb.train(params, _lightgbm_data(data, encoder), num_boost_round=num_trees)
+
+
+def trees_by_early_stopping(
+    data: Dataset, encoder: FeatureEncoder, params: dict[str, Any], max_trees: int
+) -> int:
+    earlier, later = data.split_by_time(VALIDATION_FRACTION)
+    if len(later) < 50 or len(earlier) < 50:
+        return min(max_trees, 100)
+    train = _lightgbm_data(earlier, encoder)
+    valid = lgb.Dataset(later.features, later.labels, reference=train)
+    booster = lgb.train(
+        params,
+        train,
+        num_boost_round=max_trees,
+        valid_sets=[valid],
+        callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
+    )
+    return max(1, int(booster.best_iteration or max_trees))
+
+
+def _lightgbm_data(data: Dataset, encoder: FeatureEncoder) -> lgb.Dataset:
+    return lgb.Dataset(
         data.features,
         data.labels,
         feature_name=list(encoder.feature_names),
         categorical_feature=list(encoder.categorical_features) or "auto",
         free_raw_data=True,
     )
-    return lgb.train(params, dataset, num_boost_round=num_trees)
 
 
 def evaluate(predictions: np.ndarray, labels: np.ndarray, outcome: OutcomeConfig) -> Metrics:
@@ -83,52 +123,6 @@ def evaluate(predictions: np.ndarray, labels: np.ndarray, outcome: OutcomeConfig
     if 0 < labels.sum() < len(labels):  # AUC needs both classes
         metrics["auc"] = float(roc_auc_score(labels, predictions))
     return metrics
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    passed: bool
-    reasons: list[str] = field(default_factory=list)
-    """Why it failed (or, when it passed, what it was compared with)."""
-
-    @property
-    def summary(self) -> str:
-        return "; ".join(self.reasons)
-
-
-def gate(
-    challenger: Metrics,
-    reference: Metrics,
-    reference_name: str,
-    outcome: OutcomeConfig,
-    rules: PromotionGate,
-) -> GateDecision:
-    """Compare the challenger with a reference (the champion, or the constant baseline)."""
-    failures: list[str] = []
-    if outcome.type == "continuous":
-        limit = reference["rmse"] + rules.max_rmse_increase
-        if challenger["rmse"] > limit:
-            failures.append(
-                f"RMSE {challenger['rmse']:.4f} > {reference_name}'s {reference['rmse']:.4f}"
-                f" + max_rmse_increase {rules.max_rmse_increase}"
-            )
-    else:
-        if "auc" in challenger and "auc" in reference:
-            floor = reference["auc"] - rules.max_auc_drop
-            if challenger["auc"] < floor:
-                failures.append(
-                    f"AUC {challenger['auc']:.4f} < {reference_name}'s {reference['auc']:.4f}"
-                    f" - max_auc_drop {rules.max_auc_drop}"
-                )
-        ceiling = reference["logloss"] + rules.max_logloss_increase
-        if challenger["logloss"] > ceiling:
-            failures.append(
-                f"log-loss {challenger['logloss']:.4f} > {reference_name}'s {reference['logloss']:.4f}"
-                f" + max_logloss_increase {rules.max_logloss_increase}"
-            )
-    if failures:
-        return GateDecision(False, failures)
-    return GateDecision(True, [f"not worse than the {reference_name} on held-out data"])
 
 
 def constant_predictions(train_labels: np.ndarray, rows: int) -> np.ndarray:
