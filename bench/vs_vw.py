@@ -21,6 +21,7 @@ Printed: each learner's expected reward (from the truth, not the drawn click) ov
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -136,7 +137,12 @@ STREAMS: dict[str, Callable[[int], Stream]] = {"linear": Linear, "nonlinear": No
 
 
 def closedloop_run(
-    stream: Stream, decisions: int, *, exploration: dict[str, Any] | None, seed: int
+    stream: Stream,
+    decisions: int,
+    *,
+    exploration: dict[str, Any] | None,
+    seed: int,
+    model: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Expected reward (the truth's probability of the chosen candidate) of each decision."""
     directory = Path(tempfile.mkdtemp(prefix=f"closedloop-vw-{stream.name}-"))
@@ -150,6 +156,8 @@ def closedloop_run(
     }
     if exploration is not None:
         use_case["policy"]["exploration"] = exploration
+    if model:
+        use_case["model"] = model
     raw = {"use_cases": {"bench": use_case}, "infrastructure": {"data_dir": str(directory)}}
     path = directory / "closedloop.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -222,11 +230,16 @@ def main() -> None:
     parser.add_argument("--streams", default="linear,nonlinear,digits")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--closedloop", default="default,epsilon_greedy", help="explorations to run")
+    parser.add_argument(
+        "--model", default="{}", help='closedloop model settings, JSON: {"learning_rate": 0.1}'
+    )
     args = parser.parse_args()
     explorations: dict[str, dict[str, Any] | None] = {
         "default": None,
         "epsilon_greedy": {"strategy": "epsilon_greedy", "epsilon": 0.1},
         "squarecb": {"strategy": "squarecb"},
+        "squarecb30": {"strategy": "squarecb", "gamma_scale": 30},
+        "squarecb100": {"strategy": "squarecb", "gamma_scale": 100},
         "softmax": {"strategy": "softmax", "temperature": 0.1},
     }
     print(f"{args.decisions:,} decisions per stream; expected reward over the last {args.last:,} / oracle's")
@@ -244,7 +257,11 @@ def main() -> None:
         for label in args.closedloop.split(","):
             started = time.perf_counter()
             ours = closedloop_run(
-                STREAMS[name](args.seed), args.decisions, exploration=explorations[label], seed=args.seed
+                STREAMS[name](args.seed),
+                args.decisions,
+                exploration=explorations[label],
+                seed=args.seed,
+                model=json.loads(args.model),
             )
             rows.append((f"closedloop ({label})", ours, time.perf_counter() - started))
         print(f"\n{name}")

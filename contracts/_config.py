@@ -168,6 +168,9 @@ class ModelConfig(StrictModel):
     lambda_l2: float = Field(0.0, ge=0.0)
     num_threads: int = Field(0, ge=0)
     """LightGBM's threads for training; 0: one per core."""
+    interactions: Literal["auto", "none"] = "auto"
+    """auto: the models also see the product of every numeric context feature with every numeric
+    candidate feature (or with the yes/no action), up to 64 such columns; none: only the features."""
 
 
 class RetrainTrigger(StrictModel):

@@ -32,10 +32,13 @@ class ServingModel:
     booster: lgb.Booster
     metadata: Mapping[str, Any] = field(default_factory=dict)
     """The registry's metadata of this version (lineage, label range): what exploration scales by."""
+    columns: int | None = None
+    """How many leading columns it reads: a model of an earlier version knows no interactions."""
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         # One thread: for tens of rows, OpenMP start-up costs more than the trees.
-        return np.asarray(self.booster.predict(rows, num_threads=1))
+        used = rows if self.columns is None else rows[:, : self.columns]
+        return np.asarray(self.booster.predict(used, num_threads=1))
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,7 @@ class ServingModels:
     def __init__(self, config: ClosedLoopConfig, registry: ModelRegistry) -> None:
         self._config = config
         self._registry = registry
-        self._feature_names = {
-            name: FeatureEncoder(uc).feature_names for name, uc in config.use_cases.items()
-        }
+        self._encoders = {name: FeatureEncoder(uc) for name, uc in config.use_cases.items()}
         self._snapshot: Mapping[str, UseCaseModels] = MappingProxyType(
             {name: UseCaseModels() for name in config.use_cases}
         )
@@ -141,8 +142,12 @@ class ServingModels:
 
     def _load(self, use_case: str, outcome: str, version: str) -> ServingModel:
         booster = lgb.Booster(model_str=self._registry.model_text(use_case, outcome, version))
-        expected = self._feature_names[use_case]
-        if booster.feature_name() != expected:
+        encoder = self._encoders[use_case]
+        expected = encoder.feature_names
+        columns = None
+        if booster.feature_name() == expected[: encoder.base_feature_count] != expected:
+            columns = encoder.base_feature_count  # trained before interactions were added
+        elif booster.feature_name() != expected:
             raise ModelIncompatibleError(
                 f"Model {use_case}/{outcome}/{version} was trained on features {booster.feature_name()}, "
                 f"but the use case declares {expected}.",
@@ -151,7 +156,7 @@ class ServingModels:
         metadata = next(
             (v.metadata for v in self._registry.versions(use_case, outcome) if v.version == version), {}
         )
-        return ServingModel(version, booster, metadata)
+        return ServingModel(version, booster, metadata, columns)
 
 
 class RefreshLoop:

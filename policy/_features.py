@@ -1,8 +1,13 @@
 """Turning a request's context and candidates into the rows a model scores, checking every value.
 
 The column order is fixed by the use case: context features, then candidate features, then, for
-binary decisions, ``action`` (0 for no, 1 for yes). The trainer builds its rows with the same
-encoder from the logged features, so serving and training can never disagree on a column.
+binary decisions, ``action`` (0 for no, 1 for yes), then the interactions: the product of every
+numeric context feature with every numeric candidate feature (with ``action`` for binary
+decisions), named ``context*candidate``. Trees find such products only with many splits and much
+data; a product column makes a bilinear effect additive, which a few trees fit (VW's ``-q`` does the
+same for a linear learner). ``model.interactions: none`` turns them off, and they are left out
+beyond `MAX_INTERACTIONS` columns. The trainer builds its rows with the same encoder from the
+logged features, so serving and training can never disagree on a column.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from closedloop.contracts import (
 )
 
 ACTION_FEATURE = "action"
+MAX_INTERACTIONS = 64
 _HUGE = 2**1000  # an int below it converts to a finite float
 BINARY_CANDIDATES = ("no", "yes")
 
@@ -56,6 +62,10 @@ class FeatureEncoder:
         self.feature_names: list[str] = [s.name for s in self._context] + [s.name for s in self._candidate]
         if self._binary:
             self.feature_names.append(ACTION_FEATURE)
+        self.base_feature_count = len(self.feature_names)
+        """Columns before the interactions (a model of an earlier version was trained on these)."""
+        self._pairs = _interaction_pairs(self.feature_names, self._context, self._candidate, use_case)
+        self.feature_names += [f"{self.feature_names[i]}*{self.feature_names[j]}" for i, j in self._pairs]
         self.categorical_features = [s.name for s in (*self._context, *self._candidate) if s.categories]
         self.unknown_categories = 0
 
@@ -78,18 +88,25 @@ class FeatureEncoder:
                 context_row + [self._code(spec, features.get(spec.name)) for spec in self._candidate]
                 for features in candidates
             ]
-        return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(self.feature_names))
+        base = np.asarray(rows, dtype=np.float64).reshape(len(rows), self.base_feature_count)
+        return self._with_interactions(base)
 
     def encode_logged(self, rows: Sequence[Mapping[str, FeatureValue]]) -> np.ndarray:
         """Rows for training from logged examples: each maps feature name to the value logged at
         decision time (context and chosen candidate features merged; ``action`` for binary)."""
         specs = (*self._context, *self._candidate)
-        matrix = np.empty((len(rows), len(self.feature_names)), dtype=np.float64)
+        matrix = np.empty((len(rows), self.base_feature_count), dtype=np.float64)
         for column, spec in enumerate(specs):
             matrix[:, column] = [self._code(spec, row.get(spec.name)) for row in rows]
         if self._binary:
             matrix[:, -1] = [float(row.get(ACTION_FEATURE) or 0.0) for row in rows]
-        return matrix
+        return self._with_interactions(matrix)
+
+    def _with_interactions(self, base: np.ndarray) -> np.ndarray:
+        if not self._pairs:
+            return base
+        left, right = zip(*self._pairs, strict=True)
+        return np.hstack([base, base[:, list(left)] * base[:, list(right)]])
 
     def logged_example(
         self, context: Mapping[str, FeatureValue], candidate: Mapping[str, FeatureValue], choice: str | None
@@ -110,6 +127,21 @@ class FeatureEncoder:
             self.unknown_categories += 1
             return math.nan
         return float(code)
+
+
+def _interaction_pairs(
+    names: list[str], context: tuple[_Spec, ...], candidate: tuple[_Spec, ...], use_case: UseCaseConfig
+) -> list[tuple[int, int]]:
+    """(context column, candidate column) of each product, numeric features only."""
+    if use_case.model.interactions == "none":
+        return []
+    left = [i for i, spec in enumerate(context) if spec.categories is None]
+    if use_case.decision == "binary":
+        right = [names.index(ACTION_FEATURE)]
+    else:
+        right = [len(context) + j for j, spec in enumerate(candidate) if spec.categories is None]
+    pairs = [(i, j) for i in left for j in right]
+    return pairs if len(pairs) <= MAX_INTERACTIONS else []
 
 
 def _checked(

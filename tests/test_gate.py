@@ -52,3 +52,26 @@ def test_an_equal_model_is_promoted_and_a_worse_or_useless_one_is_not() -> None:
     assert 0.3 < older_rule / trials < 0.7  # what the zero-tolerance rule did: a coin flip
     assert worse / trials < 0.02
     assert useless / trials < 0.05
+
+
+def test_the_champion_is_judged_only_on_rows_it_did_not_learn() -> None:
+    """A champion refitted on its own gate's held-out rows predicts them too well; the trainer
+    marks them NaN, and the gate compares on the rest."""
+    rng = np.random.default_rng(4)
+    logit, labels = _held_out(rng)
+    constant = np.full(ROWS, labels.mean())
+    challenger = _model(logit, rng, 0.3)
+    leaked = _model(logit, rng, 0.3)
+    leaked[: ROWS // 2] = np.clip(labels[: ROWS // 2], 0.02, 0.98)  # it has seen these labels
+    rules = PromotionGate()
+    flattered = gate(
+        labels, challenger, constant=constant, champion=("champion v1", leaked), outcome=CLICK, rules=rules
+    )
+    assert not flattered.passed  # judged on every row, the equal challenger looks far worse
+    honest = leaked.copy()
+    honest[: ROWS // 2] = np.nan
+    judged = gate(
+        labels, challenger, constant=constant, champion=("champion v1", honest), outcome=CLICK, rules=rules
+    )
+    assert judged.passed, judged.summary
+    assert judged.comparisons["champion v1"]["low"] < 0  # the two are alike on unseen rows

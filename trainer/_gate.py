@@ -68,7 +68,8 @@ def gate(
     rules: PromotionGate,
 ) -> GateDecision:
     """Judge the challenger's held-out predictions against the constant's and the champion's
-    (``(name, predictions)``, or None before any champion)."""
+    (``(name, predictions)``, or None before any champion; the champion is judged only on the rows
+    where its prediction is not NaN, those it did not learn from)."""
     losses = row_losses(challenger, labels, outcome)
     unit = "squared error" if outcome.type == "continuous" else "log-loss"
     failures: list[str] = []
@@ -79,8 +80,10 @@ def gate(
             f"not credibly better than the constant baseline: {unit} difference "
             f"{_interval(versus_constant)} per held-out row"
         )
-    if champion is not None:
-        name, predictions = champion
+    unseen = ~np.isnan(champion[1]) if champion is not None else None
+    if champion is not None and unseen is not None and unseen.sum() > 1:
+        name, predictions = champion[0], champion[1][unseen]
+        labels, challenger, losses = labels[unseen], challenger[unseen], losses[unseen]
         reference = row_losses(predictions, labels, outcome)
         versus = comparisons[name] = paired_difference(losses, reference)
         tolerance = _tolerance(reference, outcome, rules)

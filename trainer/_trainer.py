@@ -191,7 +191,8 @@ class Trainer:
                 name, outcome_name, started, labels_seen, None, False, reason, {"rows": len(rows)}
             )
         self._progress(f"training {name}/{outcome_name} on {len(rows) - held_out} rows, {held_out} held out")
-        train, holdout = Dataset.from_examples(rows, encoder).split_by_time(rules.holdout_fraction)
+        everything = Dataset.from_examples(rows, encoder)
+        train, holdout = everything.split_by_time(rules.holdout_fraction)
         params = lightgbm_params(use_case, outcome, self._seed)
         label_range = [float(q) for q in np.percentile(train.labels, [5, 95])]
         booster = fit(train, encoder, params, use_case.model.num_trees, max_trees=use_case.model.max_trees)
@@ -201,8 +202,11 @@ class Trainer:
         baseline = evaluate(constant, holdout.labels, outcome)
         parent = self.registry.champion(name, outcome_name)
         champion_predicted = self._champion_predictions(name, outcome_name, parent, encoder, holdout)
+        unseen = ~np.isnan(champion_predicted) if champion_predicted is not None else None
         champion = (
-            evaluate(champion_predicted, holdout.labels, outcome) if champion_predicted is not None else None
+            evaluate(champion_predicted[unseen], holdout.labels[unseen], outcome)
+            if champion_predicted is not None and unseen is not None and unseen.sum() > 1
+            else None
         )
         reference_name = f"champion {parent}" if champion is not None else "constant baseline"
         decision = gate(
@@ -229,6 +233,11 @@ class Trainer:
                 },
             )
             decision = failed or decision
+        judged_trees = booster.num_trees()
+        if decision.passed:
+            # The gate judged a model of the earlier rows; the one published learns the held-out
+            # (latest) rows too, with as many trees: the most recent data is the most telling.
+            booster = fit(everything, encoder, params, judged_trees)
         report: dict[str, Any] = {
             "metrics": challenger,
             "champion_metrics": champion,
@@ -240,13 +249,14 @@ class Trainer:
                 "paired_loss_differences": decision.comparisons,
                 "off_policy": off_policy,
             },
-            "params": {**params, "num_trees": booster.num_trees()},
+            "params": {**params, "num_trees": judged_trees},
             "lineage": {
                 "data_from": _iso(float(train.decided_at[0])),
                 "data_to": _iso(float(holdout.decided_at[-1])),
                 "holdout_from": _iso(float(holdout.decided_at[0])),
                 "rows_train": len(train),
                 "rows_holdout": len(holdout),
+                "refit_on_all_rows": decision.passed,
                 "parent_version": parent,
                 "source": self.source.name,
                 "offsets": {
@@ -288,7 +298,9 @@ class Trainer:
         encoder: FeatureEncoder,
         holdout: Dataset,
     ) -> np.ndarray | None:
-        """The champion's predictions on the held-out rows (None without a usable champion)."""
+        """The champion's predictions on the held-out rows (None without a usable champion); NaN
+        for the rows it was trained on (a published model learned the held-out rows of its own
+        gate, which may still be held out now): judged on those it would flatter the champion."""
         if version is None:
             return None
         try:
@@ -298,7 +310,15 @@ class Trainer:
             return None
         if booster.feature_name() != list(encoder.feature_names):
             return None  # trained before the use case's features changed: compare with the baseline
-        return np.asarray(booster.predict(holdout.features))
+        predicted = np.asarray(booster.predict(holdout.features), dtype=float)
+        metadata = next(
+            (v.metadata for v in self.registry.versions(name, outcome_name) if v.version == version), {}
+        )
+        lineage = metadata.get("lineage") or {}
+        if lineage.get("refit_on_all_rows") and lineage.get("data_to"):
+            seen_until = datetime.fromisoformat(lineage["data_to"]).timestamp()
+            predicted[holdout.decided_at <= seen_until] = np.nan
+        return predicted
 
     def _record(
         self,
