@@ -138,7 +138,8 @@ class DefaultPolicy(StrictModel):
 class PolicyConfig(StrictModel):
     value: str
     """How per-outcome predictions combine into one value, e.g. 'click + 0.3 * purchase'."""
-    exploration: Exploration = Field(default_factory=lambda: EpsilonGreedy(strategy="epsilon_greedy"))
+    exploration: Exploration = Field(default_factory=lambda: SquareCB(strategy="squarecb"))
+    """SquareCB unless set: it won bench/vs_vw.py against epsilon-greedy and softmax (BENCHMARKS.md)."""
     default: DefaultPolicy = Field(default_factory=DefaultPolicy)
     threshold: float = 0.0
     """For binary decisions: say yes when value(yes) - value(no) exceeds this."""
@@ -257,6 +258,7 @@ class UseCaseConfig(StrictModel):
         valid = {
             "exploration.epsilon": strategy == "epsilon_greedy",
             "exploration.temperature": strategy == "softmax",
+            "exploration.gamma_scale": strategy == "squarecb",
             "threshold": self.decision == "binary",
         }
         placeholders = tuning.template_names
@@ -265,7 +267,8 @@ class UseCaseConfig(StrictModel):
             if root not in TUNABLE_ROOTS:
                 raise ValueError(
                     f"tuning parameter {path!r}: unknown path; expected value.<placeholder>, "
-                    "exploration.epsilon, exploration.temperature, threshold or model.<LightGBM parameter>"
+                    "exploration.epsilon, exploration.temperature, exploration.gamma_scale, threshold "
+                    "or model.<LightGBM parameter>"
                 )
             if path in valid and not valid[path]:
                 raise ValueError(
@@ -284,7 +287,7 @@ class UseCaseConfig(StrictModel):
             if root == "exploration" and path not in valid:
                 raise ValueError(
                     f"tuning parameter {path!r}: unknown path; "
-                    "expected exploration.epsilon or exploration.temperature"
+                    "expected exploration.epsilon, exploration.temperature or exploration.gamma_scale"
                 )
         missing = placeholders - {p.partition(".")[2] for p in tuning.parameters if p.startswith("value.")}
         if missing:

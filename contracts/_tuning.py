@@ -3,7 +3,8 @@
 Parameters are addressed by path:
 
 - ``value.<name>``: a ``{name}`` placeholder in ``value_template`` (a value-function weight)
-- ``exploration.epsilon`` / ``exploration.temperature``: the use case's exploration, retuned
+- ``exploration.epsilon`` / ``exploration.temperature`` / ``exploration.gamma_scale``: the use
+  case's exploration (epsilon-greedy, softmax, SquareCB), retuned
 - ``threshold``: the yes-threshold of a binary decision
 - ``model.<field>``: a LightGBM parameter of `ModelConfig` (offline tuning only: arms share models)
 

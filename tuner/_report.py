@@ -182,7 +182,7 @@ def _yaml_hint(configuration: dict[str, Any]) -> str:
     policy = configuration.get("policy") or {}
     if "value" in policy:
         lines.append(f'value: "{policy["value"]}"')
-    for key in ("epsilon", "temperature"):
+    for key in ("epsilon", "temperature", "gamma_scale"):
         if key in policy:
             lines.append(f"exploration: {{{key}: {policy[key]:.4g}}}")
     if "threshold" in policy:

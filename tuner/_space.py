@@ -118,6 +118,7 @@ class TuningSpace:
         for path, field in (
             ("exploration.epsilon", "epsilon"),
             ("exploration.temperature", "temperature"),
+            ("exploration.gamma_scale", "gamma_scale"),
             ("threshold", "threshold"),
         ):
             if path in parameters:
