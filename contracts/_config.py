@@ -198,6 +198,10 @@ class PromotionGate(StrictModel):
     """Also require the doubly robust value of the policy with the new model, estimated on the
     held-out period's logged decisions, to be no lower than with the champions (needs the
     evaluation extra; reads the decision log)."""
+    max_drift: float | None = Field(None, gt=0.0)
+    """If set: refuse a model when a feature's population stability index (the newest rows against
+    the champion's training rows) exceeds it; 0.25 is the usual mark of a shift. Drift is measured
+    and kept in the lineage either way."""
     max_value_drop: float = Field(0.0, ge=0.0)
     """How far the new policy's doubly robust value may fall below the champions' and still pass."""
 

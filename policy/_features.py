@@ -13,6 +13,7 @@ logged features, so serving and training can never disagree on a column.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -68,6 +69,8 @@ class FeatureEncoder:
         self.feature_names += [f"{self.feature_names[i]}*{self.feature_names[j]}" for i, j in self._pairs]
         self.categorical_features = [s.name for s in (*self._context, *self._candidate) if s.categories]
         self.unknown_categories = 0
+        self.unknown_by_feature: Counter[str] = Counter()
+        """Categorical values not in the configuration, per feature, since this encoder was made."""
 
     def check_context(self, context: Mapping[str, FeatureValue]) -> dict[str, FeatureValue]:
         """The context with defaults filled in, as it will be logged; raises on a bad value."""
@@ -125,6 +128,7 @@ class FeatureEncoder:
         if code is None:
             # A category the configuration does not list yet: the model treats it as missing.
             self.unknown_categories += 1
+            self.unknown_by_feature[spec.name] += 1
             return math.nan
         return float(code)
 

@@ -27,8 +27,15 @@ class Clock:
         return self.now
 
 
-def _trainer(tmp_path: Path, database: Database, log: FileEventLog, clock: Clock) -> Trainer:
+def _trainer(
+    tmp_path: Path, database: Database, log: FileEventLog, clock: Clock, *, max_drift: float | None = None
+) -> Trainer:
     config = make_config(tmp_path)
+    if max_drift is not None:
+        pick = config.use_cases["pick"]
+        promotion = pick.promotion.model_copy(update={"max_drift": max_drift})
+        changed = pick.model_copy(update={"promotion": promotion})
+        config = config.model_copy(update={"use_cases": {**config.use_cases, "pick": changed}})
     return Trainer(
         config,
         store=ExampleStore.from_url(database.url, schema=database.schema),
@@ -134,18 +141,21 @@ def test_the_retrain_trigger_counts_only_labels_whose_window_closed(
     log.close()
 
 
-def _logged_pattern(log: FileEventLog, decisions: int, seed: int = 0) -> None:
-    """Decisions on ``pick`` whose click depends on the chosen candidate's price."""
+def _logged_pattern(
+    log: FileEventLog, decisions: int, seed: int = 0, *, first: int = 0, price_shift: float = 0.0
+) -> None:
+    """Decisions on ``pick`` whose click depends on the chosen candidate's price (numbered from
+    ``first``, a second apart; ``price_shift`` moves the prices, not the click's dependence)."""
     rng = np.random.default_rng(seed)
     topics = Topics("closedloop")
     decided, clicked = [], []
-    for i in range(decisions):
-        price = float(rng.uniform(0, 10))
+    for i in range(first, first + decisions):
+        price = float(rng.uniform(0, 10)) + price_shift
         decision_id = f"d{i}"
         decided.append(
             (decision_id, decision_event(decision_id, seconds=i, candidates={"a": {"price": price}}))
         )
-        if rng.random() < 1 / (1 + np.exp(-(price - 5))):
+        if rng.random() < 1 / (1 + np.exp(-(price - price_shift - 5))):
             clicked.append((decision_id, feedback_event(f"f{i}", decision_id, {"click": 1}, seconds=i + 5)))
     log.append(topics.decisions, decided)
     log.append(topics.feedback, clicked)
@@ -296,5 +306,39 @@ def test_examples_stored_by_an_earlier_version_count_as_active(tmp_path: Path, d
     clock.now = T0 + 3 * 3600
     trainer.close_windows()
     assert _labels(trainer) == {"old": (0.0, "default")}
+    trainer.close()
+    log.close()
+
+
+@pytest.mark.parametrize(("shift", "drifts"), [(0.0, False), (6.0, True)])
+def test_drift_of_the_newest_rows_is_measured_and_gates_when_asked(
+    tmp_path: Path, database: Database, shift: float, drifts: bool
+) -> None:
+    """A champion's lineage profiles its training rows (missing rate, range, histogram) and ranks
+    its features by gain; the next run measures the newest rows' PSI against that profile, and with
+    ``max_drift`` refuses a model whose data moved."""
+    log = FileEventLog(tmp_path / "events")
+    clock = Clock()
+    trainer = _trainer(tmp_path, database, log, clock, max_drift=0.25)
+    _logged_pattern(log, 3000)
+    clock.now = T0 + 3000 + 30 * 60 + 61
+    [first] = [run for run in trainer.run_once(force=True, timeout=0).runs if run.use_case == "pick"]
+    assert first.promoted, first.reason
+    price = first.report["data_profile"]["price"]
+    assert price["missing_rate"] == 0.0
+    assert 0 <= price["min"] < price["p5"] < price["p95"] < price["max"] <= 10
+    assert max(first.report["gain_importance"], key=first.report["gain_importance"].get) == "price"
+
+    _logged_pattern(log, 3000, seed=1, first=3000, price_shift=shift)
+    clock.now = T0 + 6000 + 30 * 60 + 61
+    [second] = [run for run in trainer.run_once(force=True, timeout=0).runs if run.use_case == "pick"]
+    psi = second.report["drift_psi"]["price"]
+    if drifts:
+        assert psi > 1.0
+        assert not second.promoted
+        assert "data drift: PSI of price" in second.reason
+    else:
+        assert psi < 0.1
+        assert second.promoted, second.reason
     trainer.close()
     log.close()

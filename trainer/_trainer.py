@@ -23,7 +23,8 @@ from closedloop.contracts import Attribution, ClosedLoopConfig
 from closedloop.policy import FeatureEncoder
 from closedloop.registry import ModelRegistry
 
-from ._gate import gate
+from ._data_profile import drift, gain_importance, profile
+from ._gate import GateDecision, gate
 from ._join import Joiner
 from ._offpolicy_gate import off_policy_check
 from ._sources import EventBatch, EventSource
@@ -37,6 +38,18 @@ from ._training import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+def _drift_gate(decision: GateDecision, psi: dict[str, float], bound: float | None) -> GateDecision:
+    """Refuse (adding the reason) when a feature drifted past ``bound``."""
+    over = {name: score for name, score in psi.items() if bound is not None and score > bound}
+    if not over:
+        return decision
+    reasons = [
+        f"data drift: PSI of {name} is {score:.3f} > max_drift {bound}" for name, score in over.items()
+    ]
+    kept = decision.reasons if not decision.passed else []
+    return GateDecision(False, kept + reasons, decision.comparisons)
 
 
 def _iso(epoch: float) -> str:
@@ -191,7 +204,9 @@ class Trainer:
                 name, outcome_name, started, labels_seen, None, False, reason, {"rows": len(rows)}
             )
         self._progress(f"training {name}/{outcome_name} on {len(rows) - held_out} rows, {held_out} held out")
+        unknown_before = Counter(encoder.unknown_by_feature)
         everything = Dataset.from_examples(rows, encoder)
+        unknown = encoder.unknown_by_feature - unknown_before
         train, holdout = everything.split_by_time(rules.holdout_fraction)
         params = lightgbm_params(use_case, outcome, self._seed)
         label_range = [float(q) for q in np.percentile(train.labels, [5, 95])]
@@ -201,7 +216,10 @@ class Trainer:
         challenger = evaluate(predicted, holdout.labels, outcome)
         baseline = evaluate(constant, holdout.labels, outcome)
         parent = self.registry.champion(name, outcome_name)
-        champion_predicted = self._champion_predictions(name, outcome_name, parent, encoder, holdout)
+        parent_metadata = self._metadata(name, outcome_name, parent)
+        champion_predicted = self._champion_predictions(
+            name, outcome_name, parent, parent_metadata, encoder, holdout
+        )
         unseen = ~np.isnan(champion_predicted) if champion_predicted is not None else None
         champion = (
             evaluate(champion_predicted[unseen], holdout.labels[unseen], outcome)
@@ -217,6 +235,8 @@ class Trainer:
             outcome=outcome,
             rules=rules,
         )
+        drifted = drift(holdout.features, encoder, parent_metadata.get("data_profile") or {})
+        decision = _drift_gate(decision, drifted, rules.max_drift)
         off_policy: dict[str, Any] | None = None
         if rules.off_policy_check and decision.passed:
             failed, off_policy = off_policy_check(
@@ -250,6 +270,9 @@ class Trainer:
                 "off_policy": off_policy,
             },
             "params": {**params, "num_trees": judged_trees},
+            "data_profile": profile(train.features, encoder, unknown),
+            "drift_psi": drifted,
+            "gain_importance": gain_importance(booster),
             "lineage": {
                 "data_from": _iso(float(train.decided_at[0])),
                 "data_to": _iso(float(holdout.decided_at[-1])),
@@ -290,11 +313,18 @@ class Trainer:
             report,
         )
 
+    def _metadata(self, name: str, outcome_name: str, version: str | None) -> dict[str, Any]:
+        if version is None:
+            return {}
+        found = (v.metadata for v in self.registry.versions(name, outcome_name) if v.version == version)
+        return dict(next(found, {}))
+
     def _champion_predictions(
         self,
         name: str,
         outcome_name: str,
         version: str | None,
+        metadata: dict[str, Any],
         encoder: FeatureEncoder,
         holdout: Dataset,
     ) -> np.ndarray | None:
@@ -311,9 +341,6 @@ class Trainer:
         if booster.feature_name() != list(encoder.feature_names):
             return None  # trained before the use case's features changed: compare with the baseline
         predicted = np.asarray(booster.predict(holdout.features), dtype=float)
-        metadata = next(
-            (v.metadata for v in self.registry.versions(name, outcome_name) if v.version == version), {}
-        )
         lineage = metadata.get("lineage") or {}
         if lineage.get("refit_on_all_rows") and lineage.get("data_to"):
             seen_until = datetime.fromisoformat(lineage["data_to"]).timestamp()
