@@ -11,6 +11,7 @@ Times are stored as epoch seconds (floats): the same in SQLite and PostgreSQL, a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -439,6 +440,14 @@ class ExampleStore:
         Only decisions whose window has closed count: inside an open window the positives have
         arrived and the negatives have not, and training on that would overstate the outcome.
         """
+        through, _ = self.training_window(use_case, outcome)
+        if through is None:
+            return []
+        return self.labelled_examples_between(use_case, outcome, after=-math.inf, until=through, limit=limit)
+
+    def training_window(self, use_case: str, outcome: str) -> tuple[float | None, int]:
+        """Until when the outcome's labels are final (None: no window closed yet), and how many
+        final labels there are: what a cache of encoded rows checks itself against."""
         with self.engine.connect() as connection:
             closed_before = connection.execute(
                 sa.select(window_marks.c.closed_before).where(
@@ -446,18 +455,24 @@ class ExampleStore:
                 )
             ).scalar_one_or_none()
             if closed_before is None:
-                return []
-            query = (
-                sa.select(examples.c.decided_at, examples.c.features, labels.c.value)
-                .join(labels, labels.c.decision_id == examples.c.decision_id)
-                .where(
-                    (labels.c.use_case == use_case)
-                    & (labels.c.outcome == outcome)
-                    & (examples.c.decided_at <= closed_before)
+                return None, 0
+            count = connection.execute(
+                sa.select(sa.func.count()).select_from(
+                    _final_labels(use_case, outcome, after=-math.inf, until=closed_before).subquery()
                 )
-                .order_by(examples.c.decided_at.desc())
-                .limit(limit)
-            )
+            ).scalar_one()
+        return float(closed_before), int(count)
+
+    def labelled_examples_between(
+        self, use_case: str, outcome: str, *, after: float, until: float, limit: int
+    ) -> list[LabelledExample]:
+        """The latest ``limit`` final examples decided in (``after``, ``until``], oldest first."""
+        query = (
+            _final_labels(use_case, outcome, after=after, until=until)
+            .order_by(examples.c.decided_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
             rows = list(connection.execute(query))
         rows.reverse()
         return [LabelledExample(row.decided_at, orjson.loads(row.features), row.value) for row in rows]
@@ -510,6 +525,20 @@ class ExampleStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _final_labels(use_case: str, outcome: str, *, after: float, until: float) -> sa.Select[Any]:
+    """Examples with their label for the outcome, decided in (``after``, ``until``]."""
+    window = (
+        (examples.c.decided_at <= until)
+        if after == -math.inf
+        else ((examples.c.decided_at > after) & (examples.c.decided_at <= until))
+    )
+    return (
+        sa.select(examples.c.decided_at, examples.c.features, labels.c.value)
+        .join(labels, labels.c.decision_id == examples.c.decision_id)
+        .where((labels.c.use_case == use_case) & (labels.c.outcome == outcome) & window)
+    )
 
 
 def _add_status_column(engine: Engine) -> None:

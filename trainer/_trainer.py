@@ -36,6 +36,7 @@ from ._training import (
     fit,
     lightgbm_params,
 )
+from ._training_rows import TrainingRows
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class Trainer:
         self.lateness = lateness
         """Seconds a window stays open past its end for events still on their way."""
         self.max_training_rows = max_training_rows
+        self._rows = TrainingRows(store, limit=max_training_rows)
         self._clock = clock
         self._seed = seed
         self._progress = progress or (lambda message: logger.info("%s", message))
@@ -193,20 +195,22 @@ class Trainer:
         outcome = use_case.outcomes[outcome_name]
         rules = use_case.promotion
         encoder = self._encoders[name]
-        rows = self.store.labelled_examples(name, outcome_name, limit=self.max_training_rows)
-        held_out = round(len(rows) * rules.holdout_fraction)
+        read = self._rows.read(name, outcome_name, encoder)
+        everything, unknown = read.data, read.unknown
+        held_out = round(len(everything) * rules.holdout_fraction)
         if held_out < rules.min_examples:
             reason = (
-                f"{len(rows)} labelled examples give {held_out} held out; the gate needs "
+                f"{len(everything)} labelled examples give {held_out} held out; the gate needs "
                 f"min_examples={rules.min_examples} (holdout_fraction={rules.holdout_fraction})"
             )
             return self._record(
-                name, outcome_name, started, labels_seen, None, False, reason, {"rows": len(rows)}
+                name, outcome_name, started, labels_seen, None, False, reason, {"rows": len(everything)}
             )
-        self._progress(f"training {name}/{outcome_name} on {len(rows) - held_out} rows, {held_out} held out")
-        unknown_before = Counter(encoder.unknown_by_feature)
-        everything = Dataset.from_examples(rows, encoder)
-        unknown = encoder.unknown_by_feature - unknown_before
+        how = f"{read.read} new rows read" if read.incremental else f"all {read.read} rows read"
+        self._progress(
+            f"training {name}/{outcome_name} on {len(everything) - held_out} rows, "
+            f"{held_out} held out ({how})"
+        )
         train, holdout = everything.split_by_time(rules.holdout_fraction)
         params = lightgbm_params(use_case, outcome, self._seed)
         label_range = [float(q) for q in np.percentile(train.labels, [5, 95])]
@@ -280,6 +284,8 @@ class Trainer:
                 "rows_train": len(train),
                 "rows_holdout": len(holdout),
                 "refit_on_all_rows": decision.passed,
+                "rows_read": read.read,
+                "incremental_read": read.incremental,
                 "parent_version": parent,
                 "source": self.source.name,
                 "offsets": {

@@ -45,6 +45,13 @@ class Dataset:
         cut = len(self) - round(len(self) * holdout_fraction)
         return self._rows(slice(0, cut)), self._rows(slice(cut, len(self)))
 
+    def extended(self, newer: Dataset, *, limit: int) -> Dataset:
+        """These rows then ``newer`` (all later), keeping the latest ``limit``."""
+        features = np.concatenate([self.features, newer.features])[-limit:]
+        labels = np.concatenate([self.labels, newer.labels])[-limit:]
+        decided_at = np.concatenate([self.decided_at, newer.decided_at])[-limit:]
+        return Dataset(features, labels, decided_at)
+
     def _rows(self, rows: slice) -> Dataset:
         return Dataset(self.features[rows], self.labels[rows], self.decided_at[rows])
 
