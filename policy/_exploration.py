@@ -111,9 +111,12 @@ def exploration_inputs(
 
 
 def _scales(policy: ServingPolicy, experience: Experience, *, from_model: bool) -> tuple[float, float]:
-    """The unit of a value gap and SquareCB's gamma for this decision."""
-    unit = experience.value_scale(policy.value) if from_model else 1.0
+    """The unit of a value gap and SquareCB's gamma for this decision (neither matters to
+    epsilon-greedy or greedy, which skip computing them)."""
     exploration = policy.exploration
+    if not isinstance(exploration, (Softmax, SquareCB)):
+        return 1.0, 0.0
+    unit = experience.value_scale(policy.value) if from_model else 1.0
     gamma = squarecb_gamma(exploration, experience) if isinstance(exploration, SquareCB) else 0.0
     return unit, gamma
 
