@@ -42,6 +42,14 @@ class LoggedCandidate(msgspec.Struct, frozen=True, kw_only=True):
     """The probability the policy had of choosing it (placing it first); None in older events."""
 
 
+class LoggedSlot(msgspec.Struct, frozen=True, kw_only=True):
+    """One shown slot of a ranking made with ``slots``."""
+
+    candidate: str
+    propensity: float
+    """Its probability of this candidate, given the candidates placed above it."""
+
+
 class DecisionEvent(msgspec.Struct, frozen=True, kw_only=True):
     """Logged for every decision, with the features exactly as the policy saw them."""
 
@@ -68,6 +76,8 @@ class DecisionEvent(msgspec.Struct, frozen=True, kw_only=True):
     active: bool = True
     """False for ``decide(..., activate=False)``: the decision counts (as a training example, an
     experiment exposure) only once activated, by an activation event or by its first feedback."""
+    slots: list[LoggedSlot] | None = None
+    """Rankings made with ``slots``: the shown slots, top first, each with its propensity."""
     schema_version: Literal[1] = 1
 
     @property

@@ -47,6 +47,9 @@ class DecideRequest(WireModel):
     candidates: list[CandidateIn] = Field(default_factory=list)
     request_id: str | None = Field(None, max_length=128)
     """Idempotency key: a retried request with the same id gets the same decision back."""
+    slots: int | None = Field(None, ge=1, le=1000)
+    """Rankings: how many of the ranking are shown. Each shown slot is explored in turn and logged
+    with its exact propensity given the slots above it; without it, only the top slot is."""
     activate: bool = True
     """False: log the decision as inactive, for a decision that may not be shown (a page below
     the fold); it counts once ``POST /v1/activate`` or its first feedback names it."""
@@ -66,6 +69,8 @@ class Decision(WireModel):
     """The policy's value of each candidate (for binary: of "yes" and "no")."""
     propensity: float
     """Probability the policy had of logging this choice (of the top slot, for rankings)."""
+    slot_propensities: list[float] | None = None
+    """Rankings with ``slots``: each shown slot's propensity, given the slots above it."""
     probabilities: dict[str, float] = Field(default_factory=dict)
     """Every candidate's probability of being chosen (placed first): the whole distribution the
     exploration drew from (for binary: of "no" and "yes")."""

@@ -20,6 +20,7 @@ from closedloop.contracts import (
     FeatureValue,
     InvalidRequestError,
     LoggedCandidate,
+    LoggedSlot,
     PayloadTooLargeError,
     RequestConflictError,
     ServiceUnavailableError,
@@ -111,7 +112,7 @@ class Decider:
         assignment = models.experiment.assign(request.unit_id) if models.experiment else None
         policy = assignment.policy if assignment else self._policies[request.use_case]
         decision_id, rng = self._identity(request)
-        predictions, values, pick = self._apply_policy(checked, policy, models, rng)
+        predictions, values, pick = self._apply_policy(checked, policy, models, rng, request.slots)
         decision = _decision(
             decision_id, request, checked, pick, values, models if predictions else None, assignment
         )
@@ -191,7 +192,12 @@ class Decider:
         return _Checked(request.use_case, use_case, encoder, ids, context, candidates)
 
     def _apply_policy(
-        self, checked: _Checked, policy: ServingPolicy, models: UseCaseModels, rng: np.random.Generator
+        self,
+        checked: _Checked,
+        policy: ServingPolicy,
+        models: UseCaseModels,
+        rng: np.random.Generator,
+        slots: int | None,
     ) -> tuple[dict[str, np.ndarray], np.ndarray, Pick]:
         scored = self._model_values(checked, policy, models) if policy.use_model else None
         predictions: dict[str, np.ndarray] = {}
@@ -206,6 +212,7 @@ class Decider:
             from_model=bool(predictions),
             rng=rng,
             experience=models.experience,
+            slots=slots,
         )
         return predictions, values, pick
 
@@ -265,6 +272,7 @@ class Decider:
             arm=decision.arm,
             experiment_phase=assignment.phase if assignment else None,
             active=decision.active,
+            slots=_logged_slots(decision),
         )
         self._event_log.append(self._topic, [(decision.decision_id, encode_decision(event))])
 
@@ -279,6 +287,15 @@ class Decider:
                 hint="Declare it under use_cases: in closedloop.yaml, or check its spelling.",
             )
         return use_case
+
+
+def _logged_slots(decision: Decision) -> list[LoggedSlot] | None:
+    if decision.slot_propensities is None or decision.ranking is None:
+        return None
+    return [
+        LoggedSlot(candidate=candidate, propensity=propensity)
+        for candidate, propensity in zip(decision.ranking, decision.slot_propensities, strict=False)
+    ]
 
 
 def _stored_form(unit_id: str, decision: Decision) -> str:
@@ -321,6 +338,7 @@ def _decision(
         ranking=[ids[i] for i in pick.order] if decision_type == "rank" else None,
         scores={candidate_id: float(v) for candidate_id, v in zip(ids, values, strict=True)},
         propensity=pick.propensity,
+        slot_propensities=pick.slot_propensities,
         probabilities={
             candidate_id: float(p) for candidate_id, p in zip(ids, pick.probabilities, strict=True)
         },

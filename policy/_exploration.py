@@ -33,6 +33,9 @@ class Pick:
     propensity: float
     order: list[int]
     probabilities: np.ndarray
+    slot_propensities: list[float] | None = None
+    """Rankings with ``slots``: each shown slot's probability of its candidate, given the slots
+    above it (their product is the probability of the shown prefix)."""
 
 
 def squarecb_gamma(exploration: SquareCB, experience: Experience) -> float:
@@ -94,6 +97,40 @@ def rank(
     return Pick(top, float(probabilities[top]), [int(i) for i in order], probabilities)
 
 
+def rank_slots(
+    values: np.ndarray,
+    exploration: Exploration,
+    slots: int,
+    rng: np.random.Generator,
+    *,
+    unit: float,
+    gamma: float,
+) -> Pick:
+    """A ranking whose first ``slots`` are drawn in turn, each from the strategy's distribution
+    over the candidates not placed yet (VW's CCB does the same): every shown slot's propensity is
+    exact and costs one distribution. The unshown rest follows in the greedy order."""
+    remaining = list(np.argsort(-values, kind="stable"))
+    order: list[int] = []
+    propensities: list[float] = []
+    first: np.ndarray | None = None
+    for _ in range(min(slots, len(values))):
+        sub = values[remaining]
+        greedy = int(np.argmax(sub))
+        p = action_probabilities(sub, greedy, exploration, unit=unit, gamma=gamma)
+        if first is None:
+            first = np.zeros(len(values))
+            first[remaining] = p
+        if p[greedy] >= 1.0 or len(sub) == 1:
+            pick = greedy
+        else:  # one uniform draw: cheaper than rng.choice for a few candidates
+            pick = min(int(np.searchsorted(np.cumsum(p), rng.random() * p.sum(), side="right")), len(p) - 1)
+        propensities.append(float(p[pick]))
+        order.append(int(remaining.pop(pick)))
+    order.extend(int(i) for i in remaining)
+    assert first is not None
+    return Pick(order[0], propensities[0], order, first, propensities)
+
+
 def exploration_inputs(
     use_case: UseCaseConfig, values: np.ndarray, *, from_model: bool, threshold: float
 ) -> tuple[np.ndarray, int]:
@@ -129,9 +166,13 @@ def pick_action(
     from_model: bool,
     rng: np.random.Generator,
     experience: Experience = NO_EXPERIENCE,
+    slots: int | None = None,
 ) -> Pick:
-    """What ``policy`` does with the candidates' ``values``: a choice, a ranking or a yes/no."""
+    """What ``policy`` does with the candidates' ``values``: a choice, a ranking or a yes/no.
+    ``slots``: for rankings, how many are shown (each is explored and its propensity logged)."""
     unit, gamma = _scales(policy, experience if from_model else NO_EXPERIENCE, from_model=from_model)
+    if use_case.decision == "rank" and slots is not None:
+        return rank_slots(values, policy.exploration, slots, rng, unit=unit, gamma=gamma)
     if use_case.decision == "rank":
         greedy = int(np.argmax(values))
         probabilities = action_probabilities(values, greedy, policy.exploration, unit=unit, gamma=gamma)

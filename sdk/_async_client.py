@@ -63,10 +63,12 @@ class AsyncClient(BaseClient):
         context: Features | None = None,
         candidates: Candidates = None,
         activate: bool = True,
+        slots: int | None = None,
     ) -> Decision:
         """Choose or rank ``candidates`` (id -> features) for ``unit_id``; None for yes/no decisions.
-        ``activate=False``: it counts once `activate` or its first feedback names it."""
-        payload = decide_payload(use_case, unit_id, context, candidates, activate=activate)
+        ``slots``: for rankings, how many are shown. ``activate=False``: it counts once `activate`
+        or its first feedback names it."""
+        payload = decide_payload(use_case, unit_id, context, candidates, activate=activate, slots=slots)
         try:
             decision = self._decision(await self._post(DECIDE_PATH, payload))
         except Unreachable as exc:

@@ -84,12 +84,14 @@ class Client(BaseClient):
         context: Features | None = None,
         candidates: Candidates = None,
         activate: bool = True,
+        slots: int | None = None,
     ) -> Decision:
         """Choose or rank ``candidates`` (id -> features) for ``unit_id``; None for yes/no decisions.
 
+        ``slots``: for rankings, how many are shown (each is explored, with an exact propensity).
         ``activate=False``: the decision counts (for training, in experiments) only once
         `activate` or its first `log_feedback` names it; for decisions made ahead of showing."""
-        payload = decide_payload(use_case, unit_id, context, candidates, activate=activate)
+        payload = decide_payload(use_case, unit_id, context, candidates, activate=activate, slots=slots)
         try:
             decision = self._decision(self._post(DECIDE_PATH, payload))
         except Unreachable as exc:

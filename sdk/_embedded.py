@@ -62,10 +62,13 @@ class EmbeddedClient:
         context: Features | None = None,
         candidates: Candidates = None,
         activate: bool = True,
+        slots: int | None = None,
     ) -> Decision:
         """Choose or rank ``candidates`` (id -> features) for ``unit_id``; None for yes/no decisions.
-        ``activate=False``: it counts once `activate` or its first feedback names it."""
-        return self._engine.decide(self._request(use_case, unit_id, context, candidates, activate=activate))
+        ``slots``: for rankings, how many are shown. ``activate=False``: it counts once `activate`
+        or its first feedback names it."""
+        request = self._request(use_case, unit_id, context, candidates, activate=activate, slots=slots)
+        return self._engine.decide(request)
 
     def activate(self, decision_id: str) -> None:
         """Make a decision made with ``activate=False`` count (the product showed it)."""
@@ -127,8 +130,9 @@ class EmbeddedClient:
         candidates: Candidates,
         *,
         activate: bool = True,
+        slots: int | None = None,
     ) -> DecideRequest:
-        payload = decide_payload(use_case, unit_id, context, candidates, activate=activate)
+        payload = decide_payload(use_case, unit_id, context, candidates, activate=activate, slots=slots)
         payload.pop("request_id")  # nothing to retry in-process
         try:
             return DecideRequest.model_validate(payload)

@@ -17,7 +17,13 @@ Outcomes = Mapping[str, float | bool]
 
 
 def decide_payload(
-    use_case: str, unit_id: str, context: Features | None, candidates: Candidates, *, activate: bool = True
+    use_case: str,
+    unit_id: str,
+    context: Features | None,
+    candidates: Candidates,
+    *,
+    activate: bool = True,
+    slots: int | None = None,
 ) -> dict[str, Any]:
     """The JSON body of a decide request; ``request_id`` makes retries return the same decision."""
     if candidates is None:
@@ -35,6 +41,7 @@ def decide_payload(
         "candidates": listed,
         "request_id": uuid.uuid4().hex,
         "activate": activate,
+        **({"slots": slots} if slots is not None else {}),
     }
 
 

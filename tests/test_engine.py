@@ -432,3 +432,43 @@ def test_an_orphan_flood_is_capped_and_counted(tmp_path: Path) -> None:
     assert "not kept" in results[10].error["message"]
     assert "closedloop_orphans_dropped_total 15.0" in engine.render_metrics().decode()
     engine.close()
+
+
+@pytest.mark.parametrize("strategy", ["as configured", "squarecb", "softmax"])
+def test_each_shown_slot_of_a_ranking_is_drawn_with_its_logged_propensity(
+    config: ClosedLoopConfig, strategy: str
+) -> None:
+    """With ``slots``, the first slots of a ranking are explored in turn: over many identical
+    decisions, each (slot 1, slot 2) pair's share matches the product of the two logged
+    propensities (the second given the first)."""
+    config = _exploring_by(config, "feed", strategy)
+    engine = engine_for(config, seed=5)
+    for outcome in config.use_cases["feed"].outcomes:
+        publish(config, engine, "feed", outcome, weight_of_first=1.0)
+    body = {**feed_request(4, hour=3.0).model_dump(), "slots": 2}
+    pairs: list[str] = []
+    expected: dict[str, float] = {}
+    for _ in range(4000):
+        decision = engine.decide(DecideRequest.model_validate(body))
+        assert decision.ranking is not None
+        assert decision.slot_propensities is not None
+        assert len(decision.slot_propensities) == 2
+        assert sorted(decision.ranking) == [f"c{i}" for i in range(4)]  # the rest follow, unshown
+        pair = f"{decision.ranking[0]}>{decision.ranking[1]}"
+        pairs.append(pair)
+        joint = decision.slot_propensities[0] * decision.slot_propensities[1]
+        assert expected.setdefault(pair, joint) == pytest.approx(joint)
+        assert decision.slot_propensities[0] == pytest.approx(decision.propensity)
+    # pairs never drawn have probability too: what was seen must not exceed 1, and be most of it
+    assert 0.97 < sum(expected.values()) <= 1.0 + 1e-9
+    counts = Counter(pairs)
+    seen = sorted(expected)
+    observed = np.array([counts[p] for p in seen], dtype=float)
+    shares = np.array([expected[p] for p in seen])
+    assert float(stats.chisquare(observed, shares / shares.sum() * len(pairs)).pvalue) > 0.001
+    event = decode_decision(logged(config, "decisions")[-1])
+    assert event.slots is not None
+    assert [(s.candidate, s.propensity) for s in event.slots] == list(
+        zip(decision.ranking[:2], decision.slot_propensities, strict=True)
+    )
+    engine.close()
