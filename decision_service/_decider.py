@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,7 +46,7 @@ from closedloop.policy import (
 from ._activations import Activations
 from ._decision_index import DecisionIndex, decision_fact
 from ._faults import crash_point
-from ._identity import decision_id_of, request_digest
+from ._identity import request_digest
 from ._metrics import EngineMetrics
 from ._serving_models import ServingModels, UseCaseModels
 
@@ -118,7 +119,7 @@ class Decider:
         )
         crash_point("decide.checked")
         decided_at = self._clock()
-        exploration = exploration_record(policy, models.experience, from_model=bool(predictions))
+        exploration = exploration_record(policy, pick)
         self._log(request, checked, exploration, assignment, decision, predictions, decided_at)
         crash_point("decide.logged")
         decision = self._index_decision(request, decision, decided_at)
@@ -132,7 +133,7 @@ class Decider:
     def _identity(self, request: DecideRequest) -> tuple[str, np.random.Generator]:
         """The decision id and the random draws: from the request id when there is one."""
         if request.request_id is None:
-            return decision_id_of(request.use_case, request.unit_id, None), self._rng
+            return uuid.uuid4().hex, self._rng
         digest = request_digest(request.use_case, request.unit_id, request.request_id)
         return digest.hex(), np.random.default_rng(int.from_bytes(digest[:8], "big"))
 

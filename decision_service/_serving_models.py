@@ -21,7 +21,7 @@ import numpy as np
 
 from closedloop.contracts import ClosedLoopConfig, ExperimentPhase, ModelIncompatibleError
 from closedloop.policy import ActiveExperiment, Experience, FeatureEncoder
-from closedloop.registry import ModelRegistry, running_phases
+from closedloop.registry import ModelRegistry, running_phases, version_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -153,9 +153,7 @@ class ServingModels:
                 f"but the use case declares {expected}.",
                 hint="Retrain the model after changing a use case's features.",
             )
-        metadata = next(
-            (v.metadata for v in self._registry.versions(use_case, outcome) if v.version == version), {}
-        )
+        metadata = version_metadata(self._registry, use_case, outcome, version)
         return ServingModel(version, booster, metadata, columns)
 
 

@@ -16,7 +16,6 @@ import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -34,6 +33,8 @@ class Experience:
     """Labelled examples the serving models were trained on (the fewest of the value's outcomes)."""
     outcome_ranges: Mapping[str, OutcomeRange] = field(default_factory=dict)
     """Outcome -> the range its values take, for `value_scale`."""
+    _scales: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+    """value function source -> its scale: computed once, read on every decision."""
 
     @classmethod
     def of(cls, use_case: UseCaseConfig, metadata: Mapping[str, Mapping[str, Any]]) -> Experience:
@@ -47,8 +48,11 @@ class Experience:
 
     def value_scale(self, expression: ValueExpression) -> float:
         """The unit of a value gap for ``expression`` (1.0 when it cannot be told)."""
-        ranges = tuple(sorted((n, self.outcome_ranges.get(n, (0.0, 1.0))) for n in expression.names))
-        return _spread(expression.source, ranges)
+        scale = self._scales.get(expression.source)
+        if scale is None:
+            ranges = {n: self.outcome_ranges.get(n, (0.0, 1.0)) for n in sorted(expression.names)}
+            scale = self._scales[expression.source] = _spread(expression, ranges)
+        return scale
 
 
 def outcome_range(outcome: OutcomeConfig, metadata: Mapping[str, Any] | None) -> OutcomeRange:
@@ -67,18 +71,16 @@ def _rows(metadata: Mapping[str, Any] | None) -> int:
     return int(lineage.get("rows_train", 0)) + int(lineage.get("rows_holdout", 0))
 
 
-@lru_cache(maxsize=256)
-def _spread(source: str, ranges: tuple[tuple[str, OutcomeRange], ...]) -> float:
-    expression = ValueExpression(source)
+def _spread(expression: ValueExpression, ranges: Mapping[str, OutcomeRange]) -> float:
     if not ranges:
         return 1.0
-    names = [name for name, _ in ranges]
+    names = list(ranges)
     if len(names) <= MAX_CORNER_OUTCOMES:
-        corners = np.array(list(itertools.product(*(bounds for _, bounds in ranges))), dtype=float)
+        corners = np.array(list(itertools.product(*ranges.values())), dtype=float)
     else:
         rng = np.random.default_rng(0)
-        low = np.array([bounds[0] for _, bounds in ranges])
-        high = np.array([bounds[1] for _, bounds in ranges])
+        low = np.array([bounds[0] for bounds in ranges.values()])
+        high = np.array([bounds[1] for bounds in ranges.values()])
         corners = low + rng.random((4096, len(names))) * (high - low)
     with np.errstate(all="ignore"):
         values = np.broadcast_to(

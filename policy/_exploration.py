@@ -11,7 +11,7 @@ The default policy's values are ranks in [0, 1] already.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,10 @@ class Pick:
     slot_propensities: list[float] | None = None
     """Rankings with ``slots``: each shown slot's probability of its candidate, given the slots
     above it (their product is the probability of the shown prefix)."""
+    unit: float = 1.0
+    """The unit value gaps were measured in (softmax, SquareCB)."""
+    gamma: float = 0.0
+    """SquareCB's gamma."""
 
 
 def squarecb_gamma(exploration: SquareCB, experience: Experience) -> float:
@@ -149,10 +153,13 @@ def exploration_inputs(
 
 def _scales(policy: ServingPolicy, experience: Experience, *, from_model: bool) -> tuple[float, float]:
     """The unit of a value gap and SquareCB's gamma for this decision (neither matters to
-    epsilon-greedy or greedy, which skip computing them)."""
+    epsilon-greedy or greedy, which skip computing them). The default policy's values are ranks
+    in [0, 1], and it has learned nothing."""
     exploration = policy.exploration
     if not isinstance(exploration, (Softmax, SquareCB)):
         return 1.0, 0.0
+    if not from_model:
+        experience = NO_EXPERIENCE
     unit = experience.value_scale(policy.value) if from_model else 1.0
     gamma = squarecb_gamma(exploration, experience) if isinstance(exploration, SquareCB) else 0.0
     return unit, gamma
@@ -170,16 +177,20 @@ def pick_action(
 ) -> Pick:
     """What ``policy`` does with the candidates' ``values``: a choice, a ranking or a yes/no.
     ``slots``: for rankings, how many are shown (each is explored and its propensity logged)."""
-    unit, gamma = _scales(policy, experience if from_model else NO_EXPERIENCE, from_model=from_model)
+    unit, gamma = _scales(policy, experience, from_model=from_model)
     if use_case.decision == "rank" and slots is not None:
-        return rank_slots(values, policy.exploration, slots, rng, unit=unit, gamma=gamma)
-    if use_case.decision == "rank":
+        pick = rank_slots(values, policy.exploration, slots, rng, unit=unit, gamma=gamma)
+    elif use_case.decision == "rank":
         greedy = int(np.argmax(values))
         probabilities = action_probabilities(values, greedy, policy.exploration, unit=unit, gamma=gamma)
-        return rank(values, policy.exploration, probabilities, rng, unit)
-    scores, greedy = exploration_inputs(use_case, values, from_model=from_model, threshold=policy.threshold)
-    probabilities = action_probabilities(scores, greedy, policy.exploration, unit=unit, gamma=gamma)
-    return choose(scores, greedy, probabilities, rng)
+        pick = rank(values, policy.exploration, probabilities, rng, unit)
+    else:
+        scores, greedy = exploration_inputs(
+            use_case, values, from_model=from_model, threshold=policy.threshold
+        )
+        probabilities = action_probabilities(scores, greedy, policy.exploration, unit=unit, gamma=gamma)
+        pick = choose(scores, greedy, probabilities, rng)
+    return replace(pick, unit=unit, gamma=gamma)
 
 
 def policy_probabilities(
@@ -191,19 +202,18 @@ def policy_probabilities(
     experience: Experience = NO_EXPERIENCE,
 ) -> np.ndarray:
     """The probability `pick_action` has of choosing (placing first) each candidate."""
-    unit, gamma = _scales(policy, experience if from_model else NO_EXPERIENCE, from_model=from_model)
+    unit, gamma = _scales(policy, experience, from_model=from_model)
     scores, greedy = exploration_inputs(use_case, values, from_model=from_model, threshold=policy.threshold)
     if use_case.decision == "rank":
         scores, greedy = values, int(np.argmax(values))
     return action_probabilities(scores, greedy, policy.exploration, unit=unit, gamma=gamma)
 
 
-def exploration_record(policy: ServingPolicy, experience: Experience, *, from_model: bool) -> dict[str, Any]:
-    """What a decision logs of its exploration: the strategy, and what it was scaled by."""
+def exploration_record(policy: ServingPolicy, pick: Pick) -> dict[str, Any]:
+    """What a decision logs of its exploration: the strategy, and what ``pick`` was scaled by."""
     if not isinstance(policy.exploration, (Softmax, SquareCB)):
         return policy.exploration_log
-    unit, gamma = _scales(policy, experience if from_model else NO_EXPERIENCE, from_model=from_model)
-    record = {**policy.exploration_log, "value_unit": unit}
+    record = {**policy.exploration_log, "value_unit": pick.unit}
     if isinstance(policy.exploration, SquareCB):
-        record["gamma"] = gamma
+        record["gamma"] = pick.gamma
     return record

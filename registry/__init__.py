@@ -12,7 +12,7 @@ directory for embedded runs. Both also hold the phase history of experiments, wh
 from ._experiments import running_phases, start_experiment, stop_experiment
 from ._local import LocalModelRegistry
 from ._open import open_registry
-from ._protocol import ModelRegistry, ModelVersion, champion_metadata
+from ._protocol import ModelRegistry, ModelVersion, champion_metadata, version_metadata
 from ._redis import RedisModelRegistry
 
 __all__ = [
@@ -25,4 +25,5 @@ __all__ = [
     "running_phases",
     "start_experiment",
     "stop_experiment",
+    "version_metadata",
 ]

@@ -78,14 +78,17 @@ class ModelRegistry(Protocol):
     def close(self) -> None: ...
 
 
+def version_metadata(registry: ModelRegistry, use_case: str, outcome: str, version: str) -> Mapping[str, Any]:
+    """The metadata published with one version (empty if the registry does not list it)."""
+    return next((v.metadata for v in registry.versions(use_case, outcome) if v.version == version), {})
+
+
 def champion_metadata(
     registry: ModelRegistry, use_case: str, outcomes: list[str]
 ) -> dict[str, Mapping[str, Any]]:
     """Outcome -> the metadata of its champion, for the outcomes that have one."""
-    found: dict[str, Mapping[str, Any]] = {}
-    for outcome, version in registry.champions(use_case, outcomes).items():
-        if version is not None:
-            found[outcome] = next(
-                (v.metadata for v in registry.versions(use_case, outcome) if v.version == version), {}
-            )
-    return found
+    return {
+        outcome: version_metadata(registry, use_case, outcome, version)
+        for outcome, version in registry.champions(use_case, outcomes).items()
+        if version is not None
+    }

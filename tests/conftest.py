@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 import uvicorn
+import yaml
 
 from closedloop.contracts import ClosedLoopConfig, parse_config
 
@@ -87,6 +88,27 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+
+
+def config_file(tmp_path: Path, redis_prefix: str) -> tuple[ClosedLoopConfig, Path]:
+    """The test configuration on the shared Redis under the test's prefix, written to a YAML file
+    (for ``closedloop serve -c``)."""
+    config = make_config(tmp_path, redis_url=REDIS_URL, key_prefix=redis_prefix)
+    path = tmp_path / "closedloop.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    return config, path
+
+
+def logged_events(config: ClosedLoopConfig, kind: str) -> list[bytes]:
+    """Every record of the ``kind`` topic ("decisions" or "feedback") in the embedded event files."""
+    from closedloop.contracts import Topics
+    from closedloop.eventlog import FileEventLog, Position
+
+    log = FileEventLog(config.infrastructure.data_path / "events", read_only=True)
+    topic = getattr(Topics(config.infrastructure.topic_prefix), kind)
+    records, _ = log.read(topic, Position(0, 0), max_records=100_000)
+    log.close()
+    return records
 
 
 @contextmanager

@@ -12,33 +12,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
-from conftest import REDIS_URL, make_config, serve_in_subprocess
+from conftest import config_file, logged_events, serve_in_subprocess
 
-from closedloop.contracts import ClosedLoopConfig, Topics, decode_decision, decode_feedback
+from closedloop.contracts import ClosedLoopConfig, decode_decision, decode_feedback
 from closedloop.evaluation._logged import Gatherer, id_hash
-from closedloop.eventlog import FileEventLog, Position
 from closedloop.sdk import AsyncClient, Client, UnknownDecisionError
 from closedloop.trainer import open_trainer
 
 pytestmark = pytest.mark.integration
 
 CANDIDATES = ["a", "b", "c"]
-
-
-def _config(tmp_path: Path, redis_prefix: str) -> tuple[ClosedLoopConfig, Path]:
-    config = make_config(tmp_path, redis_url=REDIS_URL, key_prefix=redis_prefix)
-    path = tmp_path / "closedloop.yaml"
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    return config, path
-
-
-def _logged(config: ClosedLoopConfig, kind: str) -> list[bytes]:
-    log = FileEventLog(config.infrastructure.data_path / "events", read_only=True)
-    topic = getattr(Topics(config.infrastructure.topic_prefix), kind)
-    records, _ = log.read(topic, Position(0, 0), max_records=10_000)
-    log.close()
-    return records
 
 
 def _later() -> float:
@@ -61,14 +44,14 @@ def _trainer_labels(config: ClosedLoopConfig) -> tuple[dict[str, float], dict[st
 def _evaluated(config: ClosedLoopConfig) -> tuple[set[int], int, int]:
     """The decisions the evaluator counts (hashed), and how many it left out as inactive, abandoned."""
     gatherer = Gatherer("pick", config.use_cases["pick"], None)
-    gatherer.add_decisions(_logged(config, "decisions"))
-    gatherer.add_feedback(_logged(config, "feedback"))
+    gatherer.add_decisions(logged_events(config, "decisions"))
+    gatherer.add_feedback(logged_events(config, "feedback"))
     data = gatherer.finish(as_of=_later())
     return set(data.decision.tolist()), data.inactive, data.abandoned
 
 
 def test_an_inactive_decision_counts_once_activated_or_reported(tmp_path: Path, redis_prefix: str) -> None:
-    config, path = _config(tmp_path, redis_prefix)
+    config, path = config_file(tmp_path, redis_prefix)
     with serve_in_subprocess(path) as (url, _), Client(url, timeout=5) as client:
         shown = client.decide("pick", "u1", candidates=CANDIDATES, activate=False)
         clicked = client.decide("pick", "u2", candidates=CANDIDATES, activate=False)
@@ -85,10 +68,10 @@ def test_an_inactive_decision_counts_once_activated_or_reported(tmp_path: Path, 
         assert refused.status_code == 422
         assert refused.json()["error"]["field"] == "decision_id"
 
-    logged = {e.event_id: e for e in map(decode_decision, _logged(config, "decisions"))}
+    logged = {e.event_id: e for e in map(decode_decision, logged_events(config, "decisions"))}
     assert logged[never.decision_id].active is False
     assert logged[ordinary.decision_id].active is True
-    activations = [e for e in map(decode_feedback, _logged(config, "feedback")) if e.activation]
+    activations = [e for e in map(decode_feedback, logged_events(config, "feedback")) if e.activation]
     assert [(e.decision_id, e.activation, e.use_case) for e in activations] == [
         (shown.decision_id, "activate", "pick")
     ]
@@ -104,7 +87,7 @@ def test_an_inactive_decision_counts_once_activated_or_reported(tmp_path: Path, 
 def test_a_decide_the_sdk_stopped_waiting_for_is_abandoned(tmp_path: Path, redis_prefix: str) -> None:
     """The service stalls after logging the decision (as an overloaded host would); the SDK times
     out, answers with its fallback and tells the service, later, that the request was abandoned."""
-    config, path = _config(tmp_path, redis_prefix)
+    config, path = config_file(tmp_path, redis_prefix)
     faults = {"CLOSEDLOOP_PAUSE_AT": "decide.logged=1.5"}
     with (
         serve_in_subprocess(path, faults=faults) as (url, _),
@@ -119,10 +102,10 @@ def test_a_decide_the_sdk_stopped_waiting_for_is_abandoned(tmp_path: Path, redis
         assert client.stats().abandoned_told == 1
         assert client.stats().abandoned_waiting == 0
 
-    decisions = [decode_decision(r) for r in _logged(config, "decisions")]
+    decisions = [decode_decision(r) for r in logged_events(config, "decisions")]
     assert len(decisions) == 1
     assert decisions[0].active
-    abandonments = [e for e in map(decode_feedback, _logged(config, "feedback")) if e.activation]
+    abandonments = [e for e in map(decode_feedback, logged_events(config, "feedback")) if e.activation]
     # At least once: attempts that timed out in the stall were logged too; applying one twice is a no-op.
     assert {(e.decision_id, e.activation) for e in abandonments} == {(decisions[0].event_id, "abandon")}
     labels, counters = _trainer_labels(config)
@@ -132,7 +115,7 @@ def test_a_decide_the_sdk_stopped_waiting_for_is_abandoned(tmp_path: Path, redis
 
 
 def test_the_async_client_activates_and_tells_abandonments_too(tmp_path: Path, redis_prefix: str) -> None:
-    config, path = _config(tmp_path, redis_prefix)
+    config, path = config_file(tmp_path, redis_prefix)
 
     async def run(url: str) -> tuple[str, int]:
         async with AsyncClient(url, timeout=5) as patient, AsyncClient(url, timeout=0.3, retries=0) as hasty:
@@ -156,7 +139,7 @@ def test_the_async_client_activates_and_tells_abandonments_too(tmp_path: Path, r
     assert told == 1
     assert unknown.status_code == 404
     assert unknown.json()["error"]["field"] == "items[0].use_case"
-    kinds = {e.activation or "" for e in map(decode_feedback, _logged(config, "feedback"))}
+    kinds = {e.activation or "" for e in map(decode_feedback, logged_events(config, "feedback"))}
     assert kinds == {"abandon", "activate"}  # at least once each (a timed-out attempt logs too)
     labels, _ = _trainer_labels(config)
     assert set(labels) == {decision_id}  # the activated one; the abandoned one never counts

@@ -17,12 +17,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
-from conftest import REDIS_URL, make_config, serve_in_subprocess
+from conftest import config_file, logged_events, serve_in_subprocess
 
-from closedloop.contracts import ClosedLoopConfig, Topics, decode_decision, decode_feedback
+from closedloop.contracts import ClosedLoopConfig, decode_decision, decode_feedback
 from closedloop.evaluation._logged import Gatherer
-from closedloop.eventlog import FileEventLog, Position
 from closedloop.trainer import open_trainer
 
 pytestmark = pytest.mark.integration
@@ -41,26 +39,10 @@ def service(
     return serve_in_subprocess(path, faults={"CLOSEDLOOP_CRASH_AT": crash_at} if crash_at else None)
 
 
-def _config(tmp_path: Path, redis_prefix: str) -> tuple[ClosedLoopConfig, Path]:
-    config = make_config(tmp_path, redis_url=REDIS_URL, key_prefix=redis_prefix)
-    path = tmp_path / "closedloop.yaml"
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    return config, path
-
-
 def _killed_by(url: str, process: subprocess.Popen[bytes], route: str, body: dict[str, object]) -> None:
     with pytest.raises(httpx.TransportError):
         httpx.post(f"{url}{route}", json=body, timeout=10)
     assert process.wait(timeout=10) == -signal.SIGKILL
-
-
-def _logged(config: ClosedLoopConfig, kind: str) -> list[bytes]:
-    log = FileEventLog(config.infrastructure.data_path / "events", read_only=True)
-    records, _ = log.read(
-        getattr(Topics(config.infrastructure.topic_prefix), kind), Position(0, 0), max_records=10_000
-    )
-    log.close()
-    return records
 
 
 def _trainer_labels(config: ClosedLoopConfig) -> dict[tuple[str, str], tuple[float, str]]:
@@ -76,8 +58,8 @@ def _trainer_labels(config: ClosedLoopConfig) -> dict[tuple[str, str], tuple[flo
 
 def _evaluator_decisions(config: ClosedLoopConfig) -> int:
     gatherer = Gatherer("pick", config.use_cases["pick"], None)
-    gatherer.add_decisions(_logged(config, "decisions"))
-    gatherer.add_feedback(_logged(config, "feedback"))
+    gatherer.add_decisions(logged_events(config, "decisions"))
+    gatherer.add_feedback(logged_events(config, "feedback"))
     return len(gatherer.finish(as_of=(datetime.now(UTC) + timedelta(hours=3)).timestamp()).decision)
 
 
@@ -85,7 +67,7 @@ def _evaluator_decisions(config: ClosedLoopConfig) -> int:
 def test_a_decide_killed_at_any_step_is_answered_once_on_retry(
     step: str, tmp_path: Path, redis_prefix: str
 ) -> None:
-    config, path = _config(tmp_path, redis_prefix)
+    config, path = config_file(tmp_path, redis_prefix)
     with service(path, crash_at=step) as (url, process):
         _killed_by(url, process, "/v1/decide", DECIDE)
     with service(path) as (url, _):
@@ -100,7 +82,7 @@ def test_a_decide_killed_at_any_step_is_answered_once_on_retry(
             timeout=10,
         )
         assert reported.status_code == 202, reported.text  # the index knows the decision
-    logged = [decode_decision(r) for r in _logged(config, "decisions")]
+    logged = [decode_decision(r) for r in logged_events(config, "decisions")]
     assert {e.event_id for e in logged} == {decision["decision_id"]}
     # Logged twice when the kill came between the log and the index (the retry logs it again, the
     # same), else once: before the log nothing was written, after the index the retry is a replay.
@@ -115,7 +97,7 @@ def test_a_decide_killed_at_any_step_is_answered_once_on_retry(
 def test_feedback_killed_at_any_step_is_counted_once_on_retry(
     step: str, tmp_path: Path, redis_prefix: str
 ) -> None:
-    config, path = _config(tmp_path, redis_prefix)
+    config, path = config_file(tmp_path, redis_prefix)
     report = {"outcomes": {"click": 1}, "feedback_id": "f1"}
     with service(path, crash_at=step) as (url, process):
         decision = httpx.post(f"{url}/v1/decide", json=DECIDE, timeout=10).json()
@@ -129,7 +111,7 @@ def test_feedback_killed_at_any_step_is_counted_once_on_retry(
         later = {"decision_id": decision["decision_id"], "outcomes": {"click": 0}, "feedback_id": "f2"}
         second = httpx.post(f"{url}/v1/feedback", json=later, timeout=10)
         assert second.status_code == 409, second.text  # the first report counts
-    events = [decode_feedback(r) for r in _logged(config, "feedback")]
+    events = [decode_feedback(r) for r in logged_events(config, "feedback")]
     assert {e.event_id for e in events} == {"f1"}
     assert len(events) == (2 if step == "feedback.logged" else 1)
     assert _trainer_labels(config) == {(decision["decision_id"], "click"): (1.0, "feedback")}

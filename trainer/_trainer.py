@@ -21,7 +21,7 @@ import numpy as np
 
 from closedloop.contracts import Attribution, ClosedLoopConfig
 from closedloop.policy import FeatureEncoder
-from closedloop.registry import ModelRegistry
+from closedloop.registry import ModelRegistry, version_metadata
 
 from ._data_profile import drift, gain_importance, profile
 from ._gate import GateDecision, gate
@@ -220,7 +220,7 @@ class Trainer:
         challenger = evaluate(predicted, holdout.labels, outcome)
         baseline = evaluate(constant, holdout.labels, outcome)
         parent = self.registry.champion(name, outcome_name)
-        parent_metadata = self._metadata(name, outcome_name, parent)
+        parent_metadata = dict(version_metadata(self.registry, name, outcome_name, parent)) if parent else {}
         champion_predicted = self._champion_predictions(
             name, outcome_name, parent, parent_metadata, encoder, holdout
         )
@@ -318,12 +318,6 @@ class Trainer:
             decision.summary,
             report,
         )
-
-    def _metadata(self, name: str, outcome_name: str, version: str | None) -> dict[str, Any]:
-        if version is None:
-            return {}
-        found = (v.metadata for v in self.registry.versions(name, outcome_name) if v.version == version)
-        return dict(next(found, {}))
 
     def _champion_predictions(
         self,
