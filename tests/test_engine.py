@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import logged_events as logged
 from conftest import make_config
 from factories import train_model_text
 from pydantic import TypeAdapter, ValidationError
@@ -22,7 +23,6 @@ from closedloop.contracts import (
     InvalidRequestError,
     PayloadTooLargeError,
     RequestConflictError,
-    Topics,
     UnknownUseCaseError,
     decode_decision,
     decode_feedback,
@@ -59,15 +59,6 @@ def feed_request(n: int = 5, **context: object) -> DecideRequest:
             "candidates": [{"id": f"c{i}", "features": {"price": float(i), "topic": "a"}} for i in range(n)],
         }
     )
-
-
-def logged(config: ClosedLoopConfig, kind: str) -> list[bytes]:
-    """What the engine logged under ``kind`` ("decisions" or "feedback"), read from its files."""
-    log = FileEventLog(config.infrastructure.data_path / "events", read_only=True)
-    topic = getattr(Topics(config.infrastructure.topic_prefix), kind)
-    records, _ = log.read(topic, Position(0, 0), max_records=100_000)
-    log.close()
-    return records
 
 
 def test_default_policy_serves_before_any_model(config: ClosedLoopConfig) -> None:
