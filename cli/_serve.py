@@ -27,10 +27,14 @@ _METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own switch to m
 def run_service(config_path: Path, *, host: str, port: int, refresh_interval: float, workers: int) -> None:
     import uvicorn
 
+    from closedloop.decision_service import JsonErrorHttpProtocol
+
     loaded = load_config(config_path)
     if workers == 1:
         service = build_service(loaded, refresh_interval)
-        uvicorn.run(service, host=host, port=port, log_level="info", access_log=False)
+        uvicorn.run(
+            service, host=host, port=port, log_level="info", access_log=False, http=JsonErrorHttpProtocol
+        )
         return
     require_shared_stores(loaded, workers)
     os.environ[_CONFIG_ENV] = str(config_path.resolve())
@@ -47,6 +51,7 @@ def run_service(config_path: Path, *, host: str, port: int, refresh_interval: fl
         port=port,
         log_level="info",
         access_log=False,
+        http=JsonErrorHttpProtocol,
     )
 
 

@@ -3,7 +3,8 @@
 - `DecisionEngine`: features -> champion LightGBM models -> value function -> exploration -> logged
   decision, and feedback intake; the whole service minus HTTP (what `EmbeddedClient` runs)
 - `open_engine(config)`: an engine on the stores the configuration names
-- `create_app(config)`: the FastAPI service (``closedloop serve`` runs it under uvicorn)
+- `create_app(config)`: the FastAPI service (``closedloop serve`` runs it under uvicorn, with
+  `JsonErrorHttpProtocol`: uvicorn's HTTP parser, answering what it refuses in the error format)
 - `DecisionIndex`: the short-lived facts feedback is checked against, in Redis
   (`RedisDecisionIndex`) or in memory (`MemoryDecisionIndex`); `open_decision_index` picks one
 
@@ -20,6 +21,7 @@ from ._wiring import open_decision_index, open_engine
 
 if typing.TYPE_CHECKING:
     from ._app import create_app
+    from ._http_protocol import JsonErrorHttpProtocol
 
 
 def __getattr__(name: str) -> typing.Any:
@@ -27,6 +29,10 @@ def __getattr__(name: str) -> typing.Any:
         from ._app import create_app
 
         return create_app
+    if name == "JsonErrorHttpProtocol":
+        from ._http_protocol import JsonErrorHttpProtocol
+
+        return JsonErrorHttpProtocol
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -38,6 +44,7 @@ __all__ = [
     "DecisionEngine",
     "DecisionIndex",
     "EngineStatus",
+    "JsonErrorHttpProtocol",
     "MemoryDecisionIndex",
     "RedisDecisionIndex",
     "create_app",

@@ -8,12 +8,15 @@ nesting), arbitrary JSON, and bytes that are not JSON or not UTF-8.
 from __future__ import annotations
 
 import json
+import pathlib
+import socket
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from conftest import Server, make_config
+import yaml
+from conftest import Server, make_config, serve_in_subprocess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -168,3 +171,32 @@ def test_the_openapi_schema_documents_every_status_with_the_real_error_body(serv
                 reference,
             )
     assert "HTTPValidationError" not in json.dumps(schema)
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: abc\r\n\r\n{}",  # not a number
+        b"Content-Length: 2\r\nContent-Length: 5\r\n\r\n{}",  # two that disagree
+        b"Content\x01Length: 2\r\n\r\n{}",  # not a header name
+    ],
+)
+def test_a_request_the_http_parser_refuses_gets_the_error_format(
+    tmp_path: pathlib.Path, framing: bytes
+) -> None:
+    """`closedloop serve` answers what uvicorn's parser refuses in JSON, not uvicorn's plain text."""
+    path = tmp_path / "closedloop.yaml"
+    path.write_text(yaml.safe_dump(make_config(tmp_path).model_dump(mode="json"), sort_keys=False))
+    with serve_in_subprocess(path) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/decide HTTP/1.1\r\nHost: x\r\n" + framing)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer
+    assert b"content-type: application/json" in head.lower()
+    error = json.loads(body)["error"]
+    assert (error["code"], error["field"]) == ("invalid_request", "http")
+    assert "Content-Length" in error["expected"]
