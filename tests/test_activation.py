@@ -67,6 +67,9 @@ def test_an_inactive_decision_counts_once_activated_or_reported(tmp_path: Path, 
         refused = httpx.post(f"{url}/v1/activate", json={"decision_id": ""}, timeout=5)
         assert refused.status_code == 422
         assert refused.json()["error"]["field"] == "decision_id"
+        metrics = httpx.get(f"{url}/metrics", timeout=5).text
+        assert 'closedloop_inactive_decisions_total{use_case="pick"} 3.0' in metrics
+        assert 'closedloop_activations_total{kind="activate"} 1.0' in metrics
 
     logged = {e.event_id: e for e in map(decode_decision, logged_events(config, "decisions"))}
     assert logged[never.decision_id].active is False
@@ -131,6 +134,8 @@ def test_the_async_client_activates_and_tells_abandonments_too(tmp_path: Path, r
 
     with serve_in_subprocess(path, faults={"CLOSEDLOOP_PAUSE_AT": "decide.logged=1.0"}) as (url, _):
         decision_id, told = asyncio.run(run(url))
+        metrics = httpx.get(f"{url}/metrics", timeout=5).text
+        assert 'closedloop_activations_total{kind="abandon"}' in metrics
         unknown = httpx.post(
             f"{url}/v1/abandon",
             json={"items": [{"use_case": "nope", "unit_id": "u", "request_id": "r"}]},
