@@ -239,6 +239,13 @@ class UseCaseConfig(StrictModel):
         overlap = set(self.context) & set(self.candidate)
         if overlap:
             raise ValueError(f"features {sorted(overlap)} are declared as both context and candidate")
+        reserved = {"rank": "slot", "binary": "action"}.get(self.decision)
+        if reserved is not None and reserved in {*self.context, *self.candidate}:
+            raise ValueError(
+                f"a feature of a {self.decision} decision cannot be named {reserved!r}: closedloop "
+                f"adds that column itself (the {'slot shown in' if reserved == 'slot' else 'answer'}); "
+                "rename the feature"
+            )
         if self.decision == "binary":
             if self.candidate:
                 raise ValueError(

@@ -101,6 +101,7 @@ class DecisionHeader(msgspec.Struct, frozen=True, kw_only=True):
     arm: str | None = None
     experiment_phase: int | None = None
     active: bool = True
+    choice: str | None = None
     schema_version: Literal[1] = 1
 
 
@@ -127,7 +128,17 @@ class FeedbackEvent(msgspec.Struct, frozen=True, kw_only=True):
     orphan: bool = False
     activation: ActivationKind | None = None
     """Set on an activation event (whose ``outcomes`` are empty)."""
+    candidate_id: str | None = None
+    """Rankings: the shown candidate the outcomes are about; None: the decision's choice (the
+    top slot of a ranking)."""
+    slot: int | None = None
+    """The slot ``candidate_id`` was shown in (0 is the top), when the service knew it."""
     schema_version: Literal[1] = 1
+
+    def slot_key(self, choice: str | None) -> str | None:
+        """What the report is about, within its decision: None for the decision's choice (the
+        top slot), else the candidate; each (decision, outcome, key) counts once."""
+        return None if self.candidate_id is None or self.candidate_id == choice else self.candidate_id
 
 
 class EventFormatError(ClosedLoopError):

@@ -57,8 +57,12 @@ class DecisionIndexKeys:
     def decision(self, decision_id: str) -> str:
         return f"{self.prefix}:decision:{decision_id}"
 
-    def outcome_reported(self, decision_id: str, outcome: str) -> str:
-        return f"{self.prefix}:reported:{decision_id}:{outcome}"
+    def outcome_reported(self, decision_id: str, outcome: str, candidate: str | None = None) -> str:
+        """``candidate``: a shown candidate of a ranking other than its top (whose reports, like
+        a choice's, have none); outcome names hold no colon, so the two forms never meet."""
+        if candidate is None:
+            return f"{self.prefix}:reported:{decision_id}:{outcome}"
+        return f"{self.prefix}:reported:{decision_id}:{outcome}:{candidate}"
 
     def feedback_seen(self, decision_id: str, feedback_id: str) -> str:
         """A feedback id is an idempotency key within its decision: reused on another decision,

@@ -101,6 +101,9 @@ class FeedbackIn(WireModel):
     """When the outcome happened (not before its decision); defaults to when the service received it."""
     feedback_id: str | None = Field(None, min_length=1, max_length=128)
     """Idempotency key: retries with the same id are accepted once."""
+    candidate_id: str | None = Field(None, min_length=1, max_length=256)
+    """Rankings: the shown candidate the outcome is about (its slot is the one it was shown in);
+    without it, the report is about the top slot. choose: the chosen candidate, if sent."""
 
 
 class FeedbackBatch(WireModel):

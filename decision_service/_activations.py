@@ -65,7 +65,7 @@ class Activations:
                 value=decision_id,
                 expected="a decision_id returned by decide() within its outcomes' window",
             )
-        self._log([(decision_id, read_decision_fact(fact)[0])], "activate")
+        self._log([(decision_id, read_decision_fact(fact).use_case)], "activate")
         return ActivationResult(decision_id=decision_id, status="activated")
 
     def abandon(self, items: Sequence[AbandonedRequest]) -> int:

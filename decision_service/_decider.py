@@ -152,7 +152,10 @@ class Decider:
         """Tell the index the decision (for its feedback) and claim its request id; the decision
         is logged already, so an index that cannot be reached does not undo the answer."""
         facts = [
-            (self._index.keys.decision(decision.decision_id), decision_fact(request.use_case, decided_at))
+            (
+                self._index.keys.decision(decision.decision_id),
+                decision_fact(request.use_case, decided_at, _shown(decision)),
+            )
         ]
         claims = []
         if request.request_id is not None:
@@ -288,6 +291,16 @@ class Decider:
                 hint="Declare it under use_cases: in closedloop.yaml, or check its spelling.",
             )
         return use_case
+
+
+def _shown(decision: Decision) -> list[str]:
+    """The candidates the product shows: a ranking's shown slots (its top, without ``slots``),
+    a choice; none for binary decisions."""
+    if decision.decision_type == "binary" or decision.choice is None:
+        return []
+    if decision.slot_propensities is not None and decision.ranking is not None:
+        return decision.ranking[: len(decision.slot_propensities)]
+    return [decision.choice]
 
 
 def _logged_slots(decision: Decision) -> list[LoggedSlot] | None:

@@ -13,21 +13,36 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
+
 from closedloop.contracts import DecisionIndexKeys, ServiceUnavailableError
 
 
-def decision_fact(use_case: str, decided_at: datetime) -> str:
-    """What the index keeps for a decision: its use case and when it was made."""
-    return f"{decided_at.timestamp():.6f} {use_case}"
+def decision_fact(use_case: str, decided_at: datetime, shown: Sequence[str] = ()) -> str:
+    """What the index keeps for a decision: its use case, when it was made and, for choose and
+    rank decisions, the candidates shown (the choice; a ranking's shown slots, top first), which
+    feedback about a candidate is checked against."""
+    fact = f"{decided_at.timestamp():.6f} {use_case}"
+    return f"{fact} {orjson.dumps(list(shown)).decode()}" if shown else fact
 
 
-def read_decision_fact(value: str) -> tuple[str, float | None]:
-    """The use case and the decision time (None for a fact of an earlier version: the use case only)."""
-    stamp, _, use_case = value.partition(" ")
+@dataclass(frozen=True, slots=True)
+class DecisionFact:
+    use_case: str
+    decided_at: float | None
+    """None for a fact of an earlier version (the use case only)."""
+    shown: tuple[str, ...] | None
+    """None for a binary decision, or a fact of an earlier version."""
+
+
+def read_decision_fact(value: str) -> DecisionFact:
+    stamp, _, rest = value.partition(" ")
     try:
-        return use_case, float(stamp)
+        decided_at = float(stamp)
     except ValueError:
-        return value, None
+        return DecisionFact(value, None, None)
+    use_case, _, shown = rest.partition(" ")  # use case names hold no space
+    return DecisionFact(use_case, decided_at, tuple(orjson.loads(shown)) if shown else None)
 
 
 Report = tuple[str, Sequence[str]]

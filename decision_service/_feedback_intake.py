@@ -24,11 +24,12 @@ from closedloop.contracts import (
     ServiceUnavailableError,
     Topics,
     UnknownDecisionError,
+    UseCaseConfig,
     encode_feedback,
 )
 from closedloop.eventlog import EventLog
 
-from ._decision_index import DecisionIndex, ReportClaim, read_decision_fact
+from ._decision_index import DecisionFact, DecisionIndex, ReportClaim, read_decision_fact
 from ._faults import crash_point
 from ._metrics import EngineMetrics
 
@@ -39,6 +40,9 @@ logger = logging.getLogger(__name__)
 class _Valid:
     feedback_id: str
     outcomes: dict[str, float]
+    about: str | None = None
+    """The shown candidate the report is about, unless it is the decision's choice (its top)."""
+    slot: int | None = None
 
 
 class FeedbackIntake:
@@ -76,17 +80,21 @@ class FeedbackIntake:
             facts, seen, reported = self._look_up(items, feedback_ids)
         except ServiceUnavailableError as exc:
             return self._log_unverified(items, feedback_ids, received, exc)
-        use_cases = [fact[0] if fact else None for fact in facts]
+        use_cases = [fact.use_case if fact else None for fact in facts]
         checks = [
             self._check(item, fact, feedback_id)
             for item, fact, feedback_id in zip(items, facts, feedback_ids, strict=True)
+        ]
+        reported_flags = [
+            flags[check.about is not None] if isinstance(check, _Valid) else flags[False]
+            for flags, check in zip(reported, checks, strict=True)
         ]
         crash_point("feedback.checked")
         results: list[FeedbackResult | None] = []
         to_log: list[tuple[int, FeedbackIn, _Valid]] = []
         # Reports an earlier item of this batch makes: what it claims, these cannot.
         ids_in_batch: set[tuple[str, str]] = set()
-        outcomes_in_batch: set[tuple[str, str]] = set()
+        outcomes_in_batch: set[tuple[str, str, str | None]] = set()
         for position, (item, check) in enumerate(zip(items, checks, strict=True)):
             if not isinstance(check, _Valid):
                 results.append(_result(item.feedback_id or "", "invalid", check))
@@ -94,7 +102,8 @@ class FeedbackIntake:
             new = {
                 o: v
                 for o, v in check.outcomes.items()
-                if not reported[position][o] and (item.decision_id, o) not in outcomes_in_batch
+                if not reported_flags[position][o]
+                and (item.decision_id, o, check.about) not in outcomes_in_batch
             }
             if seen[position] or (item.decision_id, check.feedback_id) in ids_in_batch:
                 results.append(_result(check.feedback_id, "replayed"))
@@ -107,13 +116,10 @@ class FeedbackIntake:
                 )
             else:
                 results.append(None)  # decided by the claims below
-                to_log.append((position, item, _Valid(check.feedback_id, new)))
+                to_log.append((position, item, _Valid(check.feedback_id, new, check.about, check.slot)))
                 ids_in_batch.add((item.decision_id, check.feedback_id))
-                outcomes_in_batch.update((item.decision_id, o) for o in new)
-        events = [
-            _event(item, use_cases[position], check.feedback_id, check.outcomes, received)
-            for position, item, check in to_log
-        ]
+                outcomes_in_batch.update((item.decision_id, o, check.about) for o in new)
+        events = [_event(item, use_cases[position], check, received) for position, item, check in to_log]
         if events:
             self._event_log.append(self._topic, events)
         crash_point("feedback.logged")
@@ -121,7 +127,10 @@ class FeedbackIntake:
             [
                 (
                     self._index.keys.feedback_seen(item.decision_id, check.feedback_id),
-                    [self._index.keys.outcome_reported(item.decision_id, o) for o in check.outcomes],
+                    [
+                        self._index.keys.outcome_reported(item.decision_id, o, check.about)
+                        for o in check.outcomes
+                    ],
                 )
                 for _, item, check in to_log
             ],
@@ -151,7 +160,7 @@ class FeedbackIntake:
         valid = [
             (item, check) for item, check in zip(items, checks, strict=True) if isinstance(check, _Valid)
         ]
-        events = [_event(item, None, check.feedback_id, check.outcomes, received) for item, check in valid]
+        events = [_event(item, None, check, received) for item, check in valid]
         if events:
             self._event_log.append(self._topic, events)
         self._metrics.index_unavailable.labels("feedback").inc(len(events))
@@ -168,11 +177,20 @@ class FeedbackIntake:
 
     def _look_up(
         self, items: Sequence[FeedbackIn], feedback_ids: list[str]
-    ) -> tuple[list[tuple[str, float | None] | None], list[bool], list[dict[str, bool]]]:
-        """In one round trip: each item's decision (its use case and time; None if unknown),
-        whether its feedback id was claimed already, and which of its outcomes were reported."""
+    ) -> tuple[list[DecisionFact | None], list[bool], list[dict[bool, dict[str, bool]]]]:
+        """In one round trip: each item's decision (None if unknown), whether its feedback id was
+        claimed already, and which of its outcomes were reported: for the decision's choice
+        (``False``) and, for an item naming a candidate, for that candidate (``True``); which of
+        the two the report is about is known only from the decision's shown candidates."""
         keys = self._index.keys
-        outcome_keys = [[keys.outcome_reported(i.decision_id, o) for o in i.outcomes] for i in items]
+        outcome_keys = [
+            [
+                keys.outcome_reported(i.decision_id, o, candidate)
+                for candidate in ((None,) if i.candidate_id is None else (None, i.candidate_id))
+                for o in i.outcomes
+            ]
+            for i in items
+        ]
         values = self._index.lookup(
             [keys.decision(item.decision_id) for item in items]
             + [
@@ -185,17 +203,26 @@ class FeedbackIntake:
         facts = [read_decision_fact(v) if v is not None else None for v in values[:count]]
         seen = [v is not None for v in values[count : 2 * count]]
         flags = iter(values[2 * count :])
-        reported = [{o: next(flags) is not None for o in item.outcomes} for item in items]
+        reported = []
+        for item in items:
+            of_choice = {o: next(flags) is not None for o in item.outcomes}
+            of_candidate = (
+                {o: next(flags) is not None for o in item.outcomes} if item.candidate_id else of_choice
+            )
+            reported.append({False: of_choice, True: of_candidate})
         return facts, seen, reported
 
     def _check(
-        self, item: FeedbackIn, fact: tuple[str, float | None] | None, feedback_id: str
+        self, item: FeedbackIn, fact: DecisionFact | None, feedback_id: str
     ) -> _Valid | ClosedLoopError:
-        use_case_name, decided_at = fact if fact else (None, None)
+        use_case_name = fact.use_case if fact else None
         use_case = self._config.use_cases.get(use_case_name) if use_case_name else None
-        early = _before_its_decision(item, decided_at)
+        early = _before_its_decision(item, fact.decided_at if fact else None)
         if early is not None:
             return early
+        about = _candidate_about(item, fact, use_case)
+        if isinstance(about, ClosedLoopError):
+            return about
         outcomes: dict[str, float] = {}
         for name, raw in item.outcomes.items():
             field = f"outcomes.{name}"
@@ -226,7 +253,7 @@ class FeedbackIntake:
             if out_of_range is not None:
                 return out_of_range
             outcomes[name] = value
-        return _Valid(feedback_id, outcomes)
+        return _Valid(feedback_id, outcomes, *about)
 
 
 class _TokenBucket:
@@ -247,6 +274,40 @@ class _TokenBucket:
             return False
         self._tokens -= 1
         return True
+
+
+def _candidate_about(
+    item: FeedbackIn, fact: DecisionFact | None, use_case: UseCaseConfig | None
+) -> tuple[str | None, int | None] | ClosedLoopError:
+    """The candidate a report is about unless it is the decision's choice, and its slot; an
+    error for a candidate the decision did not show (nothing unshown is learned from)."""
+    candidate = item.candidate_id
+    if candidate is None:
+        return None, None
+    if use_case is not None and use_case.decision == "binary":
+        return InvalidRequestError(
+            f"candidate_id {candidate!r} was sent for a binary decision, which has no candidates.",
+            field="candidate_id",
+            value=candidate,
+            expected="no candidate_id for a yes/no decision",
+        )
+    shown = fact.shown if fact else None
+    if shown is None:  # an orphan report, or a fact of an earlier version: the trainer checks
+        return candidate, None
+    if candidate not in shown:
+        kind = "shown slots" if use_case is not None and use_case.decision == "rank" else "choice"
+        return InvalidRequestError(
+            f"candidate_id {candidate!r} was not shown by decision {item.decision_id} "
+            f"(its {kind}: {list(shown)[:20]}).",
+            field="candidate_id",
+            value=candidate,
+            expected=f"one of {list(shown)[:20]}",
+            hint="A ranking shows its top slot unless decided with slots=N: then its first N."
+            if kind == "shown slots"
+            else None,
+        )
+    slot = shown.index(candidate)
+    return (None if slot == 0 else candidate), slot
 
 
 CLOCK_SKEW_SECONDS = 60.0
@@ -294,20 +355,20 @@ def _out_of_range(
     )
 
 
-def _event(
-    item: FeedbackIn, use_case: str | None, feedback_id: str, outcomes: dict[str, float], received: datetime
-) -> tuple[str, bytes]:
+def _event(item: FeedbackIn, use_case: str | None, check: _Valid, received: datetime) -> tuple[str, bytes]:
     timestamp = item.timestamp or received
     if timestamp.tzinfo is None:
         timestamp = timestamp.replace(tzinfo=UTC)
     event = FeedbackEvent(
-        event_id=feedback_id,
+        event_id=check.feedback_id,
         decision_id=item.decision_id,
         use_case=use_case,
-        outcomes=outcomes,
+        outcomes=check.outcomes,
         timestamp=timestamp,
         received_at=received,
         orphan=use_case is None,
+        candidate_id=item.candidate_id,
+        slot=check.slot,
     )
     return item.decision_id, encode_feedback(event)
 
@@ -324,8 +385,10 @@ def _claimed_result(
 
 
 def _duplicate(item: FeedbackIn, feedback_id: str, outcomes: list[str]) -> FeedbackResult:
+    about = f" for candidate {item.candidate_id!r}" if item.candidate_id else ""
     error = DuplicateFeedbackError(
-        f"Decision {item.decision_id} already has {', '.join(outcomes)} reported; the first report counts.",
+        f"Decision {item.decision_id} already has {', '.join(outcomes)} reported{about}; "
+        "the first report counts.",
         field=f"outcomes.{outcomes[0]}",
         value=item.outcomes[outcomes[0]],
         expected="one report per outcome and decision",

@@ -144,10 +144,10 @@ class ServingModels:
         booster = lgb.Booster(model_str=self._registry.model_text(use_case, outcome, version))
         encoder = self._encoders[use_case]
         expected = encoder.feature_names
-        columns = None
-        if booster.feature_name() == expected[: encoder.base_feature_count] != expected:
-            columns = encoder.base_feature_count  # trained before interactions were added
-        elif booster.feature_name() != expected:
+        columns = encoder.leading_columns(booster.feature_name())
+        if columns == len(expected):
+            columns = None
+        elif columns is None:
             raise ModelIncompatibleError(
                 f"Model {use_case}/{outcome}/{version} was trained on features {booster.feature_name()}, "
                 f"but the use case declares {expected}.",

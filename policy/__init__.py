@@ -4,7 +4,7 @@ The service serves with it, the trainer encodes its examples with it, the evalua
 replay logged decisions through it; none of them needs HTTP, Redis or Kafka for that.
 
 - `FeatureEncoder`: checks a request's features (defaults filled) and encodes rows, in the column
-  order the models are trained on (`ACTION_FEATURE` last for binary decisions)
+  order the models are trained on (`ACTION_FEATURE` for binary decisions, `SLOT_FEATURE` last for rankings)
 - `ServingPolicy`: what one decision applies (models or the default, value function, exploration);
   `ActiveExperiment` assigns a unit to an arm (`Assignment`) by salted hash (`unit_hash`)
 - `model_values`: per-outcome predictions combined by the value function (`Predictor` scores rows);
@@ -19,7 +19,7 @@ from ._arms import ActiveExperiment, Assignment, ServingPolicy
 from ._default import default_policy_values
 from ._experience import Experience
 from ._exploration import Pick, exploration_record, pick_action, policy_probabilities
-from ._features import ACTION_FEATURE, BINARY_CANDIDATES, FeatureEncoder
+from ._features import ACTION_FEATURE, BINARY_CANDIDATES, SLOT_FEATURE, FeatureEncoder
 from ._offline import OfflinePolicy
 from ._scoring import Predictor, model_values
 
@@ -33,6 +33,7 @@ __all__ = [
     "OfflinePolicy",
     "Pick",
     "Predictor",
+    "SLOT_FEATURE",
     "ServingPolicy",
     "default_policy_values",
     "exploration_record",

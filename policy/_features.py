@@ -6,8 +6,11 @@ numeric context feature with every numeric candidate feature (with ``action`` fo
 decisions), named ``context*candidate``. Trees find such products only with many splits and much
 data; a product column makes a bilinear effect additive, which a few trees fit (VW's ``-q`` does the
 same for a linear learner). ``model.interactions: none`` turns them off, and they are left out
-beyond `MAX_INTERACTIONS` columns. The trainer builds its rows with the same encoder from the
-logged features, so serving and training can never disagree on a column.
+beyond `MAX_INTERACTIONS` columns. Rankings end with ``slot``: the slot a logged example was
+shown in (0 is the top), 0 for every candidate when serving (see `SLOT_FEATURE`). The trainer
+builds its rows with the same encoder from the logged features, so serving and training can
+never disagree on a column; a model trained on leading columns only (before interactions or the
+slot were added) is served on those (`leading_columns`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ from closedloop.contracts import (
 )
 
 ACTION_FEATURE = "action"
+SLOT_FEATURE = "slot"
+"""Position bias, handled as a training feature fixed at serving: lower slots are examined less,
+so the same candidate is clicked less there. Each shown slot of a ranking is one example with its
+slot as a feature, and the model scores every candidate as if shown at the top, so the ranking
+orders candidates by how they do in the same place. Chosen over examination-weighted labels,
+which need examination probabilities estimated first (by randomising positions): exploring
+slots in turn (`rank_slots`) puts each candidate in many slots, which is what the tree needs to
+separate the slot's effect from the candidate's."""
 MAX_INTERACTIONS = 64
 _HUGE = 2**1000  # an int below it converts to a finite float
 BINARY_CANDIDATES = ("no", "yes")
@@ -67,6 +78,9 @@ class FeatureEncoder:
         """Columns before the interactions (a model of an earlier version was trained on these)."""
         self._pairs = _interaction_pairs(self.feature_names, self._context, self._candidate, use_case)
         self.feature_names += [f"{self.feature_names[i]}*{self.feature_names[j]}" for i, j in self._pairs]
+        self._ranked = use_case.decision == "rank"
+        if self._ranked:
+            self.feature_names.append(SLOT_FEATURE)
         self.categorical_features = [s.name for s in (*self._context, *self._candidate) if s.categories]
         self.unknown_categories = 0
         self.unknown_by_feature: Counter[str] = Counter()
@@ -92,7 +106,7 @@ class FeatureEncoder:
                 for features in candidates
             ]
         base = np.asarray(rows, dtype=np.float64).reshape(len(rows), self.base_feature_count)
-        return self._with_interactions(base)
+        return self._with_slot(self._with_interactions(base), None)
 
     def encode_logged(self, rows: Sequence[Mapping[str, FeatureValue]]) -> np.ndarray:
         """Rows for training from logged examples: each maps feature name to the value logged at
@@ -103,7 +117,7 @@ class FeatureEncoder:
             matrix[:, column] = [self._code(spec, row.get(spec.name)) for row in rows]
         if self._binary:
             matrix[:, -1] = [float(row.get(ACTION_FEATURE) or 0.0) for row in rows]
-        return self._with_interactions(matrix)
+        return self._with_slot(self._with_interactions(matrix), rows)
 
     def _with_interactions(self, base: np.ndarray) -> np.ndarray:
         if not self._pairs:
@@ -111,12 +125,42 @@ class FeatureEncoder:
         left, right = zip(*self._pairs, strict=True)
         return np.hstack([base, base[:, list(left)] * base[:, list(right)]])
 
+    def _with_slot(
+        self, matrix: np.ndarray, logged: Sequence[Mapping[str, FeatureValue]] | None
+    ) -> np.ndarray:
+        """Rankings: the slot column, each logged example's slot (0 when serving)."""
+        if not self._ranked:
+            return matrix
+        slot = np.zeros((len(matrix), 1))
+        if logged is not None:
+            slot[:, 0] = [float(row.get(SLOT_FEATURE) or 0.0) for row in logged]
+        return np.hstack([matrix, slot])
+
+    def leading_columns(self, trained_on: Sequence[str]) -> int | None:
+        """How many leading columns a model trained on the features ``trained_on`` reads: all of
+        them for a model of today's features, fewer for one trained before interactions or the
+        slot were added; None for a model of other features."""
+        names = list(trained_on)
+        if names == self.feature_names:
+            return len(names)
+        if len(names) >= self.base_feature_count and names == self.feature_names[: len(names)]:
+            return len(names)
+        return None
+
     def logged_example(
-        self, context: Mapping[str, FeatureValue], candidate: Mapping[str, FeatureValue], choice: str | None
+        self,
+        context: Mapping[str, FeatureValue],
+        candidate: Mapping[str, FeatureValue],
+        choice: str | None,
+        *,
+        slot: int = 0,
     ) -> dict[str, FeatureValue]:
-        """The features of the logged action, in the shape `encode_logged` reads."""
+        """The features of the logged action, in the shape `encode_logged` reads; ``slot``: a
+        ranking's, where the candidate was shown."""
         if self._binary:
             return {**context, ACTION_FEATURE: 1.0 if choice == BINARY_CANDIDATES[1] else 0.0}
+        if self._ranked:
+            return {**context, **candidate, SLOT_FEATURE: slot}
         return {**context, **candidate}
 
     def _code(self, spec: _Spec, value: FeatureValue) -> float:

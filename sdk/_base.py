@@ -206,12 +206,12 @@ class BaseClient:
 
     @staticmethod
     def _feedback_item(
-        decision_id: str, outcomes: Outcomes, timestamp: datetime | None
+        decision_id: str, outcomes: Outcomes, timestamp: datetime | None, candidate_id: str | None
     ) -> dict[str, Any] | None:
         """The item to send, or None for a fallback decision's feedback (nothing was logged)."""
         if is_fallback_id(decision_id):
             return None
-        return feedback_payload(decision_id, outcomes, timestamp)
+        return feedback_payload(decision_id, outcomes, timestamp, candidate_id)
 
     @property
     def _queue_full(self) -> bool:

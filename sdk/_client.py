@@ -115,10 +115,17 @@ class Client(BaseClient):
         raise_for_error(response)
 
     def log_feedback(
-        self, decision_id: str, outcomes: Outcomes, *, timestamp: datetime | None = None
+        self,
+        decision_id: str,
+        outcomes: Outcomes,
+        *,
+        timestamp: datetime | None = None,
+        candidate_id: str | None = None,
     ) -> None:
-        """Report outcomes of a decision, e.g. ``{"click": 1}``; each report counts once."""
-        item = self._feedback_item(decision_id, outcomes, timestamp)
+        """Report outcomes of a decision, e.g. ``{"click": 1}``; each report counts once (per
+        candidate). ``candidate_id``: for rankings, the shown candidate it is about (without it,
+        the top one)."""
+        item = self._feedback_item(decision_id, outcomes, timestamp, candidate_id)
         if item is None:
             return
         if not self._batching:

@@ -75,11 +75,18 @@ class EmbeddedClient:
         self._engine.activate(decision_id)
 
     def log_feedback(
-        self, decision_id: str, outcomes: Outcomes, *, timestamp: datetime | None = None
+        self,
+        decision_id: str,
+        outcomes: Outcomes,
+        *,
+        timestamp: datetime | None = None,
+        candidate_id: str | None = None,
     ) -> None:
-        """Report outcomes; raises as the HTTP service would (unknown decision, duplicate, bad value)."""
+        """Report outcomes; raises as the HTTP service would (unknown decision, duplicate, bad
+        value, a candidate the decision did not show). ``candidate_id``: as for `Client`."""
         try:
-            item = FeedbackIn.model_validate(feedback_payload(decision_id, outcomes, timestamp))
+            payload = feedback_payload(decision_id, outcomes, timestamp, candidate_id)
+            item = FeedbackIn.model_validate(payload)
         except ValidationError as exc:
             raise invalid_request_from(exc.errors()) from None
         result = self._engine.log_feedback([item])[0]

@@ -45,14 +45,19 @@ def decide_payload(
     }
 
 
-def feedback_payload(decision_id: str, outcomes: Outcomes, timestamp: datetime | None) -> dict[str, Any]:
+def feedback_payload(
+    decision_id: str, outcomes: Outcomes, timestamp: datetime | None, candidate_id: str | None = None
+) -> dict[str, Any]:
     """The JSON of one feedback item; ``feedback_id`` makes a retry count once."""
-    return {
+    payload = {
         "decision_id": decision_id,
         "outcomes": dict(outcomes),
         "timestamp": timestamp.isoformat() if timestamp else None,
         "feedback_id": uuid.uuid4().hex,
     }
+    if candidate_id is not None:
+        payload["candidate_id"] = candidate_id
+    return payload
 
 
 def raise_for_error(response: httpx.Response) -> None:

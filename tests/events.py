@@ -10,6 +10,7 @@ from closedloop.contracts import (
     DecisionEvent,
     FeedbackEvent,
     LoggedCandidate,
+    LoggedSlot,
     encode_decision,
     encode_feedback,
 )
@@ -56,6 +57,40 @@ def decision_event(
     return encode_decision(event)
 
 
+def ranking_event(
+    decision_id: str,
+    prices: dict[str, float],
+    shown: list[tuple[str, float]],
+    *,
+    seconds: float = 0.0,
+    active: bool = True,
+) -> bytes:
+    """A ``feed`` ranking of candidates priced ``prices``, in that order, whose first slots are
+    ``shown``: (candidate, propensity given the slots above), top first."""
+    ranking = [c for c, _ in shown] + [c for c in prices if c not in dict(shown)]
+    event = DecisionEvent(
+        event_id=decision_id,
+        use_case="feed",
+        unit_id="u1",
+        timestamp=at(seconds),
+        decision_type="rank",
+        context={"country": "de", "hour": 9.0},
+        candidates=[
+            LoggedCandidate(id=cid, features={"price": price, "topic": "a"}, predictions={}, value=0.0)
+            for cid, price in prices.items()
+        ],
+        choice=ranking[0],
+        ranking=ranking,
+        propensity=shown[0][1],
+        exploration={"strategy": "squarecb"},
+        model_versions={},
+        policy="default",
+        active=active,
+        slots=[LoggedSlot(candidate=c, propensity=p) for c, p in shown],
+    )
+    return encode_decision(event)
+
+
 def feedback_event(
     feedback_id: str,
     decision_id: str,
@@ -63,6 +98,7 @@ def feedback_event(
     *,
     seconds: float,
     use_case: str | None = "pick",
+    candidate: str | None = None,
 ) -> bytes:
     event = FeedbackEvent(
         event_id=feedback_id,
@@ -72,6 +108,7 @@ def feedback_event(
         timestamp=at(seconds),
         received_at=at(seconds),
         orphan=use_case is None,
+        candidate_id=candidate,
     )
     return encode_feedback(event)
 

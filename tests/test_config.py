@@ -44,6 +44,9 @@ def test_an_error_names_the_file_and_the_field_path(tmp_path: Path) -> None:
         (("decision: choose", "decision: pick"), "use_cases.feed.decision"),
         (("type: numeric", "type: number"), "use_cases.feed.candidate.price"),
         (("policy: {value: click}", "policy: {value: click, temperature: 1}"), "temperature"),
+        # closedloop's own columns: a ranking's slot, a yes/no decision's answer
+        (("decision: choose\n    candidate: {price", "decision: rank\n    candidate: {slot"), "'slot'"),
+        (("decision: choose\n    candidate: {price", "decision: binary\n    context: {action"), "'action'"),
     ],
 )
 def test_bad_files_fail_with_what_was_expected(change: tuple[str, str], fragment: str) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 import pytest
 from conftest import logged_events as logged
@@ -29,6 +30,7 @@ from closedloop.contracts import (
 )
 from closedloop.decision_service import DecisionEngine, MemoryDecisionIndex, open_engine
 from closedloop.eventlog import FileEventLog, Position
+from closedloop.policy import FeatureEncoder
 from closedloop.registry import LocalModelRegistry
 
 
@@ -97,6 +99,35 @@ def test_an_incompatible_model_is_refused_and_the_old_one_keeps_serving(config: 
     decision = engine.decide(DecideRequest(use_case="pick", unit_id="u", candidates=[{"id": "a"}]))
     assert decision.model_versions == {"click": good}
     assert "pick/click" in engine.model_listing()["errors"]
+    engine.close()
+
+
+@pytest.mark.parametrize("dropped", ["slot", "slot and interactions"])
+def test_a_ranking_model_of_an_earlier_version_is_served_on_the_columns_it_knows(
+    config: ClosedLoopConfig, dropped: str
+) -> None:
+    """Models trained before the slot column (and before interactions) keep serving, on their
+    leading columns, and score as they did."""
+    engine = engine_for(config)
+    names = engine.feature_names("feed")
+    assert names[-1] == "slot"
+    known = names[:-1] if dropped == "slot" else names[: names.index("price") + 2]
+    registry = LocalModelRegistry(config.infrastructure.data_path / "registry")
+    text = train_model_text(known)
+    for outcome in ("click", "revenue"):
+        registry.publish("feed", outcome, text, {}, champion=True)
+    engine.refresh_models()
+    assert not engine.model_listing()["errors"]
+    request = feed_request(4)
+    decision = engine.decide(request)
+    assert decision.policy == "model"
+    rows = FeatureEncoder(config.use_cases["feed"]).encode(
+        request.context | {"hour": 12}, [c.features for c in request.candidates]
+    )
+    predicted = lgb.Booster(model_str=text).predict(rows[:, : len(known)])
+    assert [c.predictions["click"] for c in decode_decision(logged(config, "decisions")[-1]).candidates] == (
+        pytest.approx(list(predicted))
+    )
     engine.close()
 
 

@@ -1,10 +1,13 @@
 """Joining outcomes to decisions: logged events in, training examples and labels out.
 
 A decision becomes an example: the features of the action it logged, exactly as the policy saw
-them. A feedback event labels the example's outcome if it happened within the outcome's window
-(the first report counts); feedback read before its decision waits in ``cl_pending_reports``
-until the decision arrives. Windows that end without feedback get the outcome's default
-(`ExampleStore.close_windows`).
+them; a ranking decided with ``slots`` becomes one example per shown slot, with its slot as a
+feature (position bias: see `closedloop.policy.SLOT_FEATURE`). A feedback event labels the example
+it is about (a ranking's top slot, or the shown candidate it names) if it happened within the
+outcome's window (the first report counts); feedback read before its decision waits in
+``cl_pending_reports`` until the decision arrives; feedback about a candidate that was not shown
+is counted and dropped. Windows that end without feedback get the outcome's default
+(`ExampleStore.close_windows`), so every shown slot without a report is a negative.
 
 Only decisions that count are labelled (the rule is `FeedbackEvent`'s): a decision logged
 inactive waits, unlabelled, for an activation event or its first report; an abandoned one is
@@ -35,6 +38,7 @@ from closedloop.policy import FeatureEncoder
 
 from ._store import (
     ExampleStore,
+    example_key,
     examples,
     insert_ignoring_duplicates,
     labels,
@@ -55,6 +59,7 @@ class _Feedback:
     outcome: str
     value: float
     happened_at: float
+    candidate: str | None
 
 
 class Joiner:
@@ -65,21 +70,24 @@ class Joiner:
     def apply(self, connection: Connection, decisions: list[bytes], feedback: list[bytes]) -> Counter[str]:
         """Store a batch of events; returns counts of what happened to them."""
         counts: Counter[str] = Counter()
-        rows = []
+        rows: list[dict[str, Any]] = []
         for raw in decisions:  # one decoded event alive at a time: a batch of them taxes the GC
             event = _decoded(decode_decision, raw, counts)
-            row = self._example(event, counts) if event is not None else None
-            if row is not None:
-                rows.append(row)
+            if event is not None:
+                rows.extend(self._examples(event, counts))
         insert_ignoring_duplicates(connection, examples, rows)
-        counts["decisions"] += len(rows)
-        counts["decisions_inactive"] += sum(row["status"] == "inactive" for row in rows)
-        arrived = [row["decision_id"] for row in rows]
+        tops = [row for row in rows if row["slot"] == 0]
+        counts["decisions"] += len(tops)
+        counts["examples"] += len(rows)
+        counts["decisions_inactive"] += sum(row["status"] == "inactive" for row in tops)
+        arrived = [row["decision_id"] for row in tops]
         # Activations and early feedback from earlier batches whose decision arrived now, before
         # this batch's: the first report in log order is the one that counts.
         activations = ExampleStore.take_pending_activations(connection, arrived)
         reports = [
-            _Feedback(p["feedback_id"], p["decision_id"], p["outcome"], p["value"], p["happened_at"])
+            _Feedback(
+                p["feedback_id"], p["decision_id"], p["outcome"], p["value"], p["happened_at"], p["candidate"]
+            )
             for p in ExampleStore.take_pending(connection, arrived)
         ]
         for raw in feedback:
@@ -105,8 +113,8 @@ class Joiner:
         activated = [
             d for d, k in kinds.items() if d in known and "abandon" not in k and known[d].status == "inactive"
         ]
-        ExampleStore.abandon(connection, abandoned)
-        ExampleStore.activate(connection, activated)
+        ExampleStore.abandon(connection, [key for d in abandoned for key in known[d].examples(d)])
+        ExampleStore.activate(connection, [key for d in activated for key in known[d].examples(d)])
         counts["decisions_abandoned"] += sum(known[d].status != "abandoned" for d in abandoned)
         counts["decisions_activated"] += len(activated)
         waiting = [
@@ -118,33 +126,56 @@ class Joiner:
         insert_ignoring_duplicates(connection, pending_activations, waiting)
         counts["activations_waiting"] += len(waiting)
 
-    def _example(self, event: DecisionEvent, counts: Counter[str]) -> dict[str, Any] | None:
+    def _examples(self, event: DecisionEvent, counts: Counter[str]) -> list[dict[str, Any]]:
+        """The decision's examples: its logged action, or each shown slot of a ranking."""
         encoder = self._encoders.get(event.use_case)
         if encoder is None:
             counts["decisions_of_unknown_use_case"] += 1
-            return None
-        chosen = event.logged_candidate()
-        features = encoder.logged_example(event.context, chosen.features if chosen else {}, event.choice)
-        return {
-            "decision_id": event.event_id,
+            return []
+        common = {
             "use_case": event.use_case,
             "decided_at": event.timestamp.timestamp(),
-            "features": orjson.dumps(features).decode(),
-            "choice": event.choice,
-            "propensity": event.propensity,
             "policy": event.policy,
             "arm": event.arm,
             "model_versions": orjson.dumps(event.model_versions).decode(),
             "closed": False,
             "status": "active" if event.active else "inactive",
         }
+        if not event.slots:
+            chosen = event.logged_candidate()
+            features = encoder.logged_example(event.context, chosen.features if chosen else {}, event.choice)
+            shown = [(event.choice, event.propensity, features)]
+        else:
+            by_id = {c.id: c.features for c in event.candidates}
+            shown = [
+                (
+                    slot.candidate,
+                    slot.propensity,
+                    encoder.logged_example(event.context, by_id.get(slot.candidate, {}), None, slot=k),
+                )
+                for k, slot in enumerate(event.slots)
+            ]
+        return [
+            {
+                **common,
+                "decision_id": example_key(event.event_id, k),
+                "slot": k,
+                "shown": orjson.dumps([c for c, _, _ in shown]).decode() if k == 0 and event.slots else None,
+                "features": orjson.dumps(features).decode(),
+                "choice": candidate,
+                "propensity": propensity,
+            }
+            for k, (candidate, propensity, features) in enumerate(shown)
+        ]
 
     @staticmethod
     def _feedback(event: FeedbackEvent, counts: Counter[str]) -> list[_Feedback]:
         counts["feedback_events"] += 1
         happened_at = event.timestamp.timestamp()
         return [
-            _Feedback(event.event_id, event.decision_id, outcome, float(value), happened_at)
+            _Feedback(
+                event.event_id, event.decision_id, outcome, float(value), happened_at, event.candidate_id
+            )
             for outcome, value in event.outcomes.items()
         ]
 
@@ -153,7 +184,9 @@ class Joiner:
             return
         ids = [r.decision_id for r in reports]
         known = ExampleStore.known_decisions(connection, ids)
-        labelled = ExampleStore.existing_labels(connection, [i for i in ids if i in known])
+        labelled = ExampleStore.existing_labels(
+            connection, [key for i in set(ids) if i in known for key in known[i].examples(i)]
+        )
         activated: set[str] = set()
         # Early reports wait for their decision, every distinct one (which of them counts depends
         # on the decision's time); the same report redelivered is a duplicate.
@@ -175,6 +208,7 @@ class Joiner:
                         "value": report.value,
                         "feedback_id": report.feedback_id,
                         "happened_at": report.happened_at,
+                        "candidate": report.candidate,
                     }
                 )
                 continue
@@ -182,11 +216,15 @@ class Joiner:
             if decision.status == "abandoned":
                 counts["feedback_for_abandoned"] += 1
                 continue
+            slot = decision.slot_of(report.candidate)
+            if slot is None:  # nothing unshown is learned from
+                counts["feedback_unshown_candidate"] += 1
+                continue
             if decision.status == "inactive":  # its first report activates it, whatever it says
                 activated.add(report.decision_id)
             attribution = self._attribution.get(use_case)
             window = attribution.windows.get(report.outcome) if attribution else None
-            key = (report.decision_id, report.outcome)
+            key = (example_key(report.decision_id, slot), report.outcome)
             if window is None:
                 counts["feedback_unknown_outcome"] += 1
             elif not Attribution.counts(report.happened_at - decided_at, window):
@@ -197,7 +235,7 @@ class Joiner:
                 labelled.add(key)
                 new_labels.append(
                     {
-                        "decision_id": report.decision_id,
+                        "decision_id": key[0],
                         "outcome": report.outcome,
                         "use_case": use_case,
                         "value": report.value,
@@ -208,7 +246,7 @@ class Joiner:
                 )
         insert_ignoring_duplicates(connection, labels, new_labels)
         insert_ignoring_duplicates(connection, pending_feedback, waiting)
-        ExampleStore.activate(connection, sorted(activated))
+        ExampleStore.activate(connection, [key for d in sorted(activated) for key in known[d].examples(d)])
         counts["decisions_activated"] += len(activated)
         counts["feedback_joined"] += len(new_labels)
         counts["feedback_waiting"] += len(waiting)

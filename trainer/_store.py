@@ -1,10 +1,12 @@
 """Training examples, their labels and the consumed offsets, in one SQL database (SQLAlchemy Core).
 
-Everything a batch of events changes — new examples, joined labels, early feedback waiting for its
-decision, and the source offsets the batch ends at — is written in one transaction. A trainer that
+An example is one shown action: a decision's choice, or one shown slot of a ranking decided with
+``slots`` (keyed by `example_key`: the decision id for the top slot). Everything a batch of
+events changes — new examples, joined labels, early feedback waiting for its decision, and the
+source offsets the batch ends at — is written in one transaction. A trainer that
 is killed mid-batch therefore restarts from the last committed offsets with exactly the labels
 those offsets account for: nothing lost, nothing counted twice. Labels are keyed by
-(decision, outcome), so a redelivered feedback event cannot add a second label either.
+(example, outcome), so a redelivered feedback event cannot add a second label either.
 
 Times are stored as epoch seconds (floats): the same in SQLite and PostgreSQL, and cheap to compare.
 """
@@ -30,6 +32,7 @@ metadata = sa.MetaData()
 examples = sa.Table(
     "cl_examples",
     metadata,
+    # The example key (`example_key`): the decision id, with "#<slot>" for a ranking's lower slots.
     sa.Column("decision_id", sa.String(128), primary_key=True),
     sa.Column("use_case", sa.String(64), nullable=False),
     sa.Column("decided_at", sa.Float, nullable=False),
@@ -43,6 +46,9 @@ examples = sa.Table(
     # active; inactive: made with activate=false, not activated yet (no labels, no defaults);
     # abandoned: the SDK never used its answer (never labelled, whatever comes)
     sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("slot", sa.Integer, nullable=False, server_default="0"),
+    # The top slot's row of a ranking decided with slots: its shown candidates, top first (JSON).
+    sa.Column("shown", sa.Text),
     sa.Index("ix_cl_examples_open", "use_case", "closed", "decided_at"),
     sa.Index("ix_cl_examples_time", "use_case", "decided_at"),
 )
@@ -50,7 +56,7 @@ examples = sa.Table(
 labels = sa.Table(
     "cl_labels",
     metadata,
-    sa.Column("decision_id", sa.String(128), primary_key=True),
+    sa.Column("decision_id", sa.String(128), primary_key=True),  # the example key
     sa.Column("outcome", sa.String(64), primary_key=True),
     sa.Column("use_case", sa.String(64), nullable=False),
     sa.Column("value", sa.Float, nullable=False),
@@ -71,6 +77,7 @@ pending_feedback = sa.Table(
     sa.Column("value", sa.Float, nullable=False),
     sa.Column("feedback_id", sa.String(128), nullable=False),
     sa.Column("happened_at", sa.Float, nullable=False),
+    sa.Column("candidate", sa.String(256)),
     sa.UniqueConstraint("decision_id", "outcome", "feedback_id", name="uq_cl_pending_reports"),
 )
 pending_activations = sa.Table(
@@ -184,11 +191,29 @@ def _chunks(items: Sequence[str], size: int = 900) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
+def example_key(decision_id: str, slot: int) -> str:
+    """The example of a decision's shown slot: the decision id for the top (or only) one."""
+    return decision_id if slot == 0 else f"{decision_id}#{slot}"
+
+
 @dataclass(frozen=True)
 class KnownDecision:
     use_case: str
     decided_at: float
     status: str
+    choice: str | None
+    shown: tuple[str, ...] | None = None
+    """A ranking decided with slots: its shown candidates, top first; None: only the choice."""
+
+    def examples(self, decision_id: str) -> list[str]:
+        """The keys of the decision's examples, one per shown slot."""
+        return [example_key(decision_id, slot) for slot in range(len(self.shown or (None,)))]
+
+    def slot_of(self, candidate: str | None) -> int | None:
+        """The slot a report about ``candidate`` is about (None: it was not shown)."""
+        if candidate is None or candidate == self.choice:
+            return 0
+        return self.shown.index(candidate) if self.shown and candidate in self.shown else None
 
 
 class ExampleStore:
@@ -196,7 +221,7 @@ class ExampleStore:
         self.engine = engine
         metadata.create_all(engine)
         _move_old_pending(engine)
-        _add_status_column(engine)
+        _add_missing_columns(engine)
 
     @classmethod
     def from_url(cls, url: str, *, schema: str | None = None) -> ExampleStore:
@@ -257,21 +282,40 @@ class ExampleStore:
 
     @staticmethod
     def known_decisions(connection: Connection, decision_ids: Iterable[str]) -> dict[str, KnownDecision]:
-        """decision id -> its use case, time and status, for those of the ids that are stored."""
+        """decision id -> its use case, time, status and shown candidates, for those of the ids that
+        are stored (looked up by their top slot's example: a lower slot's key is no decision id)."""
         found: dict[str, KnownDecision] = {}
-        columns = (examples.c.decision_id, examples.c.use_case, examples.c.decided_at, examples.c.status)
+        columns = (
+            examples.c.decision_id,
+            examples.c.use_case,
+            examples.c.decided_at,
+            examples.c.status,
+            examples.c.choice,
+            examples.c.shown,
+        )
         for chunk in _chunks(sorted(set(decision_ids))):
-            rows = connection.execute(sa.select(*columns).where(examples.c.decision_id.in_(chunk)))
+            rows = connection.execute(
+                sa.select(*columns).where(examples.c.decision_id.in_(chunk) & (examples.c.slot == 0))
+            )
             found.update(
-                {row.decision_id: KnownDecision(row.use_case, row.decided_at, row.status) for row in rows}
+                {
+                    row.decision_id: KnownDecision(
+                        row.use_case,
+                        row.decided_at,
+                        row.status,
+                        row.choice,
+                        tuple(orjson.loads(row.shown)) if row.shown else None,
+                    )
+                    for row in rows
+                }
             )
         return found
 
     @staticmethod
-    def activate(connection: Connection, decision_ids: Sequence[str]) -> None:
-        """Inactive decisions become active, and open again: `close_windows` gives the outcomes
-        no report labelled their defaults, even if the windows have ended."""
-        for chunk in _chunks(sorted(set(decision_ids))):
+    def activate(connection: Connection, example_keys: Sequence[str]) -> None:
+        """Inactive decisions' examples become active, and open again: `close_windows` gives the
+        outcomes no report labelled their defaults, even if the windows have ended."""
+        for chunk in _chunks(sorted(set(example_keys))):
             connection.execute(
                 sa.update(examples)
                 .where(examples.c.decision_id.in_(chunk) & (examples.c.status == "inactive"))
@@ -279,9 +323,9 @@ class ExampleStore:
             )
 
     @staticmethod
-    def abandon(connection: Connection, decision_ids: Sequence[str]) -> None:
-        """Abandoned decisions lose any label they have and never get one."""
-        for chunk in _chunks(sorted(set(decision_ids))):
+    def abandon(connection: Connection, example_keys: Sequence[str]) -> None:
+        """Abandoned decisions' examples lose any label they have and never get one."""
+        for chunk in _chunks(sorted(set(example_keys))):
             connection.execute(
                 sa.update(examples).where(examples.c.decision_id.in_(chunk)).values(status="abandoned")
             )
@@ -301,9 +345,10 @@ class ExampleStore:
         return taken
 
     @staticmethod
-    def existing_labels(connection: Connection, decision_ids: Iterable[str]) -> set[tuple[str, str]]:
+    def existing_labels(connection: Connection, example_keys: Iterable[str]) -> set[tuple[str, str]]:
+        """(example key, outcome) of the labels these examples have."""
         found: set[tuple[str, str]] = set()
-        for chunk in _chunks(sorted(set(decision_ids))):
+        for chunk in _chunks(sorted(set(example_keys))):
             rows = connection.execute(
                 sa.select(labels.c.decision_id, labels.c.outcome).where(labels.c.decision_id.in_(chunk))
             )
@@ -541,15 +586,27 @@ def _final_labels(use_case: str, outcome: str, *, after: float, until: float) ->
     )
 
 
-def _add_status_column(engine: Engine) -> None:
-    """A store of an earlier version has no status column: all its examples were active."""
-    columns = {c["name"] for c in sa.inspect(engine).get_columns(examples.name, schema=examples.schema)}
-    if "status" in columns:
-        return
-    with engine.begin() as connection:
-        connection.execute(
-            sa.text(f"ALTER TABLE {examples.name} ADD COLUMN status VARCHAR(16) NOT NULL DEFAULT 'active'")
-        )
+_ADDED_COLUMNS = {
+    examples: (
+        "status VARCHAR(16) NOT NULL DEFAULT 'active'",  # all of an earlier version's were active
+        "slot INTEGER NOT NULL DEFAULT 0",
+        "shown TEXT",
+    ),
+    pending_feedback: ("candidate VARCHAR(256)",),
+}
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Columns a store of an earlier version lacks, added with the values its rows had."""
+    inspector = sa.inspect(engine)
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
+        missing = [column for column in columns if column.split()[0] not in present]
+        if not missing:
+            continue
+        with engine.begin() as connection:
+            for column in missing:
+                connection.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column}"))
 
 
 def _move_old_pending(engine: Engine) -> None:

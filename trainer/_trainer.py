@@ -338,9 +338,10 @@ class Trainer:
         except (KeyError, lgb.basic.LightGBMError) as exc:
             logger.warning("cannot load champion %s/%s/%s: %s", name, outcome_name, version, exc)
             return None
-        if booster.feature_name() != list(encoder.feature_names):
+        columns = encoder.leading_columns(booster.feature_name())
+        if columns is None:
             return None  # trained before the use case's features changed: compare with the baseline
-        predicted = np.asarray(booster.predict(holdout.features), dtype=float)
+        predicted = np.asarray(booster.predict(holdout.features[:, :columns]), dtype=float)
         lineage = metadata.get("lineage") or {}
         if lineage.get("refit_on_all_rows") and lineage.get("data_to"):
             seen_until = datetime.fromisoformat(lineage["data_to"]).timestamp()
