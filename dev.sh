@@ -18,6 +18,9 @@ setup() {
   # Ax needs torch; its CPU wheel first, or pip resolves the CUDA build and several GB with it.
   "$PY" -m pip install -q "torch==2.13.0"
   "$PY" -m pip install -q -e ".[$1]"
+  if [ "$1" = dev ]; then  # the reference estimators; its pinned dependencies do not build
+    "$PY" -m pip install -q --no-deps "obp==0.4.1"
+  fi
 }
 
 listening() {  # host port

@@ -13,7 +13,8 @@
   trainer's off-policy promotion check)
 - `OfflineEvaluator`: doubly robust values of policy variants, per metric, on one sample of the
   logs (the tuner's offline measurements)
-- off-policy estimators: `off_policy_estimates` (IPS, SNIPS, direct method, doubly robust)
+- off-policy estimators: `off_policy_estimates` (IPS, SNIPS, direct method, doubly robust);
+  for rankings decided with slots, `ranking_estimates` (the cascade IPS, with `cascade_weights`)
 """
 
 from ._analysis import (
@@ -31,6 +32,7 @@ from ._html import (
 )
 from ._offpolicy import OffPolicyEstimates, PolicyValue, off_policy_estimates
 from ._policy_values import OfflineEvaluator, TrainingRows, compare_policies_offline
+from ._ranking_ope import RankingEstimates, cascade_weights, ranking_estimates
 from ._report_model import ExperimentReport
 from ._routes import report_router
 from ._stats import (
@@ -56,11 +58,13 @@ __all__ = [
     "OffPolicyEstimates",
     "OfflineEvaluator",
     "PolicyValue",
+    "RankingEstimates",
     "SampleRatioCheck",
     "TrainingRows",
     "UnitSample",
     "adjust_p_values",
     "analyze_experiment",
+    "cascade_weights",
     "compare_policies_offline",
     "cuped",
     "experiment_listing",
@@ -69,6 +73,7 @@ __all__ = [
     "inline_png",
     "non_inferior",
     "off_policy_estimates",
+    "ranking_estimates",
     "render_html",
     "report_router",
     "sample_ratio_check",

@@ -47,15 +47,19 @@ class _Columns:
     arm: array[int] = field(default_factory=lambda: array("h"))
     time: array[float] = field(default_factory=lambda: array("d"))
     active: array[int] = field(default_factory=lambda: array("b"))
+    choice: array[int] = field(default_factory=lambda: array("q"))
+    """Hash of the chosen (top) candidate; 0 for binary decisions."""
     breakdowns: list[array[float]] = field(default_factory=list)
     context: list[array[float]] = field(default_factory=list)
 
 
 @dataclass
 class _Reports:
-    """Reported outcomes: decision hash, outcome index, value and report time, one per row."""
+    """Reported outcomes: decision hash, outcome index, value, report time and the hash of the
+    candidate it names (0 for none), one per row."""
 
     decision: array[int] = field(default_factory=lambda: array("q"))
+    candidate: array[int] = field(default_factory=lambda: array("q"))
     outcome: array[int] = field(default_factory=lambda: array("h"))
     value: array[float] = field(default_factory=lambda: array("d"))
     time: array[float] = field(default_factory=lambda: array("d"))
@@ -71,9 +75,12 @@ class LoggedDecisions:
     arm: np.ndarray
     time: np.ndarray
     outcomes: np.ndarray
-    """decisions x outcomes, with each outcome's default where no feedback came in its window."""
+    """decisions x outcomes, with each outcome's default where no feedback came in its window;
+    a ranking's, the sum of its candidates' reports (clicks per ranking)."""
     reported: np.ndarray
     """decisions x outcomes: whether feedback arrived (within the window)."""
+    candidate_reports: CandidateReports
+    """The counted reports of the decisions, by the candidate they name (for rankings' slots)."""
     breakdowns: dict[str, np.ndarray]
     """Feature -> the value each decision saw (category names, or numbers as floats)."""
     context: np.ndarray
@@ -91,6 +98,18 @@ class LoggedDecisions:
     """Decisions left out because the SDK never used their answer (it timed out and fell back)."""
     other_phases: int
     """Decisions of the same experiment in other phases (never mixed in)."""
+
+
+@dataclass(frozen=True)
+class CandidateReports:
+    """Counted reports (the first of each decision, outcome and candidate, inside its window)."""
+
+    row: np.ndarray
+    """Which decision (its index in `LoggedDecisions`)."""
+    candidate: np.ndarray
+    """Hash of the candidate named; 0 for the decision's choice (a ranking's top)."""
+    outcome: np.ndarray
+    value: np.ndarray
 
 
 class Gatherer:
@@ -132,6 +151,7 @@ class Gatherer:
         self._pre_decision = array("q")
         self._pre_time = array("d")
         self._pre_active = array("b")
+        self._pre_choice = array("q")
         self._activated = array("q")
         """Hashes of decisions an activation event or a report named (they count)."""
         self._abandoned = array("q")
@@ -164,6 +184,7 @@ class Gatherer:
                     self._pre_decision.append(id_hash(event.event_id))
                     self._pre_time.append(at)
                     self._pre_active.append(event.active)
+                    self._pre_choice.append(_candidate_hash(event.choice))
 
     def _add_all(self, records: Iterable[bytes]) -> None:
         for record in records:
@@ -188,6 +209,7 @@ class Gatherer:
         columns.arm.append(self._arm_codes.get(str(event.arm), -1))
         columns.time.append(event.timestamp.timestamp())
         columns.active.append(event.active)
+        columns.choice.append(_candidate_hash(event.choice))
         context = event.context
         for name, into in zip(self._breakdowns, columns.breakdowns, strict=True):
             into.append(self._code(name, context.get(name)))
@@ -232,6 +254,7 @@ class Gatherer:
                 position = index.get(name)
                 if position is not None:
                     reports.decision.append(decision)
+                    reports.candidate.append(_candidate_hash(event.candidate_id))
                     reports.outcome.append(position)
                     reports.value.append(float(value))
                     reports.time.append(at)
@@ -246,7 +269,10 @@ class Gatherer:
         pre_times = np.frombuffer(self._pre_time, dtype=np.float64).copy()
         all_ids = np.concatenate([decision, pre_decision])
         all_times = np.concatenate([times, pre_times])
-        outcomes, reported = self._join(all_ids, all_times)
+        all_choices = np.concatenate(
+            [np.frombuffer(columns.choice, dtype=np.int64), np.frombuffer(self._pre_choice, dtype=np.int64)]
+        )
+        outcomes, reported, by_candidate = self._join(all_ids, all_times, all_choices)
         closed = all_times + self._attribution.longest_window <= as_of
         abandoned = np.isin(all_ids, np.frombuffer(self._abandoned, dtype=np.int64))
         active = np.concatenate(
@@ -282,6 +308,9 @@ class Gatherer:
             time=times[inside],
             outcomes=outcomes[: len(decision)][inside],
             reported=reported[: len(decision)][inside],
+            candidate_reports=_kept_reports(
+                by_candidate, np.concatenate([inside, np.zeros(len(pre_decision), bool)])
+            ),
             breakdowns=breakdowns,
             context=context,
             context_names=self._context_names,
@@ -294,14 +323,17 @@ class Gatherer:
             other_phases=self.other_phases,
         )
 
-    def _join(self, ids: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _join(
+        self, ids: np.ndarray, times: np.ndarray, choices: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, CandidateReports]:
         defaults = np.array(list(self._attribution.defaults.values()))
         windows = np.array(list(self._attribution.windows.values()))
         outcomes = np.tile(defaults, (len(ids), 1))
         reported = np.zeros((len(ids), len(defaults)), dtype=bool)
         found = self._reports
         if not found.decision or not len(ids):
-            return outcomes, reported
+            empty = np.zeros(0, dtype=np.int64)
+            return outcomes, reported, CandidateReports(empty, empty, empty, np.zeros(0))
         order = np.argsort(ids, kind="stable")
         sorted_ids = ids[order]
         fid = np.frombuffer(found.decision, dtype=np.int64)
@@ -311,14 +343,38 @@ class Gatherer:
         rows = order[slot[known]]
         which = np.frombuffer(found.outcome, dtype=np.int16)[known].astype(np.int64)
         values = np.frombuffer(found.value, dtype=np.float64)[known]
+        candidate = np.frombuffer(found.candidate, dtype=np.int64)[known]
+        candidate = np.where(candidate == choices[rows], 0, candidate)  # naming the choice: as none
         delay = np.frombuffer(found.time, dtype=np.float64)[known] - times[rows]
         in_window = Attribution.counts(delay, windows[which])
-        rows, which, values = rows[in_window], which[in_window], values[in_window]
-        # The first report of each (decision, outcome) counts, as in the trainer's join.
-        _, first = np.unique(rows * len(defaults) + which, return_index=True)
-        outcomes[rows[first], which[first]] = values[first]
-        reported[rows[first], which[first]] = True
-        return outcomes, reported
+        rows, which, values, candidate = (
+            rows[in_window],
+            which[in_window],
+            values[in_window],
+            candidate[in_window],
+        )
+        # The first report of each (decision, outcome, candidate) counts, as in the trainer's join;
+        # a decision's outcome is the sum over its candidates (one, but for rankings).
+        _, first = np.unique(np.column_stack([rows, which, candidate]), axis=0, return_index=True)
+        first = np.sort(first)
+        rows, which, values, candidate = rows[first], which[first], values[first], candidate[first]
+        reported[rows, which] = True
+        outcomes[reported] = 0.0
+        np.add.at(outcomes, (rows, which), values)
+        return outcomes, reported, CandidateReports(rows, candidate, which, values)
+
+
+def _candidate_hash(candidate: str | None) -> int:
+    return 0 if candidate is None else id_hash(candidate)
+
+
+def _kept_reports(reports: CandidateReports, inside: np.ndarray) -> CandidateReports:
+    """The reports of the decisions ``inside`` keeps, their rows renumbered as kept."""
+    keep = inside[reports.row] if len(inside) else np.zeros(len(reports.row), dtype=bool)
+    renumbered = np.cumsum(inside) - 1
+    return CandidateReports(
+        renumbered[reports.row[keep]], reports.candidate[keep], reports.outcome[keep], reports.value[keep]
+    )
 
 
 def _first_copies(ids: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ The default policy's values are ranks in [0, 1] already.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -120,7 +121,7 @@ def rank_slots(
     for _ in range(min(slots, len(values))):
         sub = values[remaining]
         greedy = int(np.argmax(sub))
-        p = action_probabilities(sub, greedy, exploration, unit=unit, gamma=gamma)
+        p = _next_slot(values, remaining, exploration, unit=unit, gamma=gamma)
         if first is None:
             first = np.zeros(len(values))
             first[remaining] = p
@@ -133,6 +134,36 @@ def rank_slots(
     order.extend(int(i) for i in remaining)
     assert first is not None
     return Pick(order[0], propensities[0], order, first, propensities)
+
+
+def _next_slot(
+    values: np.ndarray, remaining: list[int], exploration: Exploration, *, unit: float, gamma: float
+) -> np.ndarray:
+    """The distribution of the next slot over the candidates not placed yet (``remaining``, in
+    the greedy order)."""
+    sub = values[remaining]
+    return action_probabilities(sub, int(np.argmax(sub)), exploration, unit=unit, gamma=gamma)
+
+
+def slot_probabilities(
+    policy: ServingPolicy,
+    values: np.ndarray,
+    shown: Sequence[int],
+    *,
+    from_model: bool,
+    experience: Experience = NO_EXPERIENCE,
+) -> np.ndarray:
+    """The probability a ranking decided with slots (`rank_slots`) has of placing each of the
+    candidates ``shown`` in its slot, given the ones above it: what a ranking's off-policy
+    estimate reweights each logged slot by."""
+    unit, gamma = _scales(policy, experience, from_model=from_model)
+    remaining = list(np.argsort(-values, kind="stable"))
+    result = np.empty(len(shown))
+    for slot, candidate in enumerate(shown):
+        position = remaining.index(candidate)
+        result[slot] = _next_slot(values, remaining, policy.exploration, unit=unit, gamma=gamma)[position]
+        remaining.pop(position)
+    return result
 
 
 def exploration_inputs(

@@ -16,7 +16,7 @@ from closedloop.contracts import ArmPolicy, FeatureValue, UseCaseConfig
 from ._arms import ServingPolicy
 from ._default import default_policy_values
 from ._experience import Experience
-from ._exploration import policy_probabilities
+from ._exploration import policy_probabilities, slot_probabilities
 from ._features import FeatureEncoder
 from ._scoring import Predictor, model_values
 
@@ -58,23 +58,42 @@ class OfflinePolicy:
     ) -> list[np.ndarray]:
         """`probabilities` of many decisions at once: ``rows`` stacks every decision's encoded rows,
         decision i owning ``rows[offsets[i]:offsets[i + 1]]``; the models score them in one call."""
-        scored = model_values(self._policy.value, self._models, rows) if self._policy.use_model else None
-        result = []
-        for i, features in enumerate(candidates):
-            if scored is not None:
-                values = scored[1][offsets[i] : offsets[i + 1]]
-            else:
-                values = default_policy_values(self.use_case, [dict(c) for c in features])
-            result.append(
-                policy_probabilities(
-                    self.use_case,
-                    self._policy,
-                    values,
-                    from_model=scored is not None,
-                    experience=self._experience,
-                )
+        values, from_model = self._values(rows, offsets, candidates)
+        return [
+            policy_probabilities(
+                self.use_case, self._policy, v, from_model=from_model, experience=self._experience
             )
-        return result
+            for v in values
+        ]
+
+    def batch_slot_probabilities(
+        self,
+        rows: np.ndarray,
+        offsets: np.ndarray,
+        candidates: Sequence[Sequence[Mapping[str, FeatureValue]]],
+        shown: Sequence[Sequence[int]],
+    ) -> list[np.ndarray]:
+        """Rankings decided with slots: for each decision, the probability of placing each of its
+        ``shown`` candidates (indices, top first) in its slot, given the ones above."""
+        values, from_model = self._values(rows, offsets, candidates)
+        return [
+            slot_probabilities(self._policy, v, placed, from_model=from_model, experience=self._experience)
+            for v, placed in zip(values, shown, strict=True)
+        ]
+
+    def _values(
+        self,
+        rows: np.ndarray,
+        offsets: np.ndarray,
+        candidates: Sequence[Sequence[Mapping[str, FeatureValue]]],
+    ) -> tuple[list[np.ndarray], bool]:
+        """The policy's value of every candidate of each decision, and whether models gave them."""
+        scored = model_values(self._policy.value, self._models, rows) if self._policy.use_model else None
+        if scored is not None:
+            return [scored[1][offsets[i] : offsets[i + 1]] for i in range(len(candidates))], True
+        return [
+            default_policy_values(self.use_case, [dict(c) for c in features]) for features in candidates
+        ], False
 
     def encode(
         self, context: Mapping[str, FeatureValue], candidates: Sequence[Mapping[str, FeatureValue]]
