@@ -21,7 +21,7 @@ from pydantic import BaseModel
 matplotlib.use("Agg")  # no display: render to files
 import matplotlib.pyplot as plt
 
-from ._report_model import ExperimentReport, Interval
+from ._report_model import ExperimentReport, Interval, RankingOpe
 
 _BASE_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }
@@ -296,5 +296,27 @@ def _ope(report: ExperimentReport) -> str:
         f"<p>Estimated value ({html.escape(ope.reward)}) of each policy had it served all traffic, from "
         f"{ope.sample} logged decisions; logged value: {_interval(ope.logged_value, 'ope.logged_value')}.</p>"
         "<table><tr><th>policy</th><th>IPS</th><th>SNIPS</th><th>direct</th><th>doubly robust</th>"
+        f"<th>effective sample size</th></tr>{rows}</table>"
+        f"{_ranking_ope(ope.ranking)}"
+    )
+
+
+def _ranking_ope(ranking: RankingOpe | None) -> str:
+    if ranking is None:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(p.policy)}</td>"
+        f"<td>{_interval(p.ips, f'ope.ranking.policies.{i}.ips')}</td>"
+        f"<td>{_interval(p.snips, f'ope.ranking.policies.{i}.snips')}</td>"
+        f"<td>{_number(p.effective_sample_size, f'ope.ranking.policies.{i}.effective_sample_size', 5)}</td></tr>"
+        for i, p in enumerate(ranking.policies)
+    )
+    return (
+        "<h3>Rankings, slot by slot</h3>"
+        f"<p>The value summed over the shown slots (up to {ranking.slots}) of "
+        f"{_number(ranking.rankings, 'ope.ranking.rankings', 9)} rankings decided with slots, each slot's "
+        "reward reweighted by the policies' probabilities down to it (cascade IPS); logged: "
+        f"{_interval(ranking.logged_value, 'ope.ranking.logged_value')}.</p>"
+        "<table><tr><th>policy</th><th>cascade IPS</th><th>self-normalised</th>"
         f"<th>effective sample size</th></tr>{rows}</table>"
     )

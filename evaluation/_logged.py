@@ -19,10 +19,12 @@ import numpy as np
 
 from closedloop.contracts import (
     Attribution,
+    DecisionEvent,
     DecisionHeader,
     EventFormatError,
     ExperimentPhase,
     UseCaseConfig,
+    decode_decision,
     decode_decision_header,
     decode_feedback,
 )
@@ -389,3 +391,19 @@ def _decode(codes: np.ndarray, categories: list[str]) -> np.ndarray:
         return codes
     names = np.array([*categories, "(unknown)"], dtype=object)
     return np.asarray(names[np.where(codes >= 0, codes, len(categories)).astype(int)])
+
+
+def readable_decision(record: bytes) -> DecisionEvent | None:
+    """The decision event, or None for a record this version cannot read."""
+    try:
+        return decode_decision(record)
+    except EventFormatError:
+        return None
+
+
+def row_of(decision: int, sorted_ids: np.ndarray, order: np.ndarray) -> int | None:
+    """The row of a decision hash, given the decision column sorted by ``order``; None if absent."""
+    slot = int(np.searchsorted(sorted_ids, decision))
+    if slot < len(sorted_ids) and sorted_ids[slot] == decision:
+        return int(order[slot])
+    return None

@@ -18,16 +18,15 @@ import numpy as np
 from closedloop.contracts import (
     ArmPolicy,
     DecisionEvent,
-    EventFormatError,
     ExperimentPhase,
     UseCaseConfig,
-    decode_decision,
 )
 from closedloop.policy import BINARY_CANDIDATES, Experience, OfflinePolicy
 
-from ._logged import LoggedDecisions, id_hash
+from ._logged import LoggedDecisions, id_hash, readable_decision, row_of
 from ._offpolicy import OffPolicyEstimates, PolicyValue, off_policy_estimates
-from ._report_model import Interval, OpeEstimate, OpeResult
+from ._ranking_ope import LoggedRankings
+from ._report_model import Interval, OpeEstimate, OpeResult, RankingOpe, RankingOpeEstimate
 from ._stats import Z
 
 _REWARD_PARAMS = {
@@ -57,8 +56,8 @@ class LoggedBandit:
         outcomes, times = [], []
         self.bad_propensity = 0
         for record in data.sample:
-            event = _readable(record)
-            row = _row_of(id_hash(event.event_id), sorted_ids, order) if event else None
+            event = readable_decision(record)
+            row = row_of(id_hash(event.event_id), sorted_ids, order) if event else None
             if event is not None and row is None:
                 continue  # its window is still open
             action = _logged_action(event) if event else None
@@ -135,13 +134,6 @@ class LoggedBandit:
         return predicted
 
 
-def _readable(record: bytes) -> DecisionEvent | None:
-    try:
-        return decode_decision(record)
-    except EventFormatError:
-        return None
-
-
 def _logged_action(event: DecisionEvent) -> int | None:
     """The index of the logged action among the decision's actions, or None when its propensity
     is not a probability or the action is not among them (such a decision cannot be reweighted)."""
@@ -151,13 +143,6 @@ def _logged_action(event: DecisionEvent) -> int | None:
     ids = list(BINARY_CANDIDATES) if event.decision_type == "binary" else [c.id for c in event.candidates]
     action = event.ranking[0] if event.decision_type == "rank" and event.ranking else event.choice
     return ids.index(action) if action in ids else None
-
-
-def _row_of(decision: int, sorted_ids: np.ndarray, order: np.ndarray) -> int | None:
-    slot = int(np.searchsorted(sorted_ids, decision))
-    if slot < len(sorted_ids) and sorted_ids[slot] == decision:
-        return int(order[slot])
-    return None
 
 
 def evaluate_policies(
@@ -214,6 +199,50 @@ def evaluate_policies(
         reward=use_case.policy.value,
         logged_value=Interval(estimate=mean, low=mean - half, high=mean + half),
         sample=len(bandit),
+        policies=estimates,
+        ranking=_ranking_ope(use_case, data, targets, notes),
+    )
+
+
+def _ranking_ope(
+    use_case: UseCaseConfig,
+    data: LoggedDecisions,
+    targets: list[tuple[str, str, OfflinePolicy]],
+    notes: list[str],
+) -> RankingOpe | None:
+    """The rankings decided with slots, valued over every shown slot (None without any)."""
+    if use_case.decision != "rank":
+        return None
+    rankings = LoggedRankings(use_case, data)
+    if rankings.unusable:
+        notes.append(
+            f"{rankings.unusable} sampled rankings show a candidate they do not list or have a propensity "
+            "out of range; the rankings' estimates leave them out."
+        )
+    if len(rankings) < 10:
+        return None
+    estimates = []
+    for name, description, policy in targets:
+        result = rankings.estimate(policy)
+        estimates.append(
+            RankingOpeEstimate(
+                policy=name,
+                description=description,
+                ips=_interval(result.ips),
+                snips=_interval(result.snips),
+                effective_sample_size=result.effective_sample_size,
+                rankings=result.rankings,
+            )
+        )
+        if result.effective_sample_size < 200:
+            notes.append(
+                f"The rankings' estimate of {name} rests on {result.effective_sample_size:.0f} effective "
+                "rankings: its interval may be too narrow (the weights multiply down the slots)."
+            )
+    return RankingOpe(
+        logged_value=_interval(rankings.logged_value()),
+        rankings=len(rankings),
+        slots=int(rankings.mask.shape[1]),
         policies=estimates,
     )
 

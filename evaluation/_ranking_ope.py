@@ -27,6 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from closedloop.contracts import Attribution, UseCaseConfig
+from closedloop.policy import FeatureEncoder, OfflinePolicy
+
+from ._logged import LoggedDecisions, id_hash, readable_decision, row_of
 from ._offpolicy import PolicyValue, _mean_interval
 from ._stats import Z
 
@@ -79,3 +83,91 @@ def ranking_estimates(
         effective_sample_size=ess,
         rankings=n,
     )
+
+
+class LoggedRankings:
+    """The sampled rankings decided with slots, as rankings x slots arrays for `ranking_estimates`:
+    each shown slot's reward (the value function of its candidate's outcomes, defaults where no
+    report came), logged propensity, and the stacked candidate rows a target policy replays."""
+
+    def __init__(self, use_case: UseCaseConfig, data: LoggedDecisions) -> None:
+        self._use_case = use_case
+        encoder = FeatureEncoder(use_case)
+        order = np.argsort(data.decision)
+        sorted_ids = data.decision[order]
+        reports = _reports_by_row(data)
+        defaults = np.array(list(Attribution.of(use_case).defaults.values()))
+        names = list(use_case.outcomes)
+        rows, offsets, candidates, shown, logged, rewards = [], [0], [], [], [], []
+        self.unusable = 0
+        for record in data.sample:
+            event = readable_decision(record)
+            if event is None or not event.slots:
+                continue
+            row = row_of(id_hash(event.event_id), sorted_ids, order)
+            if row is None:
+                continue  # its window is still open
+            ids = [c.id for c in event.candidates]
+            if any(s.candidate not in ids or not 0 < s.propensity <= 1 for s in event.slots):
+                self.unusable += 1
+                continue
+            features = [c.features for c in event.candidates]
+            encoded = encoder.encode(event.context, features)
+            rows.append(encoded)
+            offsets.append(offsets[-1] + len(encoded))
+            candidates.append(features)
+            shown.append([ids.index(s.candidate) for s in event.slots])
+            logged.append([s.propensity for s in event.slots])
+            outcomes = np.tile(defaults, (len(event.slots), 1))
+            slot_of = {id_hash(s.candidate): k for k, s in enumerate(event.slots)} | {0: 0}
+            for (candidate, outcome), value in reports.get(row, {}).items():
+                if candidate in slot_of:
+                    outcomes[slot_of[candidate], outcome] = value
+            columns = {name: outcomes[:, i] for i, name in enumerate(names)}
+            value = use_case.policy.value_expression.evaluate(columns)
+            rewards.append(np.broadcast_to(np.asarray(value, dtype=float), len(event.slots)))
+        self.rows = np.vstack(rows) if rows else np.zeros((0, len(encoder.feature_names)))
+        self.offsets = np.array(offsets)
+        self.candidates = candidates
+        self.shown = shown
+        depth = max((len(s) for s in shown), default=0)
+        self.mask = np.array([[k < len(s) for k in range(depth)] for s in shown], dtype=bool).reshape(
+            -1, depth
+        )
+        self.logged = _padded(logged, depth)
+        self.reward = _padded([list(r) for r in rewards], depth)
+
+    def __len__(self) -> int:
+        return len(self.shown)
+
+    def estimate(self, policy: OfflinePolicy) -> RankingEstimates:
+        target = policy.batch_slot_probabilities(self.rows, self.offsets, self.candidates, self.shown)
+        depth = self.mask.shape[1]
+        return ranking_estimates(
+            self.reward, self.logged, _padded([list(t) for t in target], depth), self.mask
+        )
+
+    def logged_value(self) -> PolicyValue:
+        return _mean_interval(np.where(self.mask, self.reward, 0.0).sum(axis=1))
+
+
+def _padded(values: list[list[float]], depth: int) -> np.ndarray:
+    matrix = np.zeros((len(values), depth))
+    for i, row in enumerate(values):
+        matrix[i, : len(row)] = row
+    return matrix
+
+
+def _reports_by_row(data: LoggedDecisions) -> dict[int, dict[tuple[int, int], float]]:
+    """row -> (candidate hash, outcome index) -> the counted report's value."""
+    found: dict[int, dict[tuple[int, int], float]] = {}
+    reports = data.candidate_reports
+    for row, candidate, outcome, value in zip(
+        reports.row.tolist(),
+        reports.candidate.tolist(),
+        reports.outcome.tolist(),
+        reports.value.tolist(),
+        strict=True,
+    ):
+        found.setdefault(row, {})[(candidate, outcome)] = value
+    return found

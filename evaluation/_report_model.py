@@ -125,12 +125,35 @@ class OpeEstimate(_Model):
     decisions: int
 
 
+class RankingOpeEstimate(_Model):
+    policy: str
+    description: str
+    ips: Interval
+    """The cascade IPS of the policy's value summed over the shown slots."""
+    snips: Interval
+    effective_sample_size: float
+    rankings: int
+
+
+class RankingOpe(_Model):
+    """Rankings decided with slots, valued slot by slot (`ranking_estimates`)."""
+
+    logged_value: Interval
+    """The logged rankings' value summed over their shown slots."""
+    rankings: int
+    slots: int
+    """The most slots a sampled ranking showed."""
+    policies: list[RankingOpeEstimate]
+
+
 class OpeResult(_Model):
     reward: str
     logged_value: Interval
     sample: int
     """Decisions used: a uniform sample of the phase, bounded to keep memory bounded."""
     policies: list[OpeEstimate]
+    ranking: RankingOpe | None = None
+    """Rankings decided with slots: every shown slot's reward, not only the top's."""
 
 
 class ExperimentReport(_Model):
