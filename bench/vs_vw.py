@@ -11,6 +11,12 @@ Streams (10 candidates each):
 - ``nonlinear``: thresholds and products of the features (what a linear learner cannot fit)
 - ``digits``: scikit-learn's handwritten digits as a supervised-to-bandit problem: 64 pixels of
   context, 10 actions (the digit), reward 1 for the right one (with 10% label noise)
+- ``rank-linear``, ``rank-nonlinear``: rankings of the same candidates with 3 shown slots and
+  position bias: a click in slot k happens with probability examination(k) * relevance, the
+  examination 1, 0.6, 0.35, the relevance the linear or nonlinear truth above. closedloop decides
+  with ``slots=3`` and reports each click with its ``candidate_id``; VW runs its slate learner
+  (``--ccb_explore_adf --squarecb -q ca``), each slot's click its cost. The reward is the expected
+  clicks over the three slots; the oracle shows the three most relevant, best first.
 
 Printed: each learner's expected reward (from the truth, not the drawn click) over the last
 ``--last`` decisions, as a share of the oracle's, and wall time.
@@ -131,6 +137,9 @@ def _round(stream: Stream, x: np.ndarray, a: np.ndarray, truth: np.ndarray) -> R
 
 
 STREAMS: dict[str, Callable[[int], Stream]] = {"linear": Linear, "nonlinear": Nonlinear, "digits": Digits}
+EXAMINATION = np.array([1.0, 0.6, 0.35])
+"""Position bias of the ranking streams: how often each slot is looked at."""
+RANKED = {"rank-linear": "linear", "rank-nonlinear": "nonlinear"}
 
 
 # -- closedloop -----------------------------------------------------------------------------------
@@ -143,11 +152,13 @@ def closedloop_run(
     exploration: dict[str, Any] | None,
     seed: int,
     model: dict[str, Any] | None = None,
+    slots: int | None = None,
 ) -> np.ndarray:
-    """Expected reward (the truth's probability of the chosen candidate) of each decision."""
+    """Expected reward of each decision: the truth's probability of the chosen candidate, or for
+    rankings (``slots``) the expected clicks over the shown slots."""
     directory = Path(tempfile.mkdtemp(prefix=f"closedloop-vw-{stream.name}-"))
     use_case: dict[str, Any] = {
-        "decision": "choose",
+        "decision": "choose" if slots is None else "rank",
         "max_candidates": CANDIDATES,
         "context": {n: {"type": "numeric"} for n in stream.context_names},
         "candidate": {n: {"type": "numeric"} for n in stream.candidate_names},
@@ -169,21 +180,38 @@ def closedloop_run(
     trainer = open_trainer(config, clock=lambda: now[0], lateness=0.0)
     rng = np.random.default_rng(seed + 7)
     expected = np.zeros(decisions)
-    pending: list[tuple[str, float]] = []
+    pending: list[tuple[str, float, str | None]] = []
     for i in range(decisions):
         now[0] = START + i
         r = stream.next()
         ids = [f"c{k}" for k in range(CANDIDATES)]
         decision = client.decide(
-            "bench", f"u{i}", context=r.context, candidates=dict(zip(ids, r.candidates, strict=True))
+            "bench",
+            f"u{i}",
+            context=r.context,
+            candidates=dict(zip(ids, r.candidates, strict=True)),
+            slots=slots,
         )
-        chosen = ids.index(decision.choice or "")
-        expected[i] = r.truth[chosen]
-        if rng.random() < r.truth[chosen]:
-            pending.append((decision.decision_id, now[0] + 1))
+        if slots is None:
+            chosen = ids.index(decision.choice or "")
+            expected[i] = r.truth[chosen]
+            if rng.random() < r.truth[chosen]:
+                pending.append((decision.decision_id, now[0] + 1, None))
+        else:
+            shown = [ids.index(c) for c in (decision.ranking or [])[:slots]]
+            click = EXAMINATION[: len(shown)] * r.truth[shown]
+            expected[i] = click.sum()
+            for candidate, p in zip(shown, click, strict=True):
+                if rng.random() < p:
+                    pending.append((decision.decision_id, now[0] + 1, ids[candidate]))
         if (i + 1) % 1000 == 0:  # the trainer's cycle: every 1000 decisions (simulated minutes)
-            for decision_id, at in pending:
-                client.log_feedback(decision_id, {"click": 1}, timestamp=datetime.fromtimestamp(at, UTC))
+            for decision_id, at, candidate in pending:
+                client.log_feedback(
+                    decision_id,
+                    {"click": 1},
+                    timestamp=datetime.fromtimestamp(at, UTC),
+                    candidate_id=candidate,
+                )
             pending.clear()
             client.flush()
             now[0] += 120  # every window of this round has closed
@@ -219,15 +247,44 @@ def vw_run(stream: Stream, decisions: int, *, arguments: str, seed: int) -> np.n
     return expected
 
 
-def oracle(stream: Stream, decisions: int) -> np.ndarray:
-    return np.array([stream.next().truth.max() for _ in range(decisions)])
+def vw_slate_run(stream: Stream, decisions: int, *, arguments: str, seed: int, slots: int) -> np.ndarray:
+    """VW's conditional contextual bandit (its slate learner): each slot a sequential choice
+    among the actions not placed yet, learning from every slot's click."""
+    import vowpalwabbit
+
+    vw = vowpalwabbit.Workspace(f"{arguments} --quiet --random_seed {seed}")
+    rng = np.random.default_rng(seed + 7)
+    expected = np.zeros(decisions)
+    for i in range(decisions):
+        r = stream.next()
+        shared = "ccb shared |c " + " ".join(f"{n}:{v}" for n, v in r.context.items())
+        actions = ["ccb action |a " + " ".join(f"{n}:{v}" for n, v in c.items()) for c in r.candidates]
+        prediction = vw.predict([shared, *actions, *(["ccb slot |s"] * slots)])
+        chosen = [(int(slot[0][0]), float(slot[0][1])) for slot in prediction]  # VW samples first
+        click = EXAMINATION[:slots] * r.truth[[a for a, _ in chosen]]
+        expected[i] = click.sum()
+        labels = [
+            f"ccb slot {a}:{-1.0 if rng.random() < p else 0.0}:{probability} |s"
+            for (a, probability), p in zip(chosen, click, strict=True)
+        ]
+        vw.learn([shared, *actions, *labels])
+    vw.finish()
+    return expected
+
+
+def oracle(stream: Stream, decisions: int, *, slots: int | None = None) -> np.ndarray:
+    if slots is None:
+        return np.array([stream.next().truth.max() for _ in range(decisions)])
+    return np.array(
+        [(EXAMINATION[:slots] * np.sort(stream.next().truth)[::-1][:slots]).sum() for _ in range(decisions)]
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--decisions", type=int, default=30_000)
     parser.add_argument("--last", type=int, default=10_000)
-    parser.add_argument("--streams", default="linear,nonlinear,digits")
+    parser.add_argument("--streams", default="linear,nonlinear,digits,rank-linear,rank-nonlinear")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--closedloop", default="default,epsilon_greedy", help="explorations to run")
     parser.add_argument(
@@ -244,24 +301,29 @@ def main() -> None:
     }
     print(f"{args.decisions:,} decisions per stream; expected reward over the last {args.last:,} / oracle's")
     for name in args.streams.split(","):
-        best = oracle(STREAMS[name](args.seed), args.decisions)[-args.last :].sum()
+        slots = len(EXAMINATION) if name in RANKED else None
+        make = STREAMS[RANKED.get(name, name)]
+        best = oracle(make(args.seed), args.decisions, slots=slots)[-args.last :].sum()
         rows = []
         started = time.perf_counter()
-        vw = vw_run(
-            STREAMS[name](args.seed),
-            args.decisions,
-            arguments="--cb_explore_adf --squarecb -q ca",
-            seed=args.seed,
-        )
-        rows.append(("VW --cb_explore_adf --squarecb -q ca", vw, time.perf_counter() - started))
+        if slots is None:
+            peer = "VW --cb_explore_adf --squarecb -q ca"
+            vw = vw_run(make(args.seed), args.decisions, arguments=peer[3:], seed=args.seed)
+        else:
+            peer = "VW --ccb_explore_adf --squarecb -q ca"
+            vw = vw_slate_run(
+                make(args.seed), args.decisions, arguments=peer[3:], seed=args.seed, slots=slots
+            )
+        rows.append((peer, vw, time.perf_counter() - started))
         for label in args.closedloop.split(","):
             started = time.perf_counter()
             ours = closedloop_run(
-                STREAMS[name](args.seed),
+                make(args.seed),
                 args.decisions,
                 exploration=explorations[label],
                 seed=args.seed,
                 model=json.loads(args.model),
+                slots=slots,
             )
             rows.append((f"closedloop ({label})", ours, time.perf_counter() - started))
         print(f"\n{name}")
