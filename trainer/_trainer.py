@@ -36,7 +36,7 @@ from ._training import (
     fit,
     lightgbm_params,
 )
-from ._training_rows import TrainingRows
+from ._training_rows import ReadRows, TrainingRows
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,35 @@ class CycleReport:
     @property
     def promoted(self) -> list[TrainingRun]:
         return [run for run in self.runs if run.promoted]
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """What the promotion gate found, as the lineage records it."""
+
+    decision: GateDecision
+    compared_with: str
+    metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+    baseline_metrics: dict[str, float]
+    off_policy: dict[str, Any] | None
+    drift_psi: dict[str, float]
+    parent: str | None
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "metrics": self.metrics,
+            "champion_metrics": self.champion_metrics,
+            "baseline_metrics": self.baseline_metrics,
+            "gate": {
+                "passed": self.decision.passed,
+                "compared_with": self.compared_with,
+                "reasons": self.decision.reasons,
+                "paired_loss_differences": self.decision.comparisons,
+                "off_policy": self.off_policy,
+            },
+            "drift_psi": self.drift_psi,
+        }
 
 
 class Trainer:
@@ -215,10 +244,61 @@ class Trainer:
         params = lightgbm_params(use_case, outcome, self._seed)
         label_range = [float(q) for q in np.percentile(train.labels, [5, 95])]
         booster = fit(train, encoder, params, use_case.model.num_trees, max_trees=use_case.model.max_trees)
+        verdict = self._judge(name, outcome_name, booster, train, holdout, label_range)
+        judged_trees = booster.num_trees()
+        if verdict.decision.passed:
+            # The gate judged a model of the earlier rows; the one published learns the held-out
+            # (latest) rows too, with as many trees: the most recent data is the most telling.
+            booster = fit(everything, encoder, params, judged_trees)
+        report: dict[str, Any] = {
+            **verdict.report(),
+            "params": {**params, "num_trees": judged_trees},
+            "data_profile": profile(train.features, encoder, unknown),
+            "gain_importance": gain_importance(booster),
+            "lineage": self._lineage(train, holdout, read, verdict),
+        }
+        decision = verdict.decision
+        published = self.registry.publish(
+            name,
+            outcome_name,
+            str(booster.model_to_string()),
+            {
+                **report,
+                "status": "champion" if decision.passed else "rejected",
+                "feature_names": list(encoder.feature_names),
+                "objective": params["objective"],
+                "label_range": label_range,  # the unit of exploration's value gaps (policy.Experience)
+            },
+            champion=decision.passed,
+        )
+        said = "promoted" if decision.passed else "rejected"
+        self._progress(f"{name}/{outcome_name} {published.version} {said}: {decision.summary}")
+        return self._record(
+            name,
+            outcome_name,
+            started,
+            labels_seen,
+            published.version,
+            decision.passed,
+            decision.summary,
+            report,
+        )
+
+    def _judge(
+        self,
+        name: str,
+        outcome_name: str,
+        booster: lgb.Booster,
+        train: Dataset,
+        holdout: Dataset,
+        label_range: list[float],
+    ) -> _Verdict:
+        """The promotion gate on the held-out rows: against the constant and the champion (on the
+        rows it did not learn), then the drift bound and, if configured, the off-policy check."""
+        use_case = self.config.use_cases[name]
+        outcome, rules, encoder = use_case.outcomes[outcome_name], use_case.promotion, self._encoders[name]
         predicted = np.asarray(booster.predict(holdout.features))
         constant = constant_predictions(train.labels, len(holdout))
-        challenger = evaluate(predicted, holdout.labels, outcome)
-        baseline = evaluate(constant, holdout.labels, outcome)
         parent = self.registry.champion(name, outcome_name)
         parent_metadata = dict(version_metadata(self.registry, name, outcome_name, parent)) if parent else {}
         champion_predicted = self._champion_predictions(
@@ -257,67 +337,32 @@ class Trainer:
                 },
             )
             decision = failed or decision
-        judged_trees = booster.num_trees()
-        if decision.passed:
-            # The gate judged a model of the earlier rows; the one published learns the held-out
-            # (latest) rows too, with as many trees: the most recent data is the most telling.
-            booster = fit(everything, encoder, params, judged_trees)
-        report: dict[str, Any] = {
-            "metrics": challenger,
-            "champion_metrics": champion,
-            "baseline_metrics": baseline,
-            "gate": {
-                "passed": decision.passed,
-                "compared_with": reference_name,
-                "reasons": decision.reasons,
-                "paired_loss_differences": decision.comparisons,
-                "off_policy": off_policy,
-            },
-            "params": {**params, "num_trees": judged_trees},
-            "data_profile": profile(train.features, encoder, unknown),
-            "drift_psi": drifted,
-            "gain_importance": gain_importance(booster),
-            "lineage": {
-                "data_from": _iso(float(train.decided_at[0])),
-                "data_to": _iso(float(holdout.decided_at[-1])),
-                "holdout_from": _iso(float(holdout.decided_at[0])),
-                "rows_train": len(train),
-                "rows_holdout": len(holdout),
-                "refit_on_all_rows": decision.passed,
-                "rows_read": read.read,
-                "incremental_read": read.incremental,
-                "parent_version": parent,
-                "source": self.source.name,
-                "offsets": {
-                    f"{t}/{p}": o for (t, p), o in sorted(self.store.offsets(self.source.name).items())
-                },
-            },
+        return _Verdict(
+            decision=decision,
+            compared_with=reference_name,
+            metrics=evaluate(predicted, holdout.labels, outcome),
+            champion_metrics=champion,
+            baseline_metrics=evaluate(constant, holdout.labels, outcome),
+            off_policy=off_policy,
+            drift_psi=drifted,
+            parent=parent,
+        )
+
+    def _lineage(self, train: Dataset, holdout: Dataset, read: ReadRows, verdict: _Verdict) -> dict[str, Any]:
+        """Where the model's data came from: its time span, rows, parent and source offsets."""
+        return {
+            "data_from": _iso(float(train.decided_at[0])),
+            "data_to": _iso(float(holdout.decided_at[-1])),
+            "holdout_from": _iso(float(holdout.decided_at[0])),
+            "rows_train": len(train),
+            "rows_holdout": len(holdout),
+            "refit_on_all_rows": verdict.decision.passed,
+            "rows_read": read.read,
+            "incremental_read": read.incremental,
+            "parent_version": verdict.parent,
+            "source": self.source.name,
+            "offsets": {f"{t}/{p}": o for (t, p), o in sorted(self.store.offsets(self.source.name).items())},
         }
-        published = self.registry.publish(
-            name,
-            outcome_name,
-            str(booster.model_to_string()),
-            {
-                **report,
-                "status": "champion" if decision.passed else "rejected",
-                "feature_names": list(encoder.feature_names),
-                "objective": params["objective"],
-                "label_range": label_range,  # the unit of exploration's value gaps (policy.Experience)
-            },
-            champion=decision.passed,
-        )
-        verdict = "promoted" if decision.passed else "rejected"
-        self._progress(f"{name}/{outcome_name} {published.version} {verdict}: {decision.summary}")
-        return self._record(
-            name,
-            outcome_name,
-            started,
-            labels_seen,
-            published.version,
-            decision.passed,
-            decision.summary,
-            report,
-        )
 
     def _champion_predictions(
         self,
