@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-import orjson
+import msgspec
 
 from closedloop.contracts import DecisionIndexKeys, ServiceUnavailableError
 
@@ -23,7 +23,7 @@ def decision_fact(use_case: str, decided_at: datetime, shown: Sequence[str] = ()
     rank decisions, the candidates shown (the choice; a ranking's shown slots, top first), which
     feedback about a candidate is checked against."""
     fact = f"{decided_at.timestamp():.6f} {use_case}"
-    return f"{fact} {orjson.dumps(list(shown)).decode()}" if shown else fact
+    return f"{fact} {msgspec.json.encode(list(shown)).decode()}" if shown else fact
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,7 @@ def read_decision_fact(value: str) -> DecisionFact:
     except ValueError:
         return DecisionFact(value, None, None)
     use_case, _, shown = rest.partition(" ")  # use case names hold no space
-    return DecisionFact(use_case, decided_at, tuple(orjson.loads(shown)) if shown else None)
+    return DecisionFact(use_case, decided_at, tuple(msgspec.json.decode(shown)) if shown else None)
 
 
 Report = tuple[str, Sequence[str]]

@@ -196,7 +196,7 @@ def test_operational_endpoints(server: Server) -> None:
     assert ready.status_code == 200
     assert (ready.json()["ready"], ready.json()["degraded"]) == (True, False)
     use_cases = httpx.get(server.url + "/v1/use-cases").json()
-    assert use_cases["feed"]["feature_names"] == ["country", "hour", "price", "topic", "hour*price"]
+    assert use_cases["feed"]["feature_names"] == ["country", "hour", "price", "topic", "hour*price", "slot"]
     assert use_cases["notify"]["feature_names"] == ["days", "action", "days*action"]
     models = httpx.get(server.url + "/v1/models").json()
     assert models["use_cases"]["feed"]["click"] == {"serving": None, "champion": None, "versions": []}
