@@ -121,7 +121,7 @@ def rank_slots(
     for _ in range(min(slots, len(values))):
         sub = values[remaining]
         greedy = int(np.argmax(sub))
-        p = _next_slot(values, remaining, exploration, unit=unit, gamma=gamma)
+        p = action_probabilities(sub, greedy, exploration, unit=unit, gamma=gamma)  # as `_next_slot`
         if first is None:
             first = np.zeros(len(values))
             first[remaining] = p
