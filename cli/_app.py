@@ -1,4 +1,5 @@
-"""`closedloop validate | serve | train | models | experiments | report | tune | demo`.
+"""`closedloop validate | serve | console | train | models | experiments | report | tune | keys |
+audit | demo`.
 
 Heavy imports happen in the command that uses them, so `closedloop --help` stays fast.
 """
@@ -15,6 +16,7 @@ import typer
 
 from closedloop.contracts import ClosedLoopConfig, ClosedLoopError, load_config, tuning_experiment_name
 
+from ._access import audit, audited, keys_app
 from ._tune import tune_app
 
 app = typer.Typer(
@@ -52,11 +54,19 @@ def serve(
         int,
         typer.Option(min=1, help="Worker processes; more than one needs Redis and Kafka (shared state)."),
     ] = 1,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            help="Listen beyond loopback even though no API key exists (something else keeps strangers out)."
+        ),
+    ] = False,
 ) -> None:
-    """Run the decision service (FastAPI under uvicorn)."""
+    """Run the decision service (FastAPI under uvicorn); experiment reports: closedloop console."""
     from ._serve import run_service
 
-    run_service(config, host=host, port=port, refresh_interval=refresh_interval, workers=workers)
+    run_service(
+        config, host=host, port=port, refresh_interval=refresh_interval, workers=workers, insecure=insecure
+    )
 
 
 @app.command()
@@ -167,6 +177,30 @@ def demo(
 experiments_app = typer.Typer(help="Start, change, stop and list experiments.", no_args_is_help=True)
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(tune_app, name="tune")
+app.add_typer(keys_app, name="keys")
+app.command()(audit)
+
+
+@app.command()
+def console(
+    config: ConfigOption = Path("closedloop.yaml"),
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8001,
+    insecure: Annotated[
+        bool, typer.Option(help="Listen beyond loopback though no API key exists (see closedloop serve).")
+    ] = False,
+) -> None:
+    """Serve experiment reports and admin actions, apart from the decision service."""
+    import uvicorn
+
+    from closedloop.console import create_console
+
+    from ._serve import require_keys_off_loopback
+
+    loaded = load_config(config)
+    if not insecure:
+        require_keys_off_loopback(loaded, host, command="console")
+    uvicorn.run(create_console(loaded), host=host, port=port, log_level="info", access_log=False)
 
 
 @experiments_app.command("start")
@@ -177,17 +211,22 @@ def experiments_start(name: str, config: ConfigOption = Path("closedloop.yaml"))
 
     loaded = load_config(config)
     use_case_name, use_case, experiment = find_experiment(loaded, name)
-    registry = open_registry(loaded.infrastructure)
-    try:
-        phase = start_experiment(
-            registry,
-            use_case_name,
-            name,
-            experiment,
-            others=[*(e for e in use_case.experiments if e != name), tuning_experiment_name(use_case_name)],
-        )
-    finally:
-        registry.close()
+    with audited(loaded) as (actor, trail):
+        registry = open_registry(loaded.infrastructure)
+        try:
+            phase = start_experiment(
+                registry,
+                use_case_name,
+                name,
+                experiment,
+                others=[
+                    *(e for e in use_case.experiments if e != name),
+                    tuning_experiment_name(use_case_name),
+                ],
+            )
+        finally:
+            registry.close()
+        trail.record(actor, "experiment.start", name, phase=phase.phase, use_case=use_case_name)
     shares = ", ".join(f"{arm} {spec.share:g}" for arm, spec in phase.arms.items())
     typer.echo(
         f"{name}: phase {phase.phase} running on {use_case_name} ({shares}; holdout {phase.holdout:g})"
@@ -200,11 +239,13 @@ def experiments_stop(name: str, config: ConfigOption = Path("closedloop.yaml")) 
     from closedloop.registry import open_registry, stop_experiment
 
     loaded = load_config(config)
-    registry = open_registry(loaded.infrastructure)
-    try:
-        phase = stop_experiment(registry, name)
-    finally:
-        registry.close()
+    with audited(loaded) as (actor, trail):
+        registry = open_registry(loaded.infrastructure)
+        try:
+            phase = stop_experiment(registry, name)
+        finally:
+            registry.close()
+        trail.record(actor, "experiment.stop", name, phase=phase.phase)
     typer.echo(f"{name}: phase {phase.phase} stopped")
 
 

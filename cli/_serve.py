@@ -24,12 +24,16 @@ _REFRESH_ENV = "CLOSEDLOOP_SERVE_REFRESH"
 _METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own switch to multiprocess mode
 
 
-def run_service(config_path: Path, *, host: str, port: int, refresh_interval: float, workers: int) -> None:
+def run_service(
+    config_path: Path, *, host: str, port: int, refresh_interval: float, workers: int, insecure: bool = False
+) -> None:
     import uvicorn
 
     from closedloop.decision_service import JsonErrorHttpProtocol
 
     loaded = load_config(config_path)
+    if not insecure:
+        require_keys_off_loopback(loaded, host, command="serve")
     if workers == 1:
         service = build_service(loaded, refresh_interval)
         uvicorn.run(
@@ -53,6 +57,40 @@ def run_service(config_path: Path, *, host: str, port: int, refresh_interval: fl
         access_log=False,
         http=JsonErrorHttpProtocol,
     )
+
+
+def require_keys_off_loopback(config: ClosedLoopConfig, host: str, *, command: str) -> None:
+    """Refuse to listen beyond this machine while any caller could do anything (no key exists)."""
+    from closedloop.access import list_keys, open_key_store
+
+    if _is_loopback(host):
+        return
+    store = open_key_store(config.infrastructure)
+    try:
+        keys = list_keys(store)
+    finally:
+        store.close()
+    if not keys:
+        raise ConfigError(
+            f"closedloop {command} will not listen on {host} without API keys: anyone who can reach "
+            "it could decide, report outcomes, read every model and run admin actions.",
+            field="--host",
+            value=host,
+            expected="a loopback address (127.0.0.1, ::1, localhost), or API keys made",
+            hint="Make keys first (closedloop keys create NAME --scope decide), or pass --insecure if "
+            "something in front of it (a proxy, a private network) already keeps strangers out.",
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def require_shared_stores(config: ClosedLoopConfig, workers: int) -> None:
@@ -86,14 +124,7 @@ def worker_service() -> FastAPI:
 def build_service(config: ClosedLoopConfig, refresh_interval: float) -> FastAPI:
     from closedloop.decision_service import create_app
 
-    routers = []
-    try:
-        from closedloop.evaluation import report_router
-    except ImportError:  # installed without the evaluation extra: no report pages
-        pass
-    else:
-        routers.append(report_router(config))
-    service = create_app(config, refresh_interval=refresh_interval, routers=routers)
+    service = create_app(config, refresh_interval=refresh_interval)
     # Everything loaded so far (libraries, config, models) lives as long as the process: moved out
     # of the collector's reach, a full collection scans only what requests leave behind, instead
     # of pausing every request for the ~100 ms a scan of all of it takes.

@@ -10,6 +10,8 @@ import typer
 
 from closedloop.contracts import ClosedLoopConfig, TuningError, load_config
 
+from ._access import audited
+
 if TYPE_CHECKING:
     from closedloop.registry import ModelRegistry
     from closedloop.tuner import Method, RunRecord, TuningLoop, TuningStore
@@ -98,6 +100,8 @@ def tune_start(
         seeds = offline_seeds(store, use_case, space, space.tuning.arms_per_round)
         store.close()
     tuner, store, registry = _tuner(loaded, use_case, offline, method, seeds)
+    with audited(loaded) as (actor, trail):
+        trail.record(actor, "tuning.start", use_case, run=tuner.run_name, method=method, fresh=fresh)
     try:
         with store.exclusive(tuner.run_name):
             record = _run_in_foreground(tuner, use_case, fresh=fresh, poll=poll)
@@ -165,7 +169,9 @@ def tune_stop(
     try:
         if tuner.record() is None:
             raise TuningError(f"No {'offline' if offline else 'online'} tuning run of {use_case!r} to stop.")
-        tuner.stop()
+        with audited(loaded) as (actor, trail):
+            tuner.stop()
+            trail.record(actor, "tuning.stop", use_case, run=tuner.run_name)
     finally:
         store.close()
         registry.close()

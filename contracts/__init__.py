@@ -8,10 +8,13 @@
   `decode_decision_header`, `decode_feedback`, the only code that writes or reads a logged event
 - the attribution rule: `Attribution` (which feedback counts for which decision), used by the
   trainer's and the evaluator's joins
-- names: `RegistryKeys`, `DecisionIndexKeys`, `Topics`
+- names: `RegistryKeys`, `DecisionIndexKeys`, `AccessKeys`, `Topics`
+- access: the `Scope` of an API key, `AccessConfig` (rate limits), and `public_use_cases`, the
+  only view of a use case the services serve (its shape, no settings, nothing from ``${VAR}``)
 - errors: `ClosedLoopError` and its subclasses (see `closedloop.contracts._errors` for the tree)
 """
 
+from ._access import KEY_NAME_PATTERN, SCOPES, AccessConfig, RateLimit, Scope
 from ._attribution import Attribution
 from ._config import (
     CategoricalFeature,
@@ -34,6 +37,7 @@ from ._config import (
 )
 from ._durations import parse_duration
 from ._errors import (
+    AuthenticationError,
     ClosedLoopError,
     ConfigError,
     DuplicateFeedbackError,
@@ -43,6 +47,8 @@ from ._errors import (
     MethodNotAllowedError,
     ModelIncompatibleError,
     PayloadTooLargeError,
+    PermissionDeniedError,
+    RateLimitedError,
     RequestConflictError,
     RouteNotFoundError,
     ServiceUnavailableError,
@@ -80,8 +86,9 @@ from ._experiments import (
     MetricConfig,
 )
 from ._loading import load_config, parse_config
-from ._names import DecisionIndexKeys, RegistryKeys, Topics
-from ._settings import ENVIRONMENT_VARIABLES, InfrastructureConfig
+from ._names import AccessKeys, DecisionIndexKeys, RegistryKeys, Topics
+from ._public import FROM_ENVIRONMENT, public_use_cases
+from ._settings import ENVIRONMENT_VARIABLES, InfrastructureConfig, redact_url
 from ._tuning import (
     STATUS_QUO_ARM,
     Constraint,
@@ -116,6 +123,8 @@ __all__ = [
     "AbandonBatch",
     "AbandonResult",
     "AbandonedRequest",
+    "AccessConfig",
+    "AccessKeys",
     "ActivateRequest",
     "ActivationKind",
     "ActivationResult",
@@ -123,6 +132,7 @@ __all__ = [
     "ArmConfig",
     "ArmPolicy",
     "Attribution",
+    "AuthenticationError",
     "CandidateIn",
     "CategoricalFeature",
     "ClosedLoopConfig",
@@ -148,6 +158,7 @@ __all__ = [
     "ExperimentError",
     "ExperimentPhase",
     "Exploration",
+    "FROM_ENVIRONMENT",
     "Feature",
     "FeatureValue",
     "FeedbackBatch",
@@ -163,6 +174,7 @@ __all__ = [
     "HOLDOUT_ARM",
     "InfrastructureConfig",
     "InvalidRequestError",
+    "KEY_NAME_PATTERN",
     "LoggedCandidate",
     "LoggedSlot",
     "MAX_FEEDBACK_BATCH",
@@ -174,13 +186,18 @@ __all__ = [
     "Objective",
     "OutcomeConfig",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "PolicyConfig",
     "PromotionGate",
+    "RateLimit",
+    "RateLimitedError",
     "RegistryKeys",
     "RequestConflictError",
     "RetrainTrigger",
     "RouteNotFoundError",
+    "SCOPES",
     "STATUS_QUO_ARM",
+    "Scope",
     "ServiceUnavailableError",
     "Softmax",
     "SquareCB",
@@ -203,5 +220,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_duration",
+    "public_use_cases",
+    "redact_url",
     "tuning_experiment_name",
 ]

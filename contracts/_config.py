@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from ._access import AccessConfig
 from ._durations import Duration
 from ._experiments import ArmPolicy, ExperimentConfig
 from ._settings import InfrastructureConfig
@@ -395,6 +396,10 @@ class ClosedLoopConfig(StrictModel):
     version: Literal[1] = 1
     use_cases: dict[Name, UseCaseConfig] = Field(min_length=1)
     infrastructure: InfrastructureConfig = Field(default_factory=InfrastructureConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
+    """Rate limits of API keys and how soon a revoked key stops working (``closedloop keys``)."""
+    _from_environment: frozenset[tuple[str, ...]] = PrivateAttr(default=frozenset())
+    """Paths of the values a ``${VAR}`` gave (see `parse_config`): never served."""
 
     @model_validator(mode="after")
     def _experiment_names_unique(self) -> ClosedLoopConfig:

@@ -16,6 +16,9 @@ The hierarchy::
     ├── ExperimentError              409: an experiment that cannot start, stop or be analysed as asked
     │   └── UnknownExperimentError   404: no experiment of that name is declared or recorded
     ├── TuningError                  409: a tuning run that cannot start, resume or be reported as asked
+    ├── AuthenticationError          401: no API key, or one that is unknown, malformed or revoked
+    ├── PermissionDeniedError        403: a valid API key without the scope (or use case) the route needs
+    ├── RateLimitedError             429: the key's requests are over its rate limit (``retry_after``)
     ├── EventFormatError             a logged record this version cannot read (see `_events`)
     ├── FeedbackQueueFullError       the SDK's feedback queue is full (raised in product code, on request)
     └── ServiceUnavailableError      503: the service or one of its stores cannot be reached
@@ -175,6 +178,32 @@ class UnknownExperimentError(ExperimentError):
 
     http_status = 404
     code = "unknown_experiment"
+
+
+class AuthenticationError(ClosedLoopError):
+    """No API key, or a key that is malformed, unknown or revoked."""
+
+    http_status = 401
+    code = "unauthenticated"
+
+
+class PermissionDeniedError(ClosedLoopError):
+    """A valid API key that lacks the scope, or the use case, a route needs."""
+
+    http_status = 403
+    code = "permission_denied"
+
+
+class RateLimitedError(ClosedLoopError):
+    """Requests of one API key over its rate limit; ``value`` is the seconds to wait
+    (the response's ``Retry-After``)."""
+
+    http_status = 429
+    code = "rate_limited"
+
+    @property
+    def retry_after(self) -> float:
+        return float(self.value) if isinstance(self.value, (int, float)) else 1.0
 
 
 class FeedbackQueueFullError(ClosedLoopError):

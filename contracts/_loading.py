@@ -52,7 +52,9 @@ def parse_config(
             _describe(exc, source),
             hint="See examples/closedloop.yaml for a complete file, docs/experiments.md for experiments.",
         ) from None
-    return config.model_copy(update={"infrastructure": config.infrastructure.with_environment(env)})
+    resolved = config.model_copy(update={"infrastructure": config.infrastructure.with_environment(env)})
+    resolved._from_environment = _expanded_paths(text)
+    return resolved
 
 
 def _expand_environment(text: str, env: Mapping[str, str], source: str) -> str:
@@ -68,6 +70,32 @@ def _expand_environment(text: str, env: Mapping[str, str], source: str) -> str:
         )
 
     return _ENV_REFERENCE.sub(replace, text)
+
+
+def _expanded_paths(text: str) -> frozenset[tuple[str, ...]]:
+    """The paths of the values that hold a ``${VAR}`` in the file as written, so that a value the
+    environment gave (a secret, perhaps) is never served back. A file YAML cannot read before
+    expansion marks everything (``("*",)``): nothing of it is served but its shape."""
+    if "${" not in text:
+        return frozenset()
+    try:
+        unexpanded = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return frozenset({("*",)})
+    found: set[tuple[str, ...]] = set()
+
+    def walk(node: object, path: tuple[str, ...]) -> None:
+        if isinstance(node, dict):
+            for key, child in node.items():
+                walk(child, (*path, str(key)))
+        elif isinstance(node, list):
+            for position, child in enumerate(node):
+                walk(child, (*path, str(position)))
+        elif isinstance(node, str) and _ENV_REFERENCE.search(node):
+            found.add(path)
+
+    walk(unexpanded, ())
+    return frozenset(found)
 
 
 def _describe(exc: ValidationError, source: str) -> str:

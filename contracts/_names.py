@@ -74,6 +74,24 @@ class DecisionIndexKeys:
 
 
 @dataclass(frozen=True)
+class AccessKeys:
+    """Redis keys of API keys and their rate limits.
+
+    ``access:keys``            hash: key id -> JSON record (name, scopes, use cases, hash, revoked_at)
+    ``access:rate:{key_id}``   hash: the key's shared token bucket (tokens, updated), expiring when idle
+    """
+
+    prefix: str
+
+    @property
+    def api_keys(self) -> str:
+        return f"{self.prefix}:access:keys"
+
+    def rate_bucket(self, key_id: str) -> str:
+        return f"{self.prefix}:access:rate:{key_id}"
+
+
+@dataclass(frozen=True)
 class Topics:
     prefix: str
 

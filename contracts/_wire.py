@@ -110,7 +110,7 @@ class FeedbackBatch(WireModel):
     items: list[FeedbackIn] = Field(min_length=1, max_length=MAX_FEEDBACK_BATCH)
 
 
-FeedbackStatus = Literal["accepted", "replayed", "orphan", "duplicate", "invalid", "unverified"]
+FeedbackStatus = Literal["accepted", "replayed", "orphan", "duplicate", "invalid", "unverified", "forbidden"]
 
 
 class FeedbackResult(WireModel):
@@ -119,7 +119,8 @@ class FeedbackResult(WireModel):
     """accepted; replayed: a retry of an accepted id; orphan: unknown decision, kept;
     duplicate: the outcome was already reported, not counted again; invalid: see error;
     unverified: logged while the decision index was unreachable, without the checks that need it
-    (the trainer and the evaluator count it once, by decision id, as they count any report)."""
+    (the trainer and the evaluator count it once, by decision id, as they count any report);
+    forbidden: a decision of a use case the API key may not report on, not logged."""
     error: dict[str, object] | None = None
 
 

@@ -4,7 +4,9 @@
   decision, and feedback intake; the whole service minus HTTP (what `EmbeddedClient` runs)
 - `open_engine(config)`: an engine on the stores the configuration names
 - `create_app(config)`: the FastAPI service (``closedloop serve`` runs it under uvicorn, with
-  `JsonErrorHttpProtocol`: uvicorn's HTTP parser, answering what it refuses in the error format)
+  `JsonErrorHttpProtocol`: uvicorn's HTTP parser, answering what it refuses in the error format);
+  `SERVICE_ROUTES`, the API-key scope each route needs; `install_error_handlers` and
+  `describe_bearer_auth`, the error format and key description other apps (the console) share
 - `DecisionIndex`: the short-lived facts feedback is checked against, in Redis
   (`RedisDecisionIndex`) or in memory (`MemoryDecisionIndex`); `open_decision_index` picks one
 
@@ -20,15 +22,17 @@ from ._engine import DecisionEngine, EngineStatus
 from ._wiring import open_decision_index, open_engine
 
 if typing.TYPE_CHECKING:
-    from ._app import create_app
+    from ._app import SERVICE_ROUTES, create_app, describe_bearer_auth, install_error_handlers
     from ._http_protocol import JsonErrorHttpProtocol
+
+_HTTP_NAMES = ("SERVICE_ROUTES", "create_app", "describe_bearer_auth", "install_error_handlers")
 
 
 def __getattr__(name: str) -> typing.Any:
-    if name == "create_app":  # the HTTP layer, imported only by those who serve HTTP
-        from ._app import create_app
+    if name in _HTTP_NAMES:  # the HTTP layer, imported only by those who serve HTTP
+        from . import _app
 
-        return create_app
+        return getattr(_app, name)
     if name == "JsonErrorHttpProtocol":
         from ._http_protocol import JsonErrorHttpProtocol
 
@@ -47,7 +51,10 @@ __all__ = [
     "JsonErrorHttpProtocol",
     "MemoryDecisionIndex",
     "RedisDecisionIndex",
+    "SERVICE_ROUTES",
     "create_app",
+    "describe_bearer_auth",
+    "install_error_handlers",
     "open_decision_index",
     "open_engine",
 ]

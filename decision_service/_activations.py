@@ -9,7 +9,7 @@ needs a claim in the index: applying one twice changes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
 from closedloop.contracts import (
@@ -18,6 +18,7 @@ from closedloop.contracts import (
     ActivationResult,
     ClosedLoopConfig,
     FeedbackEvent,
+    PermissionDeniedError,
     ServiceUnavailableError,
     Topics,
     UnknownDecisionError,
@@ -50,11 +51,14 @@ class Activations:
         self._clock = clock
         self._topic = Topics(config.infrastructure.topic_prefix).feedback
 
-    def activate(self, decision_id: str) -> ActivationResult:
-        """Log that the decision was shown; 404 for a decision the index does not know."""
+    def activate(self, decision_id: str, *, use_cases: Collection[str] | None = None) -> ActivationResult:
+        """Log that the decision was shown; 404 for a decision the index does not know.
+        ``use_cases``: those whose decisions the caller may activate (its API key's)."""
         try:
             fact = self._index.lookup([self._index.keys.decision(decision_id)])[0]
         except ServiceUnavailableError as exc:
+            if use_cases is not None:  # whose decision it is cannot be checked now
+                raise
             logger.warning("activation of %s logged unverified: %s", decision_id, exc.message)
             self._log([(decision_id, None)], "activate")
             return ActivationResult(decision_id=decision_id, status="unverified")
@@ -65,7 +69,15 @@ class Activations:
                 value=decision_id,
                 expected="a decision_id returned by decide() within its outcomes' window",
             )
-        self._log([(decision_id, read_decision_fact(fact).use_case)], "activate")
+        use_case = read_decision_fact(fact).use_case
+        if use_cases is not None and use_case not in use_cases:
+            raise PermissionDeniedError(
+                f"Decision {decision_id} is of use case {use_case!r}, which this API key may not activate.",
+                field="decision_id",
+                value=decision_id,
+                expected=f"a decision of {sorted(use_cases)}",
+            )
+        self._log([(decision_id, use_case)], "activate")
         return ActivationResult(decision_id=decision_id, status="activated")
 
     def abandon(self, items: Sequence[AbandonedRequest]) -> int:

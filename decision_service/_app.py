@@ -2,21 +2,25 @@
 
 Every error leaves as JSON ``{"error": {code, type, message, field, value, expected, hint}}`` with
 the status of its class, so the SDK can rebuild it; nothing the caller sends can produce a 500.
+Every route but ``/healthz``, ``/readyz`` and the API's description needs an API key once any
+key exists (`SERVICE_ROUTES` says which scope); experiment reports are not served here but by
+the console (``closedloop console``), so that computing one never takes a decision's CPU.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from closedloop.access import AccessGuard, Gatekeeper, RouteScopes, principal_of
 from closedloop.contracts import (
     AbandonBatch,
     AbandonResult,
@@ -33,7 +37,10 @@ from closedloop.contracts import (
     FeedbackIn,
     FeedbackResult,
     PayloadTooLargeError,
+    PermissionDeniedError,
+    Scope,
     invalid_request_from,
+    public_use_cases,
 )
 
 from ._engine import DecisionEngine
@@ -50,25 +57,46 @@ _FEEDBACK_STATUS = {
     "orphan": 404,
     "duplicate": 409,
     "invalid": 422,
+    "forbidden": 403,
 }
+
+_DECIDE: frozenset[Scope] = frozenset({"decide"})
+_READ: frozenset[Scope] = frozenset({"read"})
+SERVICE_ROUTES = RouteScopes(
+    exact={
+        "/v1/decide": _DECIDE,
+        "/v1/feedback": _DECIDE,
+        "/v1/feedback/batch": _DECIDE,
+        "/v1/activate": _DECIDE,
+        "/v1/abandon": _DECIDE,
+        # What a caller needs to send valid requests and to fall back: the SDK reads it.
+        "/v1/use-cases": _DECIDE | _READ,
+        "/v1/models": _READ,
+        "/metrics": _READ,
+    }
+)
+"""The scopes each route of the service needs (tests/test_access.py checks every route is here)."""
 
 
 def create_app(
     config: ClosedLoopConfig,
     *,
     engine: DecisionEngine | None = None,
+    gatekeeper: Gatekeeper | None = None,
     refresh_interval: float = 0.5,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
-    """The decision service for ``config``; pass ``engine`` to serve one built elsewhere (tests),
-    and ``routers`` to mount more endpoints (``closedloop serve`` adds the experiment reports)."""
+    """The decision service for ``config``; pass ``engine`` or ``gatekeeper`` to serve ones built
+    elsewhere (tests)."""
     owned = engine is None
     serving = engine or open_engine(config)
+    owned_gate = gatekeeper is None
+    gate = gatekeeper or Gatekeeper.open(config.infrastructure, config.access)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         serving.start_model_refresh(refresh_interval)
+        gate.start()
         # One worker of several: a scrape reaches only one of them, so each keeps its own gauges fresh.
         gauges = asyncio.create_task(_keep_gauges_fresh(serving)) if serving.metrics_per_worker else None
         try:
@@ -77,8 +105,11 @@ def create_app(
             if gauges is not None:
                 gauges.cancel()
             serving.stop_model_refresh()
+            gate.stop()
             if owned:
                 serving.close()
+            if owned_gate:
+                gate.close()
 
     app = FastAPI(
         title="closedloop decision service",
@@ -87,17 +118,72 @@ def create_app(
         description="Decisions from LightGBM models with exploration; every decision and outcome is logged.",
     )
     app.router.route_class = OrjsonBodyRoute
-    _install_error_handlers(app, serving, max_body_bytes)
+    install_error_handlers(app, count_rejected=serving.count_rejected, max_body_bytes=max_body_bytes)
     _install_routes(app, serving, config)
-    for router in routers:
-        app.include_router(router)
+    app.add_middleware(AccessGuard, gatekeeper=gate, routes=SERVICE_ROUTES, on_refused=serving.count_rejected)
+    describe_bearer_auth(app, SERVICE_ROUTES)
     return app
 
 
+def describe_bearer_auth(app: FastAPI, routes: RouteScopes) -> None:
+    """Declare the bearer key in the OpenAPI description: every route that needs one says so, and
+    which scopes, so a generated client sends it."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {}).setdefault("securitySchemes", {})["apiKey"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key (closedloop keys create): 'Authorization: Bearer cl_<id>_<secret>'.",
+        }
+        for path, operations in schema.get("paths", {}).items():
+            needed = routes.needed(path)
+            if needed is None:
+                continue
+            for operation in operations.values():
+                operation["security"] = [{"apiKey": sorted(needed)}]
+                operation["description"] = (
+                    operation.get("description", "")
+                    + f"\n\nNeeds an API key with scope {' or '.join(sorted(needed))}."
+                ).strip()
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def _errors(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI responses in the project's error format; 503 (a store unreachable) on every route."""
-    described = {**descriptions, 503: "the decision index (Redis) cannot be reached: retry"}
+    """OpenAPI responses in the project's error format; on every route 401/403/429 (the key) and
+    503 (a store unreachable)."""
+    described = {
+        401: "no API key, or an unknown or revoked one",
+        403: "the key lacks the route's scope, or the use case",
+        429: "the key is over its rate limit: retry after Retry-After seconds",
+        **descriptions,
+        503: "the decision index (Redis) cannot be reached: retry",
+    }
     return {status: {"model": ErrorBody, "description": text} for status, text in described.items()}
+
+
+def _allowed_use_cases(http: Request) -> frozenset[str] | None:
+    key = principal_of(http.scope)
+    return key.use_cases if key is not None else None
+
+
+def _require_use_case(http: Request, use_case: str, field: str) -> None:
+    allowed = _allowed_use_cases(http)
+    if allowed is not None and use_case not in allowed:
+        raise PermissionDeniedError(
+            f"This API key may not decide for use case {use_case!r}.",
+            field=field,
+            value=use_case,
+            expected=f"one of {sorted(allowed)}",
+            hint="Use a key made for that use case: closedloop keys create NAME --scope decide --use-case "
+            f"{use_case}.",
+        )
 
 
 def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConfig) -> None:
@@ -116,8 +202,9 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
             }
         ),
     )
-    async def decide(request: DecideRequest) -> Response:
+    async def decide(request: DecideRequest, http: Request) -> Response:
         """Choose or rank candidates (or answer yes/no) for one unit; the decision is logged."""
+        _require_use_case(http, request.use_case, "use_case")
         return Response(engine.decide(request).model_dump_json(), media_type="application/json")
 
     @app.post(
@@ -137,9 +224,9 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
             },
         },
     )
-    async def feedback(item: FeedbackIn) -> Response:
+    async def feedback(item: FeedbackIn, http: Request) -> Response:
         """Report outcomes of one decision."""
-        result = engine.log_feedback([item])[0]
+        result = engine.log_feedback([item], use_cases=_allowed_use_cases(http))[0]
         if result.error is not None:
             return JSONResponse(
                 {"error": result.error, "feedback_id": result.feedback_id, "status": result.status},
@@ -155,9 +242,10 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
             {413: "more items than allowed, or a body over the limit", 422: "a malformed batch"}
         ),
     )
-    async def feedback_batch(batch: FeedbackBatch) -> Response:
+    async def feedback_batch(batch: FeedbackBatch, http: Request) -> Response:
         """Report outcomes of many decisions; each item gets its own result."""
-        results = FeedbackBatchResult.model_construct(results=engine.log_feedback(batch.items))
+        found = engine.log_feedback(batch.items, use_cases=_allowed_use_cases(http))
+        results = FeedbackBatchResult.model_construct(results=found)
         return Response(results.model_dump_json(), media_type="application/json")
 
     @app.post(
@@ -167,9 +255,9 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
         tags=["decisions"],
         responses=_errors({404: "unknown decision", 422: "a field missing or mistyped"}),
     )
-    async def activate(request: ActivateRequest) -> Response:
+    async def activate(request: ActivateRequest, http: Request) -> Response:
         """Make a decision made with ``activate: false`` count: the product has shown it."""
-        result = engine.activate(request.decision_id)
+        result = engine.activate(request.decision_id, use_cases=_allowed_use_cases(http))
         return Response(result.model_dump_json(), status_code=202, media_type="application/json")
 
     @app.post(
@@ -181,21 +269,27 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
             {404: "unknown use case", 413: "more items than allowed", 422: "a malformed batch"}
         ),
     )
-    async def abandon(batch: AbandonBatch) -> Response:
+    async def abandon(batch: AbandonBatch, http: Request) -> Response:
         """Decide requests whose answers were never used (the SDK timed out and fell back): the
         decisions they made, if any, never count. The SDK sends these itself."""
+        for position, item in enumerate(batch.items):
+            _require_use_case(http, item.use_case, f"items[{position}].use_case")
         result = AbandonResult(abandoned=engine.abandon(batch.items))
         return Response(result.model_dump_json(), status_code=202, media_type="application/json")
 
-    @app.get("/v1/use-cases", tags=["configuration"])
-    def use_cases() -> dict[str, Any]:
-        """The declared use cases, with the feature order their models use."""
+    @app.get("/v1/use-cases", tags=["configuration"], responses=_errors({}))
+    def use_cases(http: Request) -> dict[str, Any]:
+        """Each use case's shape: decision type, features, outcomes, value and default policy,
+        and the feature order its models use. Nothing else of the configuration (no
+        infrastructure, no value a ``${VAR}`` gave); a key limited to some use cases sees those."""
+        allowed = _allowed_use_cases(http)
+        names = [n for n in config.use_cases if allowed is None or n in allowed]
+        shapes = public_use_cases(config, names)
         return {
-            name: {**uc.model_dump(mode="json"), "feature_names": engine.feature_names(name)}
-            for name, uc in config.use_cases.items()
+            name: {**shape, "feature_names": engine.feature_names(name)} for name, shape in shapes.items()
         }
 
-    @app.get("/v1/models", tags=["models"])
+    @app.get("/v1/models", tags=["models"], responses=_errors({}))
     def models() -> dict[str, Any]:
         """Per use case and outcome: the version serving here, the champion and every version."""
         return engine.model_listing()
@@ -214,7 +308,7 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
         checks = {"decision_index": status.decision_index, "event_log": status.event_log}
         return JSONResponse({"ready": True, "degraded": status.degraded, "checks": checks})
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get("/metrics", tags=["operations"], responses=_errors({}))
     def metrics() -> Response:
         """Prometheus metrics."""
         return Response(engine.render_metrics(), media_type="text/plain; version=0.0.4")
@@ -226,16 +320,26 @@ async def _keep_gauges_fresh(engine: DecisionEngine, interval: float = 1.0) -> N
         await asyncio.sleep(interval)
 
 
-def _install_error_handlers(app: FastAPI, engine: DecisionEngine, max_body_bytes: int) -> None:
+def install_error_handlers(
+    app: FastAPI,
+    *,
+    count_rejected: Callable[[str], None] = lambda code: None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> None:
+    """Answer every error in the project's format (``{"error": {...}}``, the class's status):
+    closedloop's own, FastAPI's validation errors, unknown routes and methods, bodies over
+    ``max_body_bytes``. The console's app uses the same."""
+
     def reply(error: ClosedLoopError) -> JSONResponse:
         if 400 <= error.http_status < 500:
-            engine.count_rejected(error.code)
+            count_rejected(error.code)
         return JSONResponse(error.to_payload(), status_code=error.http_status)
 
     @app.exception_handler(ClosedLoopError)
     async def on_closedloop_error(request: Request, exc: ClosedLoopError) -> JSONResponse:
         if exc.http_status >= 500:
-            logger.error("%s %s failed: %s", request.method, request.url.path, exc)
+            # The cause names hosts and ports: the log keeps it, the answer does not.
+            logger.error("%s %s failed: %s (cause: %s)", request.method, request.url.path, exc, exc.__cause__)
         return reply(exc)
 
     @app.exception_handler(RequestValidationError)

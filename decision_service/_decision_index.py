@@ -188,7 +188,8 @@ return claimed
 
 def _unavailable(exc: Exception) -> ServiceUnavailableError:
     return ServiceUnavailableError(
-        f"The decision index in Redis cannot be reached: {exc}.",
+        # No address here: the message reaches callers; the cause (logged) has it.
+        "The decision index in Redis cannot be reached.",
         hint="Check CLOSEDLOOP_REDIS_URL and that Redis is running; retry the request.",
     )
 

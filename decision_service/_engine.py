@@ -9,7 +9,7 @@ Every decision and every feedback is logged before it is answered.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -101,13 +101,16 @@ class DecisionEngine:
         the default policy serves."""
         return self._decider.model_values(request)
 
-    def log_feedback(self, items: Sequence[FeedbackIn]) -> list[FeedbackResult]:
-        """Check, de-duplicate and log a batch of feedback; one result per item, in order."""
-        return self._intake.log_feedback(items)
+    def log_feedback(
+        self, items: Sequence[FeedbackIn], *, use_cases: Collection[str] | None = None
+    ) -> list[FeedbackResult]:
+        """Check, de-duplicate and log a batch of feedback; one result per item, in order.
+        ``use_cases``: the only use cases whose decisions the caller may report on."""
+        return self._intake.log_feedback(items, use_cases=use_cases)
 
-    def activate(self, decision_id: str) -> ActivationResult:
+    def activate(self, decision_id: str, *, use_cases: Collection[str] | None = None) -> ActivationResult:
         """Make a decision made with ``activate=False`` count (the product showed it)."""
-        return self._activations.activate(decision_id)
+        return self._activations.activate(decision_id, use_cases=use_cases)
 
     def abandon(self, items: Sequence[AbandonedRequest]) -> int:
         """Log that these decide requests' answers were never used; they will not count."""

@@ -7,7 +7,7 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,6 +21,7 @@ from closedloop.contracts import (
     FeedbackStatus,
     InvalidRequestError,
     OutcomeConfig,
+    PermissionDeniedError,
     ServiceUnavailableError,
     Topics,
     UnknownDecisionError,
@@ -66,8 +67,12 @@ class FeedbackIntake:
         self._clock = clock
         self._topic = Topics(config.infrastructure.topic_prefix).feedback
 
-    def log_feedback(self, items: Sequence[FeedbackIn]) -> list[FeedbackResult]:
+    def log_feedback(
+        self, items: Sequence[FeedbackIn], *, use_cases: Collection[str] | None = None
+    ) -> list[FeedbackResult]:
         """Check, log, then count a batch of feedback; one result per item, in order.
+        ``use_cases``: the only use cases whose decisions the caller may report on (its API
+        key's); a report on another's is refused (``forbidden``).
 
         The events are logged before their claims are made in the index, so a crash at any point
         loses no report that was answered: a retry after a crash before the claims logs the
@@ -79,12 +84,14 @@ class FeedbackIntake:
         try:
             facts, seen, reported = self._look_up(items, feedback_ids)
         except ServiceUnavailableError as exc:
+            if use_cases is not None:  # whose decisions these are cannot be checked now
+                raise
             return self._log_unverified(items, feedback_ids, received, exc)
-        use_cases = [fact.use_case if fact else None for fact in facts]
         checks = [
-            self._check(item, fact, feedback_id)
+            _forbidden(item, fact, use_cases) or self._check(item, fact, feedback_id)
             for item, fact, feedback_id in zip(items, facts, feedback_ids, strict=True)
         ]
+        use_cases_of = [fact.use_case if fact else None for fact in facts]
         reported_flags = [
             flags[check.about is not None] if isinstance(check, _Valid) else flags[False]
             for flags, check in zip(reported, checks, strict=True)
@@ -97,7 +104,10 @@ class FeedbackIntake:
         outcomes_in_batch: set[tuple[str, str, str | None]] = set()
         for position, (item, check) in enumerate(zip(items, checks, strict=True)):
             if not isinstance(check, _Valid):
-                results.append(_result(item.feedback_id or "", "invalid", check))
+                refused: FeedbackStatus = (
+                    "forbidden" if isinstance(check, PermissionDeniedError) else "invalid"
+                )
+                results.append(_result(item.feedback_id or "", refused, check))
                 continue
             new = {
                 o: v
@@ -109,7 +119,7 @@ class FeedbackIntake:
                 results.append(_result(check.feedback_id, "replayed"))
             elif not new:
                 results.append(_duplicate(item, check.feedback_id, list(check.outcomes)))
-            elif use_cases[position] is None and not self._orphans.take():
+            elif use_cases_of[position] is None and not self._orphans.take():
                 self._metrics.orphans_dropped.inc()
                 results.append(
                     _result(check.feedback_id, "orphan", _dropped_orphan(item, self._orphans.rate))
@@ -119,7 +129,7 @@ class FeedbackIntake:
                 to_log.append((position, item, _Valid(check.feedback_id, new, check.about, check.slot)))
                 ids_in_batch.add((item.decision_id, check.feedback_id))
                 outcomes_in_batch.update((item.decision_id, o, check.about) for o in new)
-        events = [_event(item, use_cases[position], check, received) for position, item, check in to_log]
+        events = [_event(item, use_cases_of[position], check, received) for position, item, check in to_log]
         if events:
             self._event_log.append(self._topic, events)
         crash_point("feedback.logged")
@@ -134,11 +144,11 @@ class FeedbackIntake:
                 )
                 for _, item, check in to_log
             ],
-            [self._fact_ttl.get(use_cases[position] or "", self._orphan_ttl) for position, _, _ in to_log],
+            [self._fact_ttl.get(use_cases_of[position] or "", self._orphan_ttl) for position, _, _ in to_log],
         )
         crash_point("feedback.claimed")
         for (position, item, check), claim in zip(to_log, claims, strict=True):
-            results[position] = _claimed_result(item, use_cases[position], check, claim)
+            results[position] = _claimed_result(item, use_cases_of[position], check, claim)
         final = [result for result in results if result is not None]
         for status, count in Counter(result.status for result in final).items():
             self._metrics.feedback.labels(status).inc(count)
@@ -254,6 +264,21 @@ class FeedbackIntake:
                 return out_of_range
             outcomes[name] = value
         return _Valid(feedback_id, outcomes, *about)
+
+
+def _forbidden(
+    item: FeedbackIn, fact: DecisionFact | None, use_cases: Collection[str] | None
+) -> PermissionDeniedError | None:
+    if use_cases is None or fact is None or fact.use_case in use_cases:
+        return None
+    return PermissionDeniedError(
+        f"Decision {item.decision_id} is of use case {fact.use_case!r}, which this API key may not "
+        "report on.",
+        field="decision_id",
+        value=item.decision_id,
+        expected=f"a decision of {sorted(use_cases)}",
+        hint="Report with a key of that use case (closedloop keys create NAME --scope decide --use-case U).",
+    )
 
 
 class _TokenBucket:

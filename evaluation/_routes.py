@@ -1,7 +1,10 @@
-"""Experiment reports over HTTP: a router the decision service mounts (``closedloop serve`` does).
+"""Experiment reports over HTTP: a router the console mounts (``closedloop console``), never the
+decision service, so that analysing (seconds of CPU over a whole phase's logs) cannot slow a
+decision down.
 
-Analysing reads the whole phase from the logs, so a report is cached for ``cache_seconds`` and
-computed in FastAPI's thread pool, never on the event loop that answers decisions.
+A report is cached for ``cache_seconds``, computed in FastAPI's thread pool, and computed once
+however many ask at the same time (``fresh=true`` included): the callers of one report wait for
+the same computation instead of each starting one.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import html
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Literal
 
 from fastapi import APIRouter, Query
@@ -28,17 +32,28 @@ class _ReportCache:
         self._seconds = seconds
         self._reports: dict[str, tuple[float, ExperimentReport]] = {}
         self._lock = threading.Lock()
+        self._computing: dict[str, threading.Lock] = {}
 
-    def get(self, name: str) -> ExperimentReport | None:
+    def report(
+        self, name: str, compute: Callable[[], ExperimentReport], *, fresh: bool = False
+    ) -> ExperimentReport:
+        """The cached report, or one computed now; ``fresh``: one computed after this call began
+        (a computation under way when it was asked does not count)."""
+        asked = time.monotonic()
         with self._lock:
-            cached = self._reports.get(name)
-        if cached and time.monotonic() - cached[0] < self._seconds:
-            return cached[1]
-        return None
-
-    def put(self, name: str, report: ExperimentReport) -> None:
-        with self._lock:
-            self._reports[name] = (time.monotonic(), report)
+            computing = self._computing.setdefault(name, threading.Lock())
+        with computing:  # one computation per report at a time; the others wait for its result
+            with self._lock:
+                cached = self._reports.get(name)
+            if cached is not None and (
+                cached[0] >= asked or (not fresh and asked - cached[0] < self._seconds)
+            ):
+                return cached[1]
+            started = time.monotonic()
+            report = compute()
+            with self._lock:
+                self._reports[name] = (started, report)
+            return report
 
 
 def report_router(
@@ -74,10 +89,7 @@ def report_router(
         fresh: bool = Query(False, description="Recompute instead of using a report under a minute old."),
     ) -> Response:
         """The experiment's latest phase analysed from the logs, as the HTML report or its JSON."""
-        report = None if fresh else cache.get(name)
-        if report is None:
-            report = analyze_experiment(config, name, registry=registry)
-            cache.put(name, report)
+        report = cache.report(name, lambda: analyze_experiment(config, name, registry=registry), fresh=fresh)
         if format == "json":
             return Response(report.model_dump_json(), media_type="application/json")
         return HTMLResponse(render_html(report))

@@ -153,7 +153,7 @@ class RedisModelRegistry:
             return method(*args)
         except self._connection_error as exc:
             raise ServiceUnavailableError(
-                f"The model registry in Redis cannot be reached: {exc}.",
+                "The model registry in Redis cannot be reached.",  # the cause (logged) has the address
                 hint="Check CLOSEDLOOP_REDIS_URL and that Redis is running.",
             ) from exc
 

@@ -2,7 +2,7 @@
 
     from closedloop.sdk import Client
 
-    client = Client("http://decisions.internal:8000")
+    client = Client("http://decisions.internal:8000", api_key=...)  # or CLOSEDLOOP_API_KEY
     decision = client.decide("home_feed", user.id, context={"country": "de"},
                              candidates={"a": {"price": 3.0}, "b": {"price": 5.0}})
     show(decision.ranking)
@@ -15,6 +15,7 @@
 """
 
 from closedloop.contracts import (
+    AuthenticationError,
     ClosedLoopConfig,
     ClosedLoopError,
     ConfigError,
@@ -22,6 +23,7 @@ from closedloop.contracts import (
     DuplicateFeedbackError,
     InvalidRequestError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     ServiceUnavailableError,
     UnknownDecisionError,
     UnknownUseCaseError,
@@ -34,6 +36,7 @@ from ._embedded import EmbeddedClient
 
 __all__ = [
     "AsyncClient",
+    "AuthenticationError",
     "Client",
     "ClosedLoopConfig",
     "ClosedLoopError",
@@ -43,6 +46,7 @@ __all__ = [
     "EmbeddedClient",
     "InvalidRequestError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "ServiceUnavailableError",
     "UnknownDecisionError",
     "UnknownUseCaseError",

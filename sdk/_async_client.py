@@ -21,6 +21,7 @@ from ._base import (
     BaseClient,
     QueueFull,
     Unreachable,
+    auth_headers,
     logger,
 )
 from ._requests import Candidates, Features, Outcomes, decide_payload, raise_for_error
@@ -40,6 +41,7 @@ class AsyncClient(BaseClient):
         flush_interval: float = 0.5,
         max_queued_feedback: int = 100_000,
         on_full: QueueFull = "drop_oldest",
+        api_key: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(
@@ -50,7 +52,9 @@ class AsyncClient(BaseClient):
             max_queued_feedback=max_queued_feedback,
             on_full=on_full,
         )
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, transport=transport, headers=auth_headers(api_key)
+        )
         self._flush_interval = flush_interval
         self._task: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None

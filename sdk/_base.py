@@ -8,6 +8,7 @@ the queue is drained (a thread, or a task).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -37,7 +38,10 @@ from ._requests import (
 
 logger = logging.getLogger("closedloop.sdk")
 
-RETRYABLE_STATUS = frozenset({502, 503, 504})
+RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+"""Answers that say "not now": a decide falls back, feedback waits in the queue. 429 is the
+API key's rate limit."""
+API_KEY_ENV = "CLOSEDLOOP_API_KEY"
 USE_CASES_PATH = "/v1/use-cases"
 DECIDE_PATH = "/v1/decide"
 FEEDBACK_PATH = "/v1/feedback"
@@ -78,6 +82,13 @@ class ClientStats:
     acknowledged: whatever decision they made there will not count."""
     abandoned_waiting: int
     """Such requests not yet told (the service is still unreachable)."""
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The Authorization header for ``api_key``, else for ``CLOSEDLOOP_API_KEY``; none without
+    either (a service with no keys made, on loopback)."""
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 class BaseClient:

@@ -22,6 +22,7 @@ from ._base import (
     BaseClient,
     QueueFull,
     Unreachable,
+    auth_headers,
     logger,
 )
 from ._requests import Candidates, Features, Outcomes, decide_payload, raise_for_error
@@ -34,6 +35,9 @@ class Client(BaseClient):
     so a retry cannot log a second decision), then falls back to the default policy. Errors in the
     request itself (unknown use case, bad feature) are raised: they are bugs to fix, not outages.
     ``log_feedback`` queues the report and a background thread sends batches; ``flush()`` waits.
+    ``api_key`` (default: ``CLOSEDLOOP_API_KEY``) is sent as ``Authorization: Bearer``; a key
+    refused (401) or without the scope (403) raises, a key over its rate limit (429) is treated
+    like an outage: decide falls back, feedback waits in the queue.
     A decide that fell back is told to the service later as abandoned (the service may have
     decided and logged it while the client stopped waiting), so that it never counts.
     """
@@ -50,6 +54,7 @@ class Client(BaseClient):
         flush_interval: float = 0.5,
         max_queued_feedback: int = 100_000,
         on_full: QueueFull = "drop_oldest",
+        api_key: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(
@@ -60,7 +65,9 @@ class Client(BaseClient):
             max_queued_feedback=max_queued_feedback,
             on_full=on_full,
         )
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+        self._http = httpx.Client(
+            base_url=base_url, timeout=timeout, transport=transport, headers=auth_headers(api_key)
+        )
         self._batching = batch_feedback
         self._wake = threading.Event()
         self._idle = threading.Condition()

@@ -156,9 +156,9 @@ def test_unknown_routes_and_methods_answer_in_the_error_format(server: Server) -
 def test_the_openapi_schema_documents_every_status_with_the_real_error_body(server: Server) -> None:
     schema = httpx.get(server.url + "/openapi.json").json()
     expected = {
-        "/v1/decide": {"200", "404", "409", "413", "422", "503"},
-        "/v1/feedback": {"202", "404", "409", "413", "422", "503"},
-        "/v1/feedback/batch": {"200", "413", "422", "503"},
+        "/v1/decide": {"200", "401", "403", "404", "409", "413", "422", "429", "503"},
+        "/v1/feedback": {"202", "401", "403", "404", "409", "413", "422", "429", "503"},
+        "/v1/feedback/batch": {"200", "401", "403", "413", "422", "429", "503"},
     }
     for path, statuses in expected.items():
         responses = schema["paths"][path]["post"]["responses"]

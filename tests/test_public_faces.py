@@ -27,6 +27,9 @@ COMPONENTS = [
     "closedloop.simulator",
     "closedloop.evaluation",
     "closedloop.tuner",
+    "closedloop.access",
+    "closedloop.metadata",
+    "closedloop.console",
 ]
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Experiment reports served by the decision service, and analysis read from Kafka and Redis."""
+"""Experiment reports served by the console, and analysis read from Kafka and Redis."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ import pytest
 from conftest import REDIS_URL, Broker, Server
 from test_evaluation_experiment import T0, offer_config, run_experiment
 
-from closedloop.decision_service import create_app
-from closedloop.evaluation import analyze_experiment, report_router
+from closedloop.console import create_console
+from closedloop.evaluation import analyze_experiment
 
 
-def test_the_service_lists_experiments_and_serves_their_reports(
+def test_the_console_lists_experiments_and_serves_their_reports(
     tmp_path: Path, serve: Callable[[object], Server]
 ) -> None:
     config = offer_config(tmp_path)
     run_experiment(config, units=400, decisions_per_unit=2)
-    server = serve(create_app(config, routers=[report_router(config)]))
+    server = serve(create_console(config))
     with httpx.Client(base_url=server.url, timeout=60) as http:
         listing = http.get("/v1/experiments", params={"format": "json"}).json()
         assert listing["by_quality"]["use_case"] == "offer"
@@ -45,7 +45,7 @@ def test_an_experiment_not_started_is_a_409_with_the_command_to_start_it(
     tmp_path: Path, serve: Callable[[object], Server]
 ) -> None:
     config = offer_config(tmp_path)
-    server = serve(create_app(config, routers=[report_router(config)]))
+    server = serve(create_console(config))
     response = httpx.get(f"{server.url}/v1/experiments/by_quality/report", timeout=30)
     assert response.status_code == 409
     assert "closedloop experiments start by_quality" in response.json()["error"]["hint"]

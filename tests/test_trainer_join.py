@@ -233,7 +233,7 @@ def test_reports_left_waiting_by_an_earlier_version_still_label_their_decision(
 ) -> None:
     """Stores of 0.1 kept one waiting report per (decision, outcome) in cl_pending_feedback; opening
     such a store moves them into today's table, and the decision's arrival joins them."""
-    from closedloop.trainer import open_database
+    from closedloop.metadata import open_database
 
     engine = open_database(database.url, schema=database.schema)
     with engine.begin() as connection:
@@ -288,7 +288,7 @@ def test_reports_whose_decision_never_comes_expire_after_their_window(
 def test_examples_stored_by_an_earlier_version_count_as_active(tmp_path: Path, database: Database) -> None:
     """Stores before activation had no status column: opening one adds it, every example active,
     so that its open windows still get their defaults."""
-    from closedloop.trainer import open_database
+    from closedloop.metadata import open_database
 
     engine = open_database(database.url, schema=database.schema)
     with engine.begin() as connection:

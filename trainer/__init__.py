@@ -6,10 +6,8 @@
 - `open_trainer(config)`: a trainer on the stores the configuration names (Kafka consumer group or
   the embedded event files; SQLite or PostgreSQL; Redis or local registry)
 - `ExampleStore`, `TrainingRun`: the examples, labels, offsets and runs in the metadata database
-- `open_database(url)`: an engine on the metadata database (SQLite or PostgreSQL), shared with the tuner
 """
 
-from ._database import open_database
 from ._gate import GateDecision, gate
 from ._open import open_trainer
 from ._sources import EventBatch, EventSource, FileEventSource, KafkaEventSource
@@ -33,6 +31,5 @@ __all__ = [
     "fit",
     "gate",
     "lightgbm_params",
-    "open_database",
     "open_trainer",
 ]

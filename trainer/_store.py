@@ -24,8 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from closedloop.contracts import Attribution, ConfigError
-
-from ._database import open_database
+from closedloop.metadata import open_database
 
 metadata = sa.MetaData()
 

@@ -19,7 +19,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from closedloop.trainer import open_database
+from closedloop.metadata import open_database
 
 from ._run_lock import hold_run
 

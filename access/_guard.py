@@ -1,0 +1,112 @@
+"""The gatekeeper as ASGI middleware, for the decision service and the console alike.
+
+Pure ASGI (no Starlette): it runs before routing on every request, so it must cost little and
+answer refusals itself, in the project's error format, with ``WWW-Authenticate`` on a 401 and
+``Retry-After`` on a 429.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from closedloop.contracts import ClosedLoopError, RateLimitedError, Scope
+
+from ._gate import Gatekeeper
+from ._keys import ApiKey
+
+logger = logging.getLogger(__name__)
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+"""Liveness, readiness and the API's description: no key needed, nothing in them is secret."""
+
+_PRINCIPAL = "closedloop_principal"
+
+
+@dataclass(frozen=True)
+class RouteScopes:
+    """The scopes each path needs (any one of them will do). A path neither listed nor under a
+    listed prefix needs any valid key (a mistyped path then gets its 404 only with a key)."""
+
+    exact: Mapping[str, frozenset[Scope]]
+    prefixes: Sequence[tuple[str, frozenset[Scope]]] = ()
+    open_paths: frozenset[str] = field(default=OPEN_PATHS)
+
+    def needed(self, path: str) -> frozenset[Scope] | None:
+        """The scopes ``path`` needs; None for an open path."""
+        if path in self.open_paths:
+            return None
+        found = self.exact.get(path)
+        if found is not None:
+            return found
+        for prefix, scopes in self.prefixes:
+            if path.startswith(prefix):
+                return scopes
+        return frozenset()
+
+    def declares(self, path: str) -> bool:
+        """Whether ``path`` (a route's template) is classified: open, listed or under a prefix."""
+        return (
+            path in self.open_paths or path in self.exact or any(path.startswith(p) for p, _ in self.prefixes)
+        )
+
+
+def principal_of(scope: Mapping[str, Any]) -> ApiKey | None:
+    """The key a request was admitted with (None when no keys are required)."""
+    state = scope.get("state")
+    return state.get(_PRINCIPAL) if isinstance(state, dict) else None
+
+
+class AccessGuard:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        gatekeeper: Gatekeeper,
+        routes: RouteScopes,
+        on_refused: Callable[[str], None] = lambda code: None,
+    ) -> None:
+        self.app = app
+        self.gatekeeper = gatekeeper
+        self.routes = routes
+        self.on_refused = on_refused
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        needed = self.routes.needed(scope["path"])
+        if needed is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            key = self.gatekeeper.admit(_authorization(scope["headers"]), needed)
+        except ClosedLoopError as exc:
+            self.on_refused(exc.code)
+            await _refuse(exc, send)
+            return
+        if key is not None:
+            scope.setdefault("state", {})[_PRINCIPAL] = key
+        await self.app(scope, receive, send)
+
+
+def _authorization(headers: Collection[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"authorization":
+            return value.decode("latin-1")
+    return None
+
+
+async def _refuse(error: ClosedLoopError, send: Any) -> None:
+    body = json.dumps(error.to_payload()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if error.http_status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="closedloop"'))
+    if isinstance(error, RateLimitedError):
+        headers.append((b"retry-after", str(max(1, math.ceil(error.retry_after))).encode()))
+    await send({"type": "http.response.start", "status": error.http_status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

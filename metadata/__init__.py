@@ -1,0 +1,12 @@
+"""The metadata database (SQLite by default, PostgreSQL in deployments) and the audit trail in it.
+
+- `open_database(url, schema=)`: one engine setup for everything that keeps state there: the
+  trainer's examples and runs, the tuner's trials, the audit trail
+- `AuditLog`: who did which admin action when (`AuditEntry`); `local_actor()` names the user of
+  a CLI command
+"""
+
+from ._audit import AuditEntry, AuditLog, local_actor
+from ._database import open_database
+
+__all__ = ["AuditEntry", "AuditLog", "local_actor", "open_database"]
