@@ -1,4 +1,5 @@
-"""No Docker engine runs here: check that docker-compose.yml agrees with the code instead."""
+"""No Docker engine runs here: check docker-compose.yml, the Dockerfile and .dockerignore against
+the code instead, and that the deployment is safe to put on a network (issue #14)."""
 
 from __future__ import annotations
 
@@ -13,62 +14,110 @@ from closedloop.cli import app
 from closedloop.contracts import ENVIRONMENT_VARIABLES, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
+COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 SERVICES = COMPOSE["services"]
+OURS = ("decision-service", "console", "trainer", "tuner")
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
-def _port(service: str) -> int:
-    return int(SERVICES[service]["ports"][0].split(":")[1])
+def _published_port(service: str) -> int:
+    return int(SERVICES[service]["ports"][0].rsplit(":", 2)[-1])
+
+
+def _option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
 
 
 def test_every_store_the_code_uses_is_a_service() -> None:
-    assert {"redis", "kafka", "postgres", "decision-service", "trainer"} <= set(SERVICES)
+    assert {"redis", "kafka", "postgres", *OURS} <= set(SERVICES)
     assert SERVICES["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
 
 
-def test_the_service_environment_names_real_settings_and_points_at_the_services() -> None:
-    env = SERVICES["decision-service"]["environment"]
-    assert set(env) <= set(ENVIRONMENT_VARIABLES.values())
-    assert env["CLOSEDLOOP_REDIS_URL"] == f"redis://redis:{_port('redis')}/0"
-    internal_kafka = SERVICES["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")[0]
-    assert internal_kafka == f"PLAINTEXT://{env['CLOSEDLOOP_KAFKA_BOOTSTRAP']}"
-    assert f"@postgres:{_port('postgres')}/" in env["CLOSEDLOOP_DATABASE_URL"]
+def test_the_stores_are_not_published_and_ours_only_on_the_bind_address() -> None:
+    for store in ("redis", "kafka", "postgres"):
+        assert "ports" not in SERVICES[store], store
+    assert "EXTERNAL" not in SERVICES["kafka"]["environment"]["KAFKA_LISTENERS"]
+    for name in ("decision-service", "console"):
+        (mapping,) = SERVICES[name]["ports"]
+        assert mapping.startswith("${CLOSEDLOOP_BIND:-127.0.0.1}:"), mapping
+    example = dict(
+        line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line
+    )
+    assert example["CLOSEDLOOP_BIND"] == "127.0.0.1"
+
+
+def test_passwords_come_from_env_as_secrets_and_nothing_secret_is_committed() -> None:
+    assert "closedloop:closedloop@" not in COMPOSE_TEXT
+    assert "POSTGRES_PASSWORD:" not in yaml.safe_dump(SERVICES["postgres"]["environment"])
+    assert SERVICES["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert "--requirepass" in " ".join(SERVICES["redis"]["command"])
+    assert "/run/secrets/redis_password" in " ".join(SERVICES["redis"]["command"])
+    assert COMPOSE["secrets"]["redis_password"] == {"environment": "REDIS_PASSWORD"}
+    assert COMPOSE["secrets"]["postgres_password"] == {"environment": "POSTGRES_PASSWORD"}
+    required = " ".join(COMPOSE["x-required-settings"])
+    assert "${REDIS_PASSWORD:?" in required
+    assert "${POSTGRES_PASSWORD:?" in required
+    example = (ROOT / ".env.example").read_text()
+    assert "REDIS_PASSWORD=change-me" in example
+    assert "POSTGRES_PASSWORD=change-me" in example
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+    assert ".env" in (ROOT / ".dockerignore").read_text().split()
+
+
+def test_our_services_read_the_passwords_from_files_that_the_settings_know(tmp_path: Path) -> None:
+    for name in OURS:
+        service = SERVICES[name]
+        env = service["environment"]
+        assert set(service["secrets"]) == {"redis_password", "postgres_password"}
+        variables = {key.removesuffix("_FILE") for key in env}
+        assert variables <= set(ENVIRONMENT_VARIABLES.values()), name
+        assert env["CLOSEDLOOP_REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password"
+        assert env["CLOSEDLOOP_DATABASE_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    env = dict(SERVICES["decision-service"]["environment"])
+    for secret in ("redis_password", "postgres_password"):  # what the secrets hold, here as files
+        (tmp_path / secret).write_text(f"{secret}-value\n")
+        variable = next(k for k, v in env.items() if v == f"/run/secrets/{secret}")
+        env[variable] = str(tmp_path / secret)
     config = load_config(ROOT / "examples" / "closedloop.yaml", environ=env)
-    assert config.infrastructure.redis_url == env["CLOSEDLOOP_REDIS_URL"]
+    assert config.infrastructure.redis_url == "redis://:redis_password-value@redis:6379/0"
+    assert config.infrastructure.database_url == (
+        "postgresql+psycopg://closedloop:postgres_password-value@postgres:5432/closedloop"
+    )
     assert config.infrastructure.kafka_bootstrap == env["CLOSEDLOOP_KAFKA_BOOTSTRAP"]
+    internal_kafka = SERVICES["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    assert internal_kafka == f"PLAINTEXT://{env['CLOSEDLOOP_KAFKA_BOOTSTRAP']}"
 
 
-def test_the_service_command_is_a_real_cli_invocation() -> None:
-    command = SERVICES["decision-service"]["command"]
-    assert command[:2] == ["closedloop", "serve"]
-    port = command[command.index("--port") + 1]
-    assert SERVICES["decision-service"]["ports"][0] == f"{port}:{port}"
-    mounted = SERVICES["decision-service"]["volumes"][0].split(":")
-    assert (ROOT / mounted[0]).exists()
-    assert command[command.index("--config") + 1] == mounted[1]
-    result = CliRunner().invoke(app, ["serve", "--help"])
-    assert result.exit_code == 0
-    for option in ("--config", "--host", "--port"):
-        assert option in result.output
-
-
-def test_the_trainer_shares_the_services_stores_and_runs_a_real_command() -> None:
-    trainer, service = SERVICES["trainer"], SERVICES["decision-service"]
-    for variable in ("CLOSEDLOOP_REDIS_URL", "CLOSEDLOOP_KAFKA_BOOTSTRAP", "CLOSEDLOOP_DATABASE_URL"):
-        assert trainer["environment"][variable] == service["environment"][variable]
-    command = trainer["command"]
-    assert command[:2] == ["closedloop", "train"]
-    assert trainer["volumes"][0].split(":")[1] == command[command.index("--config") + 1]
-    result = CliRunner().invoke(app, ["train", "--help"])
-    assert result.exit_code == 0
-    for option in ("--config", "--interval", "--once"):
-        assert option in result.output
+def test_the_commands_are_real_cli_invocations_on_the_mounted_config() -> None:
+    expected = {
+        "decision-service": ["serve"],
+        "console": ["console"],
+        "trainer": ["train"],
+        "tuner": ["tune", "status"],
+    }
+    runner = CliRunner()
+    for name, words in expected.items():
+        command = SERVICES[name]["command"]
+        assert command[: 1 + len(words)] == ["closedloop", *words], name
+        mounted = SERVICES[name]["volumes"][0].split(":")
+        assert (ROOT / mounted[0]).exists()
+        assert _option(command, "--config") == mounted[1]
+        help_text = runner.invoke(app, [*words, "--help"])
+        assert help_text.exit_code == 0, (name, help_text.output)
+        options = [word for word in command if word.startswith("--")]
+        for option in options:
+            assert option in help_text.output, (name, option)
+    for name in ("decision-service", "console"):
+        command = SERVICES[name]["command"]
+        assert _published_port(name) == int(_option(command, "--port"))
+        assert "--insecure" not in command  # it refuses to start until a key exists
 
 
 def test_long_running_services_restart_and_wait_for_the_stores_they_need_at_start() -> None:
     """`depends_on` alone starts a container before its store accepts connections: the trainer
     would die on a PostgreSQL still initialising and, without a restart policy, stay dead."""
-    for name in ("decision-service", "trainer"):
+    for name in ("decision-service", "console", "trainer"):
         service = SERVICES[name]
         assert service["restart"] == "unless-stopped"
         for store, rule in service["depends_on"].items():
@@ -76,13 +125,12 @@ def test_long_running_services_restart_and_wait_for_the_stores_they_need_at_star
                 assert "healthcheck" in SERVICES[store], (name, store)
     assert SERVICES["decision-service"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert {rule["condition"] for rule in SERVICES["trainer"]["depends_on"].values()} == {"service_healthy"}
-    # Each health check asks the port the service listens on.
-    assert str(_port("redis")) in SERVICES["redis"]["healthcheck"]["test"]
-    assert f"localhost:{_port('kafka')}" in SERVICES["kafka"]["healthcheck"]["test"][1]
-    assert f"-p {_port('postgres')}" in SERVICES["postgres"]["healthcheck"]["test"][1]
-    port = SERVICES["decision-service"]["ports"][0].split(":")[1]
+    redis_probe = SERVICES["redis"]["healthcheck"]["test"][1]
+    assert "REDISCLI_AUTH" in redis_probe  # Redis asks for the password, its health check too
+    assert "localhost:19092" in SERVICES["kafka"]["healthcheck"]["test"][1]
+    assert "-p 5432" in SERVICES["postgres"]["healthcheck"]["test"][1]
     probe = SERVICES["decision-service"]["healthcheck"]["test"][-1]
-    assert f"localhost:{port}/healthz" in probe
+    assert f"localhost:{_published_port('decision-service')}/healthz" in probe
 
 
 def _extra_requirements(extra: str, extras: dict[str, list[str]]) -> set[str]:
@@ -98,11 +146,40 @@ def _extra_requirements(extra: str, extras: dict[str, list[str]]) -> set[str]:
     return names
 
 
-def test_the_image_installs_what_the_compose_commands_import() -> None:
-    """The trainer needs SQLAlchemy and psycopg (the compose database is PostgreSQL); the
-    service's report pages need the evaluation extra. All run from the one image."""
+def _stage(name: str) -> str:
+    match = re.search(rf"^FROM \S+ AS {name}\n(.*?)(?=^FROM |\Z)", DOCKERFILE, re.MULTILINE | re.DOTALL)
+    assert match is not None, name
+    return match.group(1)
+
+
+def _installed(stage: str) -> set[str]:
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    install = re.search(r'pip install[^\n]*"\.\[([a-z,]+)\]"', (ROOT / "Dockerfile").read_text())
-    assert install is not None
-    installed = set().union(*(_extra_requirements(e, extras) for e in install.group(1).split(",")))
-    assert {"sqlalchemy", "psycopg", "statsmodels", "fastapi", "kafka-python", "redis"} <= installed
+    install = re.search(r'pip install[^\n]*"\.\[([a-z,]+)\]"', _stage(stage))
+    assert install is not None, stage
+    return set().union(*(_extra_requirements(e, extras) for e in install.group(1).split(",")))
+
+
+def test_the_service_image_has_what_its_commands_import_and_no_torch_or_ax() -> None:
+    service = _installed("service")
+    assert {"sqlalchemy", "psycopg", "statsmodels", "fastapi", "kafka-python", "redis"} <= service
+    assert not {"torch", "ax-platform", "botorch"} & service
+    assert "torch" not in _stage("service")
+    assert {"ax-platform"} <= _installed("tuner")
+    assert "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in _stage("tuner")
+    # the default target (the last stage) is the service; compose names its targets
+    assert DOCKERFILE.rstrip().rsplit("\nFROM ", 1)[1].startswith("base AS service")
+    assert SERVICES["tuner"]["build"]["target"] == "tuner"
+    assert all(
+        SERVICES[n]["build"]["target"] == "service" for n in ("decision-service", "console", "trainer")
+    )
+
+
+def test_the_images_run_as_an_unprivileged_user_and_the_context_leaves_the_venv_out() -> None:
+    for stage in ("service", "tuner"):
+        users = re.findall(r"^USER (\S+)", _stage(stage), re.MULTILINE)
+        assert users, stage
+        assert users[-1] not in {"root", "0"}, stage
+    assert "useradd" in DOCKERFILE
+    assert "chown closedloop" in DOCKERFILE  # the outbox volume is writable by that user
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv/", ".git/", ".closedloop/"} <= set(ignored)
