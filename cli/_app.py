@@ -10,13 +10,16 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from closedloop.contracts import ClosedLoopConfig, ClosedLoopError, load_config, tuning_experiment_name
 
 from ._access import audit, audited, keys_app
+
+if TYPE_CHECKING:
+    from ._serve import TlsFiles
 from ._tune import tune_app
 
 app = typer.Typer(
@@ -29,6 +32,11 @@ app = typer.Typer(
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="The closedloop.yaml to use.", envvar="CLOSEDLOOP_CONFIG")
 ]
+CertOption = Annotated[
+    Path | None,
+    typer.Option(help="Serve HTTPS with this certificate (PEM; with --ssl-keyfile).", exists=True),
+]
+KeyFileOption = Annotated[Path | None, typer.Option(help="The certificate's private key (PEM).", exists=True)]
 
 
 @app.command()
@@ -60,13 +68,31 @@ def serve(
             help="Listen beyond loopback even though no API key exists (something else keeps strangers out)."
         ),
     ] = False,
+    ssl_certfile: CertOption = None,
+    ssl_keyfile: KeyFileOption = None,
 ) -> None:
     """Run the decision service (FastAPI under uvicorn); experiment reports: closedloop console."""
     from ._serve import run_service
 
     run_service(
-        config, host=host, port=port, refresh_interval=refresh_interval, workers=workers, insecure=insecure
+        config,
+        host=host,
+        port=port,
+        refresh_interval=refresh_interval,
+        workers=workers,
+        insecure=insecure,
+        tls=_tls(ssl_certfile, ssl_keyfile),
     )
+
+
+def _tls(certfile: Path | None, keyfile: Path | None) -> TlsFiles | None:
+    from ._serve import TlsFiles
+
+    if certfile is None and keyfile is None:
+        return None
+    if certfile is None or keyfile is None:
+        raise typer.BadParameter("HTTPS needs both --ssl-certfile and --ssl-keyfile.")
+    return TlsFiles(certfile, keyfile)
 
 
 @app.command()
@@ -189,18 +215,42 @@ def console(
     insecure: Annotated[
         bool, typer.Option(help="Listen beyond loopback though no API key exists (see closedloop serve).")
     ] = False,
+    ssl_certfile: CertOption = None,
+    ssl_keyfile: KeyFileOption = None,
+    nice: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=19,
+            help="Scheduling niceness: on a host shared with the decision service, reports take "
+            "only the CPU decisions leave (0: as the service).",
+        ),
+    ] = 10,
 ) -> None:
     """Serve experiment reports and admin actions, apart from the decision service."""
+    import os
+
     import uvicorn
 
     from closedloop.console import create_console
 
-    from ._serve import require_keys_off_loopback
+    from ._serve import require_keys_off_loopback, tls_paths
 
     loaded = load_config(config)
     if not insecure:
         require_keys_off_loopback(loaded, host, command="console")
-    uvicorn.run(create_console(loaded), host=host, port=port, log_level="info", access_log=False)
+    certfile, keyfile = tls_paths(_tls(ssl_certfile, ssl_keyfile))
+    os.nice(nice)
+    app_ = create_console(loaded)
+    uvicorn.run(
+        app_,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+    )
 
 
 @experiments_app.command("start")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,14 @@ _METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own switch to m
 
 
 def run_service(
-    config_path: Path, *, host: str, port: int, refresh_interval: float, workers: int, insecure: bool = False
+    config_path: Path,
+    *,
+    host: str,
+    port: int,
+    refresh_interval: float,
+    workers: int,
+    insecure: bool = False,
+    tls: TlsFiles | None = None,
 ) -> None:
     import uvicorn
 
@@ -37,7 +45,14 @@ def run_service(
     if workers == 1:
         service = build_service(loaded, refresh_interval)
         uvicorn.run(
-            service, host=host, port=port, log_level="info", access_log=False, http=JsonErrorHttpProtocol
+            service,
+            host=host,
+            port=port,
+            log_level="info",
+            access_log=False,
+            http=JsonErrorHttpProtocol,
+            ssl_certfile=tls_paths(tls)[0],
+            ssl_keyfile=tls_paths(tls)[1],
         )
         return
     require_shared_stores(loaded, workers)
@@ -56,7 +71,26 @@ def run_service(
         log_level="info",
         access_log=False,
         http=JsonErrorHttpProtocol,
+        ssl_certfile=tls_paths(tls)[0],
+        ssl_keyfile=tls_paths(tls)[1],
     )
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A certificate (chain) and its private key, PEM: uvicorn serves HTTPS with them."""
+
+    certfile: Path
+    keyfile: Path
+
+    @property
+    def paths(self) -> tuple[str, str]:
+        return str(self.certfile), str(self.keyfile)
+
+
+def tls_paths(tls: TlsFiles | None) -> tuple[str | None, str | None]:
+    """uvicorn's ssl_certfile and ssl_keyfile (None, None: plain HTTP)."""
+    return tls.paths if tls is not None else (None, None)
 
 
 def require_keys_off_loopback(config: ClosedLoopConfig, host: str, *, command: str) -> None:

@@ -17,12 +17,14 @@ import pytest
 import yaml
 from conftest import (
     CONFIG_YAML,
+    Database,
     PrivateRedis,
     Server,
     config_file,
     free_port,
     make_config,
     serve_in_subprocess,
+    wait_for_port,
 )
 from typer.testing import CliRunner
 
@@ -32,6 +34,7 @@ from closedloop.cli._serve import require_keys_off_loopback
 from closedloop.console import CONSOLE_ROUTES, create_console
 from closedloop.contracts import ClosedLoopConfig, ConfigError, RateLimitedError, parse_config
 from closedloop.decision_service import SERVICE_ROUTES, create_app
+from closedloop.metadata import AuditLog
 from closedloop.sdk import AuthenticationError, Client, PermissionDeniedError
 
 pytestmark = pytest.mark.integration
@@ -418,3 +421,47 @@ def test_secrets_come_from_files_and_passwords_join_their_urls(tmp_path: Path) -
     with pytest.raises(ConfigError) as missing:
         parse_config(text, environ=environ)
     assert "CLOSEDLOOP_DATABASE_URL_FILE" in str(missing.value)
+
+
+def test_serve_speaks_https_with_a_certificate_given(tmp_path: Path) -> None:
+    path = tmp_path / "closedloop.yaml"
+    raw = yaml.safe_load(CONFIG_YAML)
+    raw["infrastructure"] = {"data_dir": str(tmp_path / "data")}
+    path.write_text(yaml.safe_dump(raw))
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    self_signed = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+    names = ["-addext", "subjectAltName=IP:127.0.0.1"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subprocess.run(["openssl", *self_signed, *names, *files], check=True, capture_output=True)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOSEDLOOP_")}
+    command = [sys.executable, "-m", "closedloop.cli", "serve", "-c", str(path), "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, timeout=60)
+        assert httpx.get(f"https://127.0.0.1:{port}/healthz", verify=str(cert)).json() == {"status": "ok"}
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_the_audit_trail_keeps_entries_in_order_on_sqlite_and_postgresql(database: Database) -> None:
+    trail = AuditLog.from_url(database.url, schema=database.schema)
+    trail.record("key:abc", "experiment.start", "by_quality", phase=1)
+    trail.record("local:ops@host", "key.revoke", "abc", name="checkout")
+    trail.record("key:abc", "experiment.stop", "by_quality", phase=1)
+    entries = trail.entries()
+    assert [e.action for e in entries] == ["experiment.stop", "key.revoke", "experiment.start"]
+    assert entries[1].details == {"name": "checkout"}
+    assert [e.target for e in trail.entries(action="experiment", limit=1)] == ["by_quality"]
+    trail.close()
+    again = AuditLog.from_url(database.url, schema=database.schema)  # kept, and the table reused
+    assert len(again.entries()) == 3
+    again.close()
