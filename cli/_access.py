@@ -12,13 +12,14 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from closedloop.contracts import ClosedLoopConfig, load_config
+
+from ._output import JsonOption, print_json, print_table, when
 
 if TYPE_CHECKING:
     from closedloop.metadata import AuditLog
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="The closedloop.yaml to use.", envvar="CLOSEDLOOP_CONFIG")
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 keys_app = typer.Typer(
     help="Make, list and revoke API keys (shown once, stored hashed).", no_args_is_help=True
@@ -94,7 +94,7 @@ def keys_create(
             store.close()
         trail.record(actor, "key.create", made.key.key_id, name=name, scopes=sorted(made.key.scopes))
     if as_json:
-        typer.echo(json.dumps({**made.key.describe(), "token": made.token}, indent=2))
+        print_json({**made.key.describe(), "token": made.token})
         return
     typer.echo(f"key {made.key.key_id} ({name}), scopes {', '.join(sorted(made.key.scopes))}")
     typer.echo(made.token)
@@ -113,9 +113,9 @@ def keys_list(config: ConfigOption = Path("closedloop.yaml"), as_json: JsonOptio
     finally:
         store.close()
     if as_json:
-        typer.echo(json.dumps(keys, indent=2))
+        print_json(keys)
         return
-    _table(
+    print_table(
         ["key id", "name", "scopes", "use cases", "created", "revoked"],
         [
             [
@@ -123,8 +123,8 @@ def keys_list(config: ConfigOption = Path("closedloop.yaml"), as_json: JsonOptio
                 k["name"],
                 ",".join(k["scopes"]),
                 ",".join(k["use_cases"] or ["all"]),
-                _when(k["created_at"]),
-                _when(k["revoked_at"]),
+                when(k["created_at"]),
+                when(k["revoked_at"]),
             ]
             for k in keys
         ],
@@ -168,25 +168,9 @@ def audit(
     finally:
         trail.close()
     if as_json:
-        typer.echo(json.dumps([asdict(e) for e in entries], indent=2))
+        print_json([asdict(e) for e in entries])
         return
-    _table(
+    print_table(
         ["when", "who", "action", "target", "details"],
-        [[_when(e.at), e.actor, e.action, e.target, json.dumps(e.details, sort_keys=True)] for e in entries],
+        [[when(e.at), e.actor, e.action, e.target, json.dumps(e.details, sort_keys=True)] for e in entries],
     )
-
-
-def _when(timestamp: float | None) -> str:
-    if timestamp is None:
-        return ""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*headers)
-    for row in rows:
-        table.add_row(*(str(cell) for cell in row))
-    Console().print(table)

@@ -1,33 +1,60 @@
-"""`closedloop validate | serve | console | train | models | experiments | report | tune | keys |
-audit | demo`.
+"""`closedloop validate | serve | console | train | status | models | experiments | report | tune |
+keys | audit | demo`.
 
 Heavy imports happen in the command that uses them, so `closedloop --help` stays fast.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from closedloop.contracts import ClosedLoopConfig, ClosedLoopError, load_config, tuning_experiment_name
 
 from ._access import audit, audited, keys_app
+from ._errors import missing_package, unreachable_server
+from ._logging import LogFormat, LogFormatOption, LogLevelOption, configure_logging
+from ._models import models_app
+from ._output import JsonOption, print_json, print_table, when
+from ._tune import tune_app
 
 if TYPE_CHECKING:
     from ._serve import TlsFiles
-from ._tune import tune_app
+
+logger = logging.getLogger("closedloop.cli")
 
 app = typer.Typer(
     name="closedloop",
     help="Data-driven decisions in product code, improved from real outcomes.",
     no_args_is_help=True,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from closedloop import __version__
+
+        typer.echo(f"closedloop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Data-driven decisions in product code, improved from real outcomes."""
+
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="The closedloop.yaml to use.", envvar="CLOSEDLOOP_CONFIG")
@@ -40,9 +67,16 @@ KeyFileOption = Annotated[Path | None, typer.Option(help="The certificate's priv
 
 
 @app.command()
-def validate(config: Annotated[Path, typer.Argument(help="The closedloop.yaml to check.")]) -> None:
+def validate(
+    config: Annotated[Path, typer.Argument(help="The closedloop.yaml to check.")], as_json: JsonOption = False
+) -> None:
     """Check a configuration file; print each use case, or every problem with its field path."""
     loaded = load_config(config)
+    if as_json:
+        from closedloop.contracts import public_use_cases
+
+        print_json({"file": str(config), "valid": True, "use_cases": public_use_cases(loaded)})
+        return
     for name, use_case in loaded.use_cases.items():
         features = len(use_case.context) + len(use_case.candidate)
         typer.echo(
@@ -70,6 +104,8 @@ def serve(
     ] = False,
     ssl_certfile: CertOption = None,
     ssl_keyfile: KeyFileOption = None,
+    log_level: LogLevelOption = "info",
+    log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     """Run the decision service (FastAPI under uvicorn); experiment reports: closedloop console."""
     from ._serve import run_service
@@ -82,6 +118,8 @@ def serve(
         workers=workers,
         insecure=insecure,
         tls=_tls(ssl_certfile, ssl_keyfile),
+        log_level=log_level,
+        log_format=log_format,
     )
 
 
@@ -95,37 +133,13 @@ def _tls(certfile: Path | None, keyfile: Path | None) -> TlsFiles | None:
     return TlsFiles(certfile, keyfile)
 
 
-@app.command()
-def models(config: ConfigOption = Path("closedloop.yaml")) -> None:
-    """List the registry's models (versions, champions, metrics, lineage) and the training runs."""
-    from closedloop.registry import open_registry
-
-    loaded = load_config(config)
-    registry = open_registry(loaded.infrastructure)
-    listing: dict[str, object] = {
-        name: {
-            outcome: {
-                "champion": registry.champion(name, outcome),
-                "versions": [dict(v.metadata) for v in registry.versions(name, outcome)],
-            }
-            for outcome in use_case.outcomes
-        }
-        for name, use_case in loaded.use_cases.items()
-    }
-    listing["training_runs"] = _training_runs(loaded)
-    typer.echo(json.dumps(listing, indent=2, default=str))
-
-
-def _training_runs(config: ClosedLoopConfig) -> list[dict[str, object]]:
-    try:
-        from closedloop.trainer import ExampleStore
-    except ImportError:  # the trainer's extra is not installed here
-        return []
-    store = ExampleStore.from_url(config.infrastructure.resolved_database_url)
-    try:
-        return [{k: v for k, v in asdict(run).items() if k != "report"} for run in store.runs()]
-    finally:
-        store.close()
+LatenessOption = Annotated[
+    float,
+    typer.Option(
+        min=0,
+        help="Seconds a window stays open past its end for events on their way (short: for trying it out).",
+    ),
+]
 
 
 @app.command()
@@ -141,31 +155,141 @@ def train(
     group: Annotated[
         str | None, typer.Option(help="Kafka consumer group (default: <topic_prefix>.trainer).")
     ] = None,
+    lateness: LatenessOption = 60.0,
+    as_json: JsonOption = False,
+    log_level: LogLevelOption = "info",
+    log_format: LogFormatOption = LogFormat.text,
 ) -> None:
-    """Join logged outcomes to decisions, retrain LightGBM models, gate them and publish champions."""
-    from rich.console import Console
-
+    """Join logged outcomes to decisions, retrain LightGBM models, gate them and publish champions.
+    Each cycle says what it did, and for a use case that did not train, why (what it waits for)."""
     from closedloop.trainer import open_trainer
 
-    console = Console(stderr=True)
-    trainer = open_trainer(load_config(config), group_id=group, progress=lambda message: console.log(message))
+    configure_logging(log_level, log_format)
+    loaded = load_config(config)
+    log_start_trainer(loaded, lateness)
+    trainer = open_trainer(loaded, group_id=group, lateness=lateness)
     try:
         while True:
-            with console.status("catching up on the event log and training"):
-                report = trainer.run_once(force=force)
-            consumed = ", ".join(f"{k} {v}" for k, v in sorted(report.consumed.items())) or "nothing new"
-            console.log(
-                f"consumed: {consumed}; defaults applied: {report.defaults_applied}; "
-                f"runs: {len(report.runs)}, promoted: {len(report.promoted)}"
-            )
+            report = trainer.run_once(force=force)
+            statuses = [trainer.status(name) for name in loaded.use_cases]
+            summary = _cycle_summary(report, statuses)
+            if as_json:
+                print_json(summary)
+            else:
+                _log_cycle(summary)
             if once:
                 return
             force = False
             time.sleep(interval)
     except KeyboardInterrupt:
-        console.log("stopped")
+        logger.info("trainer stopped")
     finally:
         trainer.close()
+
+
+def log_start_trainer(config: ClosedLoopConfig, lateness: float) -> None:
+    from closedloop.contracts import redact_url
+
+    infrastructure = config.infrastructure
+    source = infrastructure.kafka_bootstrap or f"files ({infrastructure.data_path / 'events'})"
+    logger.info(
+        "trainer starting: events from %s; metadata %s; lateness %gs; use cases %s",
+        source,
+        redact_url(infrastructure.resolved_database_url),
+        lateness,
+        ", ".join(config.use_cases),
+    )
+
+
+def _cycle_summary(report: Any, statuses: list[Any]) -> dict[str, Any]:
+    return {
+        "consumed": dict(report.consumed),
+        "defaults_applied": report.defaults_applied,
+        "runs": [
+            {
+                "use_case": r.use_case,
+                "outcome": r.outcome,
+                "version": r.version,
+                "promoted": r.promoted,
+                "reason": r.reason,
+            }
+            for r in report.runs
+        ],
+        "use_cases": {status.use_case: asdict(status) for status in statuses},
+    }
+
+
+def _log_cycle(summary: dict[str, Any]) -> None:
+    consumed = ", ".join(f"{k} {v}" for k, v in sorted(summary["consumed"].items())) or "nothing new"
+    runs = summary["runs"]
+    promoted = sum(1 for r in runs if r["promoted"])
+    logger.info(
+        "cycle: consumed %s; defaults applied %d; runs %d, promoted %d",
+        consumed,
+        summary["defaults_applied"],
+        len(runs),
+        promoted,
+    )
+    trained = {r["use_case"] for r in runs}
+    for name, status in summary["use_cases"].items():
+        if name not in trained:
+            logger.info("%s", status["explanation"])
+
+
+@app.command()
+def status(
+    config: ConfigOption = Path("closedloop.yaml"),
+    lateness: LatenessOption = 60.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Per use case: champions, decisions waiting for their windows, final labels against the
+    retrain trigger, the last run's verdict, and in words why it did or did not train."""
+    from closedloop.registry import open_registry
+    from closedloop.trainer import ExampleStore, training_status
+
+    loaded = load_config(config)
+    store = ExampleStore.from_url(loaded.infrastructure.resolved_database_url)
+    registry = open_registry(loaded.infrastructure)
+    try:
+        statuses = [training_status(loaded, store, name, lateness=lateness) for name in loaded.use_cases]
+        champions = {
+            name: registry.champions(name, list(uc.outcomes)) for name, uc in loaded.use_cases.items()
+        }
+    finally:
+        store.close()
+        registry.close()
+    if as_json:
+        print_json([{**asdict(s), "champions": champions[s.use_case]} for s in statuses])
+        return
+    rows = [
+        [
+            s.use_case,
+            o.outcome,
+            champions[s.use_case][o.outcome] or "(default policy)",
+            s.decisions_waiting,
+            o.final_labels,
+            f"{o.new_since_last_run}/{o.needed_for_trigger}",
+            when(o.first_window_closes_at),
+            o.last_run or "",
+        ]
+        for s in statuses
+        for o in s.outcomes
+    ]
+    print_table(
+        [
+            "use case",
+            "outcome",
+            "champion",
+            "waiting",
+            "final labels",
+            "new/trigger",
+            "next window closes",
+            "last run",
+        ],
+        rows,
+    )
+    for s in statuses:
+        typer.echo(s.explanation)
 
 
 @app.command()
@@ -204,6 +328,7 @@ experiments_app = typer.Typer(help="Start, change, stop and list experiments.", 
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(tune_app, name="tune")
 app.add_typer(keys_app, name="keys")
+app.add_typer(models_app, name="models")
 app.command()(audit)
 
 
@@ -226,6 +351,8 @@ def console(
             "only the CPU decisions leave (0: as the service).",
         ),
     ] = 10,
+    log_level: LogLevelOption = "info",
+    log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     """Serve experiment reports and admin actions, apart from the decision service."""
     import os
@@ -300,18 +427,46 @@ def experiments_stop(name: str, config: ConfigOption = Path("closedloop.yaml")) 
 
 
 @experiments_app.command("list")
-def experiments_list(config: ConfigOption = Path("closedloop.yaml")) -> None:
-    """Every declared experiment with its phases (as JSON)."""
-    from closedloop.evaluation import experiment_listing
+def experiments_list(
+    name: Annotated[str | None, typer.Argument(help="Only this experiment.")] = None,
+    config: ConfigOption = Path("closedloop.yaml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Every declared experiment (or one) with its phases: arms, shares, when started and stopped."""
+    from closedloop.evaluation import experiment_listing, find_experiment
     from closedloop.registry import open_registry
 
     loaded = load_config(config)
+    if name is not None:
+        find_experiment(loaded, name)  # an unknown name: the error lists the declared ones
     registry = open_registry(loaded.infrastructure)
     try:
-        listing = experiment_listing(loaded, registry)
+        listing = {n: e for n, e in experiment_listing(loaded, registry).items() if name in (None, n)}
     finally:
         registry.close()
-    typer.echo(json.dumps(listing, indent=2))
+    if as_json:
+        print_json(listing)
+        return
+    rows = []
+    for experiment, entry in listing.items():
+        for phase in entry["phases"] or [None]:
+            if phase is None:
+                rows.append([experiment, entry["use_case"], "", "not started", "", "", ""])
+                continue
+            shares = ", ".join(f"{arm} {spec['share']:g}" for arm, spec in phase["arms"].items())
+            stopped = phase.get("stopped_at")
+            rows.append(
+                [
+                    experiment,
+                    entry["use_case"],
+                    phase["phase"],
+                    "stopped" if stopped else "running",
+                    shares,
+                    when(phase.get("started_at")),
+                    when(stopped),
+                ]
+            )
+    print_table(["experiment", "use case", "phase", "status", "arms", "started", "stopped"], rows)
 
 
 @app.command()
@@ -342,8 +497,18 @@ def report(
 
 
 def main() -> None:
+    """The command; an error the user can fix is one line saying how, never a traceback."""
     try:
         app()
     except ClosedLoopError as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
+    except ImportError as exc:
+        typer.echo(f"error: {missing_package(exc)}", err=True)
+        raise SystemExit(2) from None
+    except Exception as exc:
+        unreachable = unreachable_server(exc)
+        if unreachable is None:
+            raise
+        typer.echo(f"error: {unreachable}", err=True)
         raise SystemExit(2) from None

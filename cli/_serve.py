@@ -9,13 +9,18 @@ metrics in prometheus_client's multiprocess files, summed when scraped.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from closedloop.contracts import ClosedLoopConfig, ConfigError, load_config
+from closedloop.contracts import ClosedLoopConfig, ConfigError, load_config, redact_url
+
+from ._logging import LogFormat, configure_logging
+
+logger = logging.getLogger("closedloop.cli")
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -23,6 +28,7 @@ if TYPE_CHECKING:
 _CONFIG_ENV = "CLOSEDLOOP_SERVE_CONFIG"
 _REFRESH_ENV = "CLOSEDLOOP_SERVE_REFRESH"
 _METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own switch to multiprocess mode
+_LOG_ENV = "CLOSEDLOOP_SERVE_LOG"  # "<level> <format>", for the worker processes
 
 
 def run_service(
@@ -34,21 +40,26 @@ def run_service(
     workers: int,
     insecure: bool = False,
     tls: TlsFiles | None = None,
+    log_level: str = "info",
+    log_format: LogFormat = LogFormat.text,
 ) -> None:
     import uvicorn
 
     from closedloop.decision_service import JsonErrorHttpProtocol
 
+    configure_logging(log_level, log_format)
     loaded = load_config(config_path)
     if not insecure:
         require_keys_off_loopback(loaded, host, command="serve")
+    log_start(loaded, "decision service", host, port, tls, workers)
     if workers == 1:
         service = build_service(loaded, refresh_interval)
         uvicorn.run(
             service,
             host=host,
             port=port,
-            log_level="info",
+            log_level=log_level,
+            log_config=None,
             access_log=False,
             http=JsonErrorHttpProtocol,
             ssl_certfile=tls_paths(tls)[0],
@@ -62,13 +73,15 @@ def run_service(
     shutil.rmtree(metrics_dir, ignore_errors=True)  # counts start with the service, as with one process
     metrics_dir.mkdir(parents=True)
     os.environ[_METRICS_ENV] = str(metrics_dir)
+    os.environ[_LOG_ENV] = f"{log_level} {log_format.value}"
     uvicorn.run(
         "closedloop.cli._serve:worker_service",
         factory=True,
         workers=workers,
         host=host,
         port=port,
-        log_level="info",
+        log_level=log_level,
+        log_config=None,
         access_log=False,
         http=JsonErrorHttpProtocol,
         ssl_certfile=tls_paths(tls)[0],
@@ -91,6 +104,31 @@ class TlsFiles:
 def tls_paths(tls: TlsFiles | None) -> tuple[str | None, str | None]:
     """uvicorn's ssl_certfile and ssl_keyfile (None, None: plain HTTP)."""
     return tls.paths if tls is not None else (None, None)
+
+
+def log_start(
+    config: ClosedLoopConfig, what: str, host: str, port: int, tls: TlsFiles | None, workers: int = 1
+) -> None:
+    """Say what starts and on which stores (passwords redacted)."""
+    infrastructure = config.infrastructure
+    stores = {
+        "registry and index": redact_url(infrastructure.redis_url)
+        if infrastructure.redis_url
+        else f"local ({infrastructure.data_path})",
+        "events": infrastructure.kafka_bootstrap or f"files ({infrastructure.data_path / 'events'})",
+        "metadata": redact_url(infrastructure.resolved_database_url),
+    }
+    scheme = "https" if tls else "http"
+    logger.info(
+        "%s starting on %s://%s:%d (%d worker(s)); use cases %s; %s",
+        what,
+        scheme,
+        host,
+        port,
+        workers,
+        ", ".join(config.use_cases),
+        "; ".join(f"{name}: {where}" for name, where in stores.items()),
+    )
 
 
 def require_keys_off_loopback(config: ClosedLoopConfig, host: str, *, command: str) -> None:
@@ -148,6 +186,8 @@ def worker_service() -> FastAPI:
     """The app of one worker process (uvicorn's factory), configured by the parent's environment."""
     from prometheus_client import multiprocess
 
+    level, log_format = os.environ.get(_LOG_ENV, "info text").split()
+    configure_logging(level, LogFormat(log_format))
     metrics_dir = Path(os.environ[_METRICS_ENV])
     for pid in _dead_pids(metrics_dir):  # a worker uvicorn replaced: drop its live gauges
         multiprocess.mark_process_dead(pid, str(metrics_dir))  # type: ignore[no-untyped-call]

@@ -11,6 +11,7 @@ import typer
 from closedloop.contracts import ClosedLoopConfig, TuningError, load_config
 
 from ._access import audited
+from ._output import JsonOption, print_json, print_table
 
 if TYPE_CHECKING:
     from closedloop.registry import ModelRegistry
@@ -134,8 +135,12 @@ def _run_in_foreground(tuner: TuningLoop, use_case: str, *, fresh: bool, poll: f
 
 
 @tune_app.command("status")
-def tune_status(config: ConfigOption = Path("closedloop.yaml")) -> None:
-    """Every tuning run: status, rounds, trials measured, the recommendation (as JSON)."""
+def tune_status(
+    use_case: Annotated[str | None, typer.Argument(help="Only this use case's runs.")] = None,
+    config: ConfigOption = Path("closedloop.yaml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Every tuning run (or one use case's): status, rounds, trials measured, the recommendation."""
     from closedloop.tuner import TuningStore
 
     loaded = load_config(config)
@@ -143,6 +148,8 @@ def tune_status(config: ConfigOption = Path("closedloop.yaml")) -> None:
     try:
         listing = {}
         for record in store.runs():
+            if use_case is not None and record.use_case != use_case:
+                continue
             trials = store.trials(record.run)
             listing[record.run] = {
                 "use_case": record.use_case,
@@ -156,7 +163,25 @@ def tune_status(config: ConfigOption = Path("closedloop.yaml")) -> None:
             }
     finally:
         store.close()
-    typer.echo(json.dumps(listing, indent=2))
+    if as_json:
+        print_json(listing)
+        return
+    print_table(
+        ["run", "use case", "mode", "method", "status", "rounds", "trials (measured)", "recommendation"],
+        [
+            [
+                run,
+                entry["use_case"],
+                entry["mode"],
+                entry["method"],
+                entry["status"],
+                entry["rounds_done"],
+                f"{entry['trials']} ({entry['trials_measured']})",
+                json.dumps(entry["recommendation"]) if entry["recommendation"] else "",
+            ]
+            for run, entry in listing.items()
+        ],
+    )
 
 
 @tune_app.command("stop")

@@ -15,6 +15,7 @@ class RegistryKeys:
     ``model:{use_case}:{outcome}:{version}``  hash: ``text`` (LightGBM model text), ``meta`` (JSON)
     ``versions:{use_case}:{outcome}``         sorted set of versions, scored by version number
     ``champion:{use_case}:{outcome}``         string: the serving version
+    ``pinned:{use_case}:{outcome}``           string: a version an operator pinned (the trainer keeps it)
     ``sequence:{use_case}:{outcome}``         counter that numbers new versions
     ``generation``                             counter bumped on every champion change
     ``changes``                                pub/sub channel announcing champion changes
@@ -31,6 +32,9 @@ class RegistryKeys:
 
     def champion(self, use_case: str, outcome: str) -> str:
         return f"{self.prefix}:registry:champion:{use_case}:{outcome}"
+
+    def pinned(self, use_case: str, outcome: str) -> str:
+        return f"{self.prefix}:registry:pinned:{use_case}:{outcome}"
 
     def sequence(self, use_case: str, outcome: str) -> str:
         return f"{self.prefix}:registry:sequence:{use_case}:{outcome}"

@@ -58,6 +58,17 @@ class LocalModelRegistry:
         path = self.root / use_case / outcome / "champion"
         return path.read_text().strip() if path.exists() else None
 
+    def pinned(self, use_case: str, outcome: str) -> str | None:
+        path = self.root / use_case / outcome / "pinned"
+        return path.read_text().strip() if path.exists() else None
+
+    def set_pinned(self, use_case: str, outcome: str, version: str | None) -> None:
+        path = self._folder(use_case, outcome) / "pinned"
+        if version is None:
+            path.unlink(missing_ok=True)
+        else:
+            _write_atomic(path, version)
+
     def champions(self, use_case: str, outcomes: list[str]) -> dict[str, str | None]:
         return {outcome: self.champion(use_case, outcome) for outcome in outcomes}
 

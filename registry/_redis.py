@@ -95,6 +95,16 @@ class RedisModelRegistry:
         value = self._call(self._redis.get, self.keys.champion(use_case, outcome))
         return value.decode() if isinstance(value, bytes) else value
 
+    def pinned(self, use_case: str, outcome: str) -> str | None:
+        value = self._call(self._redis.get, self.keys.pinned(use_case, outcome))
+        return value.decode() if isinstance(value, bytes) else value
+
+    def set_pinned(self, use_case: str, outcome: str, version: str | None) -> None:
+        if version is None:
+            self._call(self._redis.delete, self.keys.pinned(use_case, outcome))
+        else:
+            self._call(self._redis.set, self.keys.pinned(use_case, outcome), version)
+
     def champions(self, use_case: str, outcomes: list[str]) -> dict[str, str | None]:
         values = self._call(self._redis.mget, [self.keys.champion(use_case, o) for o in outcomes])
         return {o: (v.decode() if isinstance(v, bytes) else v) for o, v in zip(outcomes, values, strict=True)}

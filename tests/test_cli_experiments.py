@@ -35,8 +35,12 @@ def test_start_report_and_stop_an_experiment_from_the_command_line(tmp_path: Pat
     assert sum(arm["decisions"] for arm in data["arms"]) == 600
     assert (output / "report.html").stat().st_size > 10_000
 
-    listed = runner.invoke(app, ["experiments", "list", "-c", str(config_file)])
+    listed = runner.invoke(app, ["experiments", "list", "by_quality", "-c", str(config_file), "--json"])
     assert json.loads(listed.output)["by_quality"]["phases"][0]["stopped_at"] is None
+    table = runner.invoke(app, ["experiments", "list", "-c", str(config_file)]).output
+    assert "by_quality" in table
+    assert "running" in table
+    assert "control 0.5, model 0.5" in table
 
     stopped = runner.invoke(app, ["experiments", "stop", "by_quality", "-c", str(config_file)])
     assert stopped.exit_code == 0, stopped.output

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 from conftest import make_config
-from events import decision_event, feedback_event
+from events import T0, decision_event, feedback_event
 from typer.testing import CliRunner
 
 from closedloop.cli import app
@@ -42,15 +44,96 @@ def test_train_once_reads_the_event_files_trains_and_models_lists_the_lineage(tm
     log.close()
 
     runner = CliRunner()
-    trained = runner.invoke(app, ["train", "--once", "--force", "--config", str(config_file)], env={})
+    trained = runner.invoke(
+        app, ["train", "--once", "--force", "--json", "--config", str(config_file)], env={}
+    )
     assert trained.exit_code == 0, trained.output
-    listed = runner.invoke(app, ["models", "--config", str(config_file)], env={})
+    cycle = json.loads(trained.stdout)
+    assert cycle["consumed"]["decisions"] == 2000
+    assert {(r["use_case"], r["outcome"]) for r in cycle["runs"] if r["promoted"]} == {("pick", "click")}
+    listed = runner.invoke(app, ["models", "--json", "--config", str(config_file)], env={})
     assert listed.exit_code == 0, listed.output
-    models = json.loads(listed.output)
-    assert models["pick"]["click"]["champion"].startswith("v1-")
-    [version] = models["pick"]["click"]["versions"]
-    assert version["lineage"]["rows_train"] + version["lineage"]["rows_holdout"] == 2000
-    assert version["metrics"]["auc"] > 0.8
+    models = json.loads(listed.stdout)
+    entry = models["use_cases"]["pick"]["click"]
+    assert entry["champion"].startswith("v1-")
+    assert entry["pinned"] is None
+    [version] = entry["versions"]
+    assert version["published"].endswith("+00:00")  # ISO 8601, not an epoch float
+    assert (
+        version["metadata"]["lineage"]["rows_train"] + version["metadata"]["lineage"]["rows_holdout"] == 2000
+    )
+    assert version["metadata"]["metrics"]["auc"] > 0.8
     runs = {(run["use_case"], run["outcome"]): run for run in models["training_runs"]}
     assert runs[("pick", "click")]["promoted"] is True
     assert runs[("feed", "click")]["version"] is None  # no data for it: recorded, not trained
+    table = runner.invoke(app, ["models", "--config", str(config_file)], env={}).stdout
+    assert entry["champion"] in table
+    assert "champion" in table
+    assert "auc" in table
+
+
+def test_train_and_status_say_why_nothing_trained(tmp_path: Path) -> None:
+    """Decisions inside their windows: no final label yet, and the command says so and when."""
+    config = make_config(tmp_path)
+    config_file = tmp_path / "closedloop.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    topics = Topics(config.infrastructure.topic_prefix)
+    log = FileEventLog(config.infrastructure.data_path / "events")
+    now = time.time() - T0  # decided just now: inside the 30-minute click window
+    log.append(
+        topics.decisions,
+        [
+            (f"d{i}", decision_event(f"d{i}", seconds=now, candidates={"a": {"price": 1.0}}))
+            for i in range(30)
+        ],
+    )
+    log.close()
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", "--once", "--json", "--config", str(config_file)], env={})
+    assert trained.exit_code == 0, trained.output
+    pick = json.loads(trained.stdout)["use_cases"]["pick"]
+    assert pick["decisions_waiting"] == 30
+    assert pick["due"] is False
+    assert "30 decisions wait for their outcomes' windows" in pick["explanation"]
+    assert re.search(r"the next window closes in 3[01]m", pick["explanation"]), pick["explanation"]
+    status = runner.invoke(app, ["status", "--config", str(config_file), "--lateness", "5"], env={})
+    assert status.exit_code == 0, status.output
+    assert "30 decisions wait" in status.stdout
+    assert "(default policy)" in status.stdout
+    assert "no decisions logged yet" in status.stdout  # the other use cases
+
+
+def test_pin_rollback_and_unpin_a_champion_and_the_trainer_keeps_a_pinned_one(tmp_path: Path) -> None:
+    from closedloop.registry import LocalModelRegistry
+
+    config = make_config(tmp_path)
+    config_file = tmp_path / "closedloop.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    registry = LocalModelRegistry(config.infrastructure.data_path / "registry")
+    first = registry.publish("pick", "click", "model one", {"status": "champion"}, champion=True).version
+    second = registry.publish(
+        "pick",
+        "click",
+        "model two",
+        {"status": "champion", "lineage": {"parent_version": first}},
+        champion=True,
+    ).version
+    runner = CliRunner()
+    rolled = runner.invoke(app, ["models", "rollback", "pick", "click", "-c", str(config_file)], env={})
+    assert rolled.exit_code == 0, rolled.output
+    assert registry.champion("pick", "click") == first
+    assert registry.pinned("pick", "click") == first
+    unknown = runner.invoke(
+        app, ["models", "pin", "pick", "click", "v9-nope", "-c", str(config_file)], env={}
+    )
+    assert unknown.exit_code != 0
+    assert "v9-nope" in str(unknown.exception)
+    assert (
+        runner.invoke(app, ["models", "pin", "pick", "click", second, "-c", str(config_file)]).exit_code == 0
+    )
+    assert (registry.champion("pick", "click"), registry.pinned("pick", "click")) == (second, second)
+    assert runner.invoke(app, ["models", "unpin", "pick", "click", "-c", str(config_file)]).exit_code == 0
+    assert registry.pinned("pick", "click") is None
+    audit = json.loads(runner.invoke(app, ["audit", "--json", "-c", str(config_file)]).stdout)
+    assert [e["action"] for e in audit] == ["champion.unpin", "champion.pin", "champion.rollback"]
+    assert audit[2]["details"] == {"previous": second, "champion": first, "pinned": True}

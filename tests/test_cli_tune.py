@@ -44,9 +44,12 @@ def test_mistakes_fail_with_a_clear_error_before_anything_runs(
 
 
 def test_status_lists_no_runs_on_a_fresh_database(config_file: Path) -> None:
-    result = CliRunner().invoke(app, ["tune", "status", "-c", str(config_file)])
+    result = CliRunner().invoke(app, ["tune", "status", "-c", str(config_file), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {}
+    table = CliRunner().invoke(app, ["tune", "status", "pick", "-c", str(config_file)])
+    assert table.exit_code == 0, table.output
+    assert "recommendation" in table.output
 
 
 def test_the_help_lists_the_four_jobs() -> None:

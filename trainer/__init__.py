@@ -5,12 +5,14 @@
   publish to the registry with lineage
 - `open_trainer(config)`: a trainer on the stores the configuration names (Kafka consumer group or
   the embedded event files; SQLite or PostgreSQL; Redis or local registry)
+- `training_status` / `Trainer.status`: why a use case did or did not train (`TrainingStatus`)
 - `ExampleStore`, `TrainingRun`: the examples, labels, offsets and runs in the metadata database
 """
 
 from ._gate import GateDecision, gate
 from ._open import open_trainer
 from ._sources import EventBatch, EventSource, FileEventSource, KafkaEventSource
+from ._status import OutcomeStatus, TrainingStatus, training_status
 from ._store import ExampleStore, LabelledExample, TrainingRun
 from ._trainer import CycleReport, Trainer
 from ._training import Dataset, evaluate, fit, lightgbm_params
@@ -25,11 +27,14 @@ __all__ = [
     "GateDecision",
     "KafkaEventSource",
     "LabelledExample",
+    "OutcomeStatus",
     "Trainer",
     "TrainingRun",
+    "TrainingStatus",
     "evaluate",
     "fit",
     "gate",
     "lightgbm_params",
     "open_trainer",
+    "training_status",
 ]

@@ -460,6 +460,18 @@ class ExampleStore:
 
     # -- reading for training -----------------------------------------------------------------------
 
+    def waiting(self, use_case: str) -> tuple[int, float | None]:
+        """Decisions whose windows have not all closed (not abandoned), and the oldest one's time."""
+        query = sa.select(sa.func.count(), sa.func.min(examples.c.decided_at)).where(
+            (examples.c.use_case == use_case)
+            & (examples.c.closed.is_(False))
+            & (examples.c.slot == 0)
+            & (examples.c.status != "abandoned")
+        )
+        with self.engine.connect() as connection:
+            count, oldest = connection.execute(query).one()
+        return int(count), None if oldest is None else float(oldest)
+
     def label_counts(self, use_case: str) -> dict[str, int]:
         """outcome -> final labels: those of decisions whose window has closed, the examples
         `labelled_examples` can train on (an early positive inside an open window is not one yet)."""

@@ -28,6 +28,7 @@ from ._gate import GateDecision, gate
 from ._join import Joiner
 from ._offpolicy_gate import off_policy_check
 from ._sources import EventBatch, EventSource
+from ._status import TrainingStatus, is_due, training_status
 from ._store import ExampleStore, TrainingRun
 from ._training import (
     Dataset,
@@ -186,19 +187,11 @@ class Trainer:
 
     def due(self, use_case: str) -> bool:
         """Whether the use case's retrain trigger has fired for any of its outcomes."""
-        trigger = self.config.use_cases[use_case].retrain
-        counts = self.store.label_counts(use_case)
-        latest = {run.outcome: run for run in self.store.runs(use_case)}
-        for outcome in self.config.use_cases[use_case].outcomes:
-            previous = latest.get(outcome)
-            new = counts.get(outcome, 0) - (previous.labels_seen if previous else 0)
-            if new >= trigger.min_new_examples:
-                return True
-            if trigger.every is not None and new > 0:
-                last = previous.finished_at if previous else 0.0
-                if self._clock() - last >= trigger.every.total_seconds():
-                    return True
-        return False
+        return is_due(self.config, self.store, use_case, self._clock())
+
+    def status(self, use_case: str) -> TrainingStatus:
+        """Why the use case is or is not due, and what it waits for."""
+        return training_status(self.config, self.store, use_case, lateness=self.lateness, now=self._clock())
 
     def run_once(self, *, force: bool = False, timeout: float = 0.5) -> CycleReport:
         """Catch up on the log, close windows, and retrain every use case whose trigger fired."""
@@ -258,30 +251,32 @@ class Trainer:
             "lineage": self._lineage(train, holdout, read, verdict),
         }
         decision = verdict.decision
+        pinned = self.registry.pinned(name, outcome_name) if decision.passed else None
+        promote = decision.passed and pinned is None
+        status = "champion" if promote else ("held" if decision.passed else "rejected")
+        summary = decision.summary
+        if pinned is not None:
+            summary += (
+                f"; not promoted: {pinned} is pinned by an operator "
+                f"(closedloop models unpin {name} {outcome_name})"
+            )
         published = self.registry.publish(
             name,
             outcome_name,
             str(booster.model_to_string()),
             {
                 **report,
-                "status": "champion" if decision.passed else "rejected",
+                "status": status,
                 "feature_names": list(encoder.feature_names),
                 "objective": params["objective"],
                 "label_range": label_range,  # the unit of exploration's value gaps (policy.Experience)
             },
-            champion=decision.passed,
+            champion=promote,
         )
-        said = "promoted" if decision.passed else "rejected"
-        self._progress(f"{name}/{outcome_name} {published.version} {said}: {decision.summary}")
+        said = {"champion": "promoted", "held": "held", "rejected": "rejected"}[status]
+        self._progress(f"{name}/{outcome_name} {published.version} {said}: {summary}")
         return self._record(
-            name,
-            outcome_name,
-            started,
-            labels_seen,
-            published.version,
-            decision.passed,
-            decision.summary,
-            report,
+            name, outcome_name, started, labels_seen, published.version, promote, summary, report
         )
 
     def _judge(
