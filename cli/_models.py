@@ -52,7 +52,9 @@ def models(
                 rows.append(_version_row(name, outcome, entry, version))
             if not entry["versions"]:
                 rows.append([name, outcome, "(none yet)", "", "", "", "", "the default policy serves"])
-    print_table(["use case", "outcome", "version", "status", "published", "rows", "held-out metrics", "gate"], rows)
+    print_table(
+        ["use case", "outcome", "version", "status", "published", "rows", "held-out metrics", "gate"], rows
+    )
 
 
 def _version_row(name: str, outcome: str, entry: dict[str, Any], version: dict[str, Any]) -> list[Any]:
