@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from closedloop.contracts import ClosedLoopConfig, ClosedLoopError, load_config, tuning_experiment_name
+from closedloop.contracts import (
+    ClosedLoopConfig,
+    ClosedLoopError,
+    ConfigError,
+    load_config,
+    tuning_experiment_name,
+)
 
 from ._access import audit, audited, keys_app
 from ._errors import missing_package, unreachable_server
@@ -64,6 +70,33 @@ CertOption = Annotated[
     typer.Option(help="Serve HTTPS with this certificate (PEM; with --ssl-keyfile).", exists=True),
 ]
 KeyFileOption = Annotated[Path | None, typer.Option(help="The certificate's private key (PEM).", exists=True)]
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the configuration.")] = Path("closedloop.yaml"),
+    force: Annotated[bool, typer.Option(help="Overwrite a file that exists.")] = False,
+) -> None:
+    """Write a commented starter closedloop.yaml, and the JSON Schema beside it for your editor."""
+    from importlib import resources
+
+    from closedloop.contracts import SCHEMA_FILE, shipped_json_schema
+
+    if path.exists() and not force:
+        raise ConfigError(f"{path} exists; not overwritten.", hint="Pass --force, or another path.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(resources.files(__package__).joinpath("starter.yaml").read_text(encoding="utf-8"))
+    (path.parent / SCHEMA_FILE).write_text(shipped_json_schema())
+    load_config(path)  # what is written validates
+    typer.echo(f"wrote {path} and {path.parent / SCHEMA_FILE}; next: closedloop validate {path}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of closedloop.yaml (for editors: see the README's yaml-language-server line)."""
+    from closedloop.contracts import shipped_json_schema
+
+    typer.echo(shipped_json_schema(), nl=False)
 
 
 @app.command()

@@ -9,6 +9,8 @@
 - the attribution rule: `Attribution` (which feedback counts for which decision), used by the
   trainer's and the evaluator's joins
 - names: `RegistryKeys`, `DecisionIndexKeys`, `AccessKeys`, `Topics`
+- the JSON Schema of ``closedloop.yaml`` for editors: `config_json_schema` (generated),
+  `shipped_json_schema` (the file in the wheel), `render_json_schema`
 - access: the `Scope` of an API key, `AccessConfig` (rate limits), and `public_use_cases`, the
   only view of a use case the services serve (its shape, no settings, nothing from ``${VAR}``)
 - errors: `ClosedLoopError` and its subclasses (see `closedloop.contracts._errors` for the tree)
@@ -88,6 +90,7 @@ from ._experiments import (
 from ._loading import load_config, parse_config
 from ._names import AccessKeys, DecisionIndexKeys, RegistryKeys, Topics
 from ._public import FROM_ENVIRONMENT, public_use_cases
+from ._schema import SCHEMA_FILE, config_json_schema, render_json_schema, shipped_json_schema
 from ._settings import ENVIRONMENT_VARIABLES, InfrastructureConfig, redact_url
 from ._tuning import (
     STATUS_QUO_ARM,
@@ -195,6 +198,7 @@ __all__ = [
     "RequestConflictError",
     "RetrainTrigger",
     "RouteNotFoundError",
+    "SCHEMA_FILE",
     "SCOPES",
     "STATUS_QUO_ARM",
     "Scope",
@@ -210,6 +214,7 @@ __all__ = [
     "UnknownUseCaseError",
     "UseCaseConfig",
     "ValueExpression",
+    "config_json_schema",
     "decode_decision",
     "decode_decision_header",
     "decode_feedback",
@@ -222,5 +227,7 @@ __all__ = [
     "parse_duration",
     "public_use_cases",
     "redact_url",
+    "render_json_schema",
+    "shipped_json_schema",
     "tuning_experiment_name",
 ]
