@@ -69,11 +69,17 @@ class AccessGuard:
         gatekeeper: Gatekeeper,
         routes: RouteScopes,
         on_refused: Callable[[str], None] = lambda code: None,
+        cookie: str | None = None,
+        login_path: str | None = None,
     ) -> None:
+        """``cookie``: also take the key from this cookie (a browser's session on the console);
+        ``login_path``: send a browser asking for a page without a valid key there."""
         self.app = app
         self.gatekeeper = gatekeeper
         self.routes = routes
         self.on_refused = on_refused
+        self.cookie = cookie
+        self.login_path = login_path
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -84,21 +90,51 @@ class AccessGuard:
             await self.app(scope, receive, send)
             return
         try:
-            key = self.gatekeeper.admit(_authorization(scope["headers"]), needed)
+            key = self.gatekeeper.admit(_authorization(scope["headers"], self.cookie), needed)
         except ClosedLoopError as exc:
             self.on_refused(exc.code)
-            await _refuse(exc, send)
+            if self._to_login(scope, exc):
+                await _redirect(f"{self.login_path}?next={scope['path']}", send)
+            else:
+                await _refuse(exc, send)
             return
         if key is not None:
             scope.setdefault("state", {})[_PRINCIPAL] = key
         await self.app(scope, receive, send)
 
 
-def _authorization(headers: Collection[tuple[bytes, bytes]]) -> str | None:
+    def _to_login(self, scope: Any, error: ClosedLoopError) -> bool:
+        """A page (not the API) asked for by a browser without a valid key."""
+        return (
+            self.login_path is not None
+            and error.http_status == 401
+            and scope["method"] == "GET"
+            and not scope["path"].startswith("/v1/")
+        )
+
+
+def _authorization(headers: Collection[tuple[bytes, bytes]], cookie: str | None = None) -> str | None:
+    found = None
     for name, value in headers:
         if name == b"authorization":
             return value.decode("latin-1")
+        if cookie is not None and name == b"cookie":
+            found = _cookie(value.decode("latin-1"), cookie)
+    return f"Bearer {found}" if found else None
+
+
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
     return None
+
+
+async def _redirect(location: str, send: Any) -> None:
+    headers = [(b"location", location.encode("latin-1")), (b"content-length", b"0")]
+    await send({"type": "http.response.start", "status": 303, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _refuse(error: ClosedLoopError, send: Any) -> None:

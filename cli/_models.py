@@ -15,7 +15,7 @@ from ._access import ConfigOption, audited
 from ._output import JsonOption, iso, print_json, print_table, when
 
 if TYPE_CHECKING:
-    from closedloop.registry import ChampionChange, ModelRegistry
+    from closedloop.registry import ChampionChange
 
 models_app = typer.Typer(
     help="Registry versions, champions and lineage; pin, roll back or unpin a champion.",
@@ -34,6 +34,7 @@ def models(
     held-out metric and the gate's reason; --json adds the full lineage and the training runs."""
     if context.invoked_subcommand is not None:
         return
+    from closedloop.console import model_listing
     from closedloop.registry import open_registry
 
     loaded = load_config(config)
@@ -84,33 +85,6 @@ def _gate_reasons(meta: dict[str, Any]) -> str:
         return ""
     reasons = gate.get("reasons") or []
     return "; ".join(str(r) for r in reasons)[:90]
-
-
-def model_listing(
-    config: ClosedLoopConfig, registry: ModelRegistry, only: str | None = None
-) -> dict[str, Any]:
-    """Per use case and outcome: champion, pinned version, every version's metadata (ISO times)."""
-    use_cases = {n: uc for n, uc in config.use_cases.items() if only is None or n == only}
-    return {
-        "use_cases": {
-            name: {
-                outcome: {
-                    "champion": registry.champion(name, outcome),
-                    "pinned": registry.pinned(name, outcome),
-                    "versions": [
-                        {
-                            "version": v.version,
-                            "published": iso(v.metadata.get("published_at")),
-                            "metadata": dict(v.metadata),
-                        }
-                        for v in registry.versions(name, outcome)
-                    ],
-                }
-                for outcome in use_case.outcomes
-            }
-            for name, use_case in use_cases.items()
-        }
-    }
 
 
 def training_runs(config: ClosedLoopConfig) -> list[dict[str, object]]:

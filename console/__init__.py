@@ -1,11 +1,22 @@
-"""The console: experiment reports and admin actions, served apart from the decision service.
+"""The console: what operators read and do, served apart from the decision service.
 
-- `create_console(config)`: the FastAPI app ``closedloop console`` serves: ``/v1/experiments``
-  and their reports (``read``), admin actions under ``/v1/admin/`` and the audit trail (``admin``)
+- `create_console(config)`: the FastAPI app ``closedloop console`` serves: pages (use cases with
+  their champions, versions, lineage and importance; training runs and trainer lag; traffic;
+  experiments and their reports; tuning runs), the same as JSON (``/v1/models``, ``/v1/training``,
+  ``/v1/tuning``), admin actions under ``/v1/admin/`` (experiments, champions) and the audit trail
+- `model_listing`, `training_overview`, `tuning_runs`: what the pages and the JSON show
 - `CONSOLE_ROUTES`: the API-key scope each route needs; `actor_of(request)`: who the audit
   trail records for a request
 """
 
 from ._app import CONSOLE_ROUTES, actor_of, create_console
+from ._data import model_listing, training_overview, tuning_runs
 
-__all__ = ["CONSOLE_ROUTES", "actor_of", "create_console"]
+__all__ = [
+    "CONSOLE_ROUTES",
+    "actor_of",
+    "create_console",
+    "model_listing",
+    "training_overview",
+    "tuning_runs",
+]

@@ -460,6 +460,28 @@ class ExampleStore:
 
     # -- reading for training -----------------------------------------------------------------------
 
+    def activity(self, since: float, *, limit: int = 200_000) -> list[tuple[str, float, bool]]:
+        """(use case, decided at, got feedback) of the decisions made since ``since`` (top slots,
+        not abandoned), oldest first: what the console's traffic view counts per minute."""
+        reported = sa.select(labels.c.decision_id).where(labels.c.source == "feedback").distinct().subquery()
+        query = (
+            sa.select(examples.c.use_case, examples.c.decided_at, reported.c.decision_id.is_not(None))
+            .select_from(examples.outerjoin(reported, reported.c.decision_id == examples.c.decision_id))
+            .where(
+                (examples.c.decided_at >= since) & (examples.c.slot == 0) & (examples.c.status != "abandoned")
+            )
+            .order_by(examples.c.decided_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            return [(str(u), float(t), bool(f)) for u, t, f in connection.execute(query)]
+
+    def newest_decision(self) -> float | None:
+        """When the newest decision the trainer has read was made (how far behind it is)."""
+        with self.engine.connect() as connection:
+            newest = connection.execute(sa.select(sa.func.max(examples.c.decided_at))).scalar_one_or_none()
+        return None if newest is None else float(newest)
+
     def waiting(self, use_case: str) -> tuple[int, float | None]:
         """Decisions whose windows have not all closed (not abandoned), and the oldest one's time."""
         query = sa.select(sa.func.count(), sa.func.min(examples.c.decided_at)).where(
