@@ -21,7 +21,17 @@ from ._keys import ApiKey
 
 logger = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+OPEN_PATHS = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+        "/docs",
+        "/docs/assets/swagger-ui-bundle.js",
+        "/docs/assets/swagger-ui.css",
+        "/docs/assets/favicon-32x32.png",
+    }
+)
 """Liveness, readiness and the API's description: no key needed, nothing in them is secret."""
 
 _PRINCIPAL = "closedloop_principal"
@@ -101,7 +111,6 @@ class AccessGuard:
         if key is not None:
             scope.setdefault("state", {})[_PRINCIPAL] = key
         await self.app(scope, receive, send)
-
 
     def _to_login(self, scope: Any, error: ClosedLoopError) -> bool:
         """A page (not the API) asked for by a browser without a valid key."""

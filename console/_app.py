@@ -28,7 +28,7 @@ from closedloop.contracts import (
     Scope,
     tuning_experiment_name,
 )
-from closedloop.decision_service import describe_bearer_auth, install_error_handlers
+from closedloop.decision_service import describe_bearer_auth, install_error_handlers, serve_bundled_docs
 from closedloop.evaluation import find_experiment, report_router
 from closedloop.metadata import AuditLog
 from closedloop.registry import (
@@ -97,8 +97,11 @@ def create_console(
         version="1",
         lifespan=lifespan,
         description="Experiment reports and admin actions of a closedloop deployment.",
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
+    serve_bundled_docs(app)
     app.include_router(report_router(config, models))
     app.include_router(page_router(config, models, gate, database_schema=database_schema))
     _install_admin_routes(app, config, models, trail)

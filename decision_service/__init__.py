@@ -6,7 +6,8 @@
 - `create_app(config)`: the FastAPI service (``closedloop serve`` runs it under uvicorn, with
   `JsonErrorHttpProtocol`: uvicorn's HTTP parser, answering what it refuses in the error format);
   `SERVICE_ROUTES`, the API-key scope each route needs; `install_error_handlers` and
-  `describe_bearer_auth`, the error format and key description other apps (the console) share
+  `describe_bearer_auth`, the error format and key description other apps (the console) share;
+  `serve_bundled_docs`, ``/docs`` from Swagger UI's assets in a wheel (no CDN)
 - `DecisionIndex`: the short-lived facts feedback is checked against, in Redis
   (`RedisDecisionIndex`) or in memory (`MemoryDecisionIndex`); `open_decision_index` picks one
 
@@ -23,6 +24,7 @@ from ._wiring import open_decision_index, open_engine
 
 if typing.TYPE_CHECKING:
     from ._app import SERVICE_ROUTES, create_app, describe_bearer_auth, install_error_handlers
+    from ._docs import serve_bundled_docs
     from ._http_protocol import JsonErrorHttpProtocol
 
 _HTTP_NAMES = ("SERVICE_ROUTES", "create_app", "describe_bearer_auth", "install_error_handlers")
@@ -33,6 +35,10 @@ def __getattr__(name: str) -> typing.Any:
         from . import _app
 
         return getattr(_app, name)
+    if name == "serve_bundled_docs":
+        from ._docs import serve_bundled_docs
+
+        return serve_bundled_docs
     if name == "JsonErrorHttpProtocol":
         from ._http_protocol import JsonErrorHttpProtocol
 
@@ -57,4 +63,5 @@ __all__ = [
     "install_error_handlers",
     "open_decision_index",
     "open_engine",
+    "serve_bundled_docs",
 ]

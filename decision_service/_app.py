@@ -10,6 +10,7 @@ the console (``closedloop console``), so that computing one never takes a decisi
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -43,6 +44,7 @@ from closedloop.contracts import (
     public_use_cases,
 )
 
+from ._docs import serve_bundled_docs
 from ._engine import DecisionEngine
 from ._json_body import OrjsonBodyRoute, http_error
 from ._wiring import open_engine
@@ -115,11 +117,14 @@ def create_app(
         title="closedloop decision service",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # served from bundled assets below, not from a CDN
+        redoc_url=None,
         description="Decisions from LightGBM models with exploration; every decision and outcome is logged.",
     )
     app.router.route_class = OrjsonBodyRoute
     install_error_handlers(app, count_rejected=serving.count_rejected, max_body_bytes=max_body_bytes)
     _install_routes(app, serving, config)
+    serve_bundled_docs(app)
     app.add_middleware(AccessGuard, gatekeeper=gate, routes=SERVICE_ROUTES, on_refused=serving.count_rejected)
     describe_bearer_auth(app, SERVICE_ROUTES)
     return app
@@ -127,7 +132,8 @@ def create_app(
 
 def describe_bearer_auth(app: FastAPI, routes: RouteScopes) -> None:
     """Declare the bearer key in the OpenAPI description: every route that needs one says so, and
-    which scopes, so a generated client sends it."""
+    which scopes, so a generated client sends it; and every error status with the body it really
+    has (the project's ``ErrorBody``: FastAPI's own ``HTTPValidationError`` is never sent)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -144,15 +150,47 @@ def describe_bearer_auth(app: FastAPI, routes: RouteScopes) -> None:
             if needed is None:
                 continue
             for operation in operations.values():
+                _real_error_bodies(operation)
                 operation["security"] = [{"apiKey": sorted(needed)}]
                 operation["description"] = (
                     operation.get("description", "")
                     + f"\n\nNeeds an API key with scope {' or '.join(sorted(needed))}."
                 ).strip()
+        schemas = schema.get("components", {}).get("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        schemas.setdefault(
+            "ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        )
+        for name, definition in (
+            ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}").get("$defs", {}).items()
+        ):
+            schemas.setdefault(name, definition)
+        schemas["ErrorBody"].pop("$defs", None)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_ERROR_REF = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+_ERROR_TEXT = {
+    401: "no API key, or an unknown or revoked one",
+    403: "the key lacks the route's scope",
+    422: "a parameter missing, mistyped or out of range (named in error.field)",
+    429: "the key is over its rate limit: retry after Retry-After seconds",
+}
+
+
+def _real_error_bodies(operation: dict[str, Any]) -> None:
+    responses = operation.setdefault("responses", {})
+    for status, text in _ERROR_TEXT.items():
+        key = str(status)
+        if status == 422 and key not in responses:
+            continue  # a route that takes no input
+        current = responses.get(key, {})
+        if "HTTPValidationError" in json.dumps(current) or key not in responses:
+            responses[key] = {"description": current.get("description") or text, **_ERROR_REF}
 
 
 def _errors(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:

@@ -80,6 +80,11 @@ def test_every_console_page_renders_matches_the_json_and_an_admin_rolls_back(
         for path in PAGES:
             _open(page, f"{server.url}{path}", errors, path.strip("/").replace("/", "-") or "index")
 
+        _open(page, f"{server.url}/docs", errors, "docs")  # Swagger UI from the wheel, no CDN
+        page.wait_for_selector(".opblock", timeout=15_000)
+        assert page.eval_on_selector_all(".opblock", "nodes => nodes.length") >= 8
+        assert not errors, errors
+
         page.goto(f"{server.url}/")
         assert page.text_content("[data-key='champion.offer.buy']").strip() == champion  # type: ignore[union-attr]
         decisions = sum(b["decisions"] for b in training["traffic"]["offer"])
