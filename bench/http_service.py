@@ -229,7 +229,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def delivered(http: httpx.Client) -> float:
-    match = re.search(r"^closedloop_events_delivered (\S+)$", http.get("/metrics").text, re.M)
+    match = re.search(r"^closedloop_events_delivered_total (\S+)$", http.get("/metrics").text, re.M)
     return float(match.group(1)) if match else 0.0
 
 

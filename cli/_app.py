@@ -192,18 +192,27 @@ def train(
     as_json: JsonOption = False,
     log_level: LogLevelOption = "info",
     log_format: LogFormatOption = LogFormat.text,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics (lag, joins, runs) on this port.")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Interface of the metrics port.")] = "127.0.0.1",
 ) -> None:
     """Join logged outcomes to decisions, retrain LightGBM models, gate them and publish champions.
     Each cycle says what it did, and for a use case that did not train, why (what it waits for)."""
-    from closedloop.trainer import open_trainer
+    from closedloop.trainer import TrainerMetrics, open_trainer
 
     configure_logging(log_level, log_format)
     loaded = load_config(config)
     log_start_trainer(loaded, lateness)
     trainer = open_trainer(loaded, group_id=group, lateness=lateness)
+    metrics = TrainerMetrics()
+    if metrics_port is not None:
+        metrics.serve(metrics_port, metrics_host)
+        logger.info("trainer metrics on http://%s:%d/metrics", metrics_host, metrics_port)
     try:
         while True:
             report = trainer.run_once(force=force)
+            metrics.observe_cycle(report, trainer.store.counters(), trainer.store.newest_decision())
             statuses = [trainer.status(name) for name in loaded.use_cases]
             summary = _cycle_summary(report, statuses)
             if as_json:

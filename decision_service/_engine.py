@@ -179,13 +179,15 @@ class DecisionEngine:
         return self._metrics.multiprocess
 
     def update_gauges(self) -> None:
-        self._metrics.model_swaps.set(self._models.swaps)
+        """Bring the metrics fed from the engine's own counts up to date."""
+        metrics = self._metrics
+        metrics.count_up_to(metrics.model_swaps, self._models.swaps)
         for name, count in self._decider.unknown_category_counts().items():
-            self._metrics.unknown_categories.labels(name).set(count)
+            metrics.count_up_to(metrics.unknown_categories, count, name)
         if isinstance(self._event_log, KafkaEventLog):
             stats = self._event_log.stats()
-            self._metrics.events_delivered.set(stats["delivered"])
-            self._metrics.outbox_backlog.set(1 if stats["backlog"] else 0)
+            metrics.count_up_to(metrics.events_delivered, stats["delivered"])
+            metrics.outbox_backlog.set(1 if stats["backlog"] else 0)
 
     def render_metrics(self) -> bytes:
         """Prometheus text, gauges updated first."""

@@ -1,5 +1,9 @@
 """Prometheus metrics of one decision engine, in a registry of its own (not the global one).
 
+Named by Prometheus's conventions: what counts things is a counter (``_total`` on the wire),
+including counts the engine keeps itself (unknown categories, model swaps, deliveries to Kafka),
+which `count_up_to` turns into counter increments; a gauge is only for a level (the backlog).
+
 Under ``closedloop serve --workers N`` each worker writes its values to prometheus_client's
 multiprocess files (the ``PROMETHEUS_MULTIPROC_DIR`` set by the parent), and a scrape of any worker
 reports them summed over the workers; each gauge says how its workers' values combine.
@@ -63,24 +67,19 @@ class EngineMetrics:
         self.rejected_requests = Counter(
             "closedloop_rejected_requests", "Requests refused with a 4xx", ["code"], registry=self.registry
         )
-        self.unknown_categories = Gauge(
+        self.unknown_categories = Counter(
             "closedloop_unknown_categories",
             "Categorical values not declared in the configuration (scored as missing)",
             ["use_case"],
             registry=self.registry,
-            multiprocess_mode="livesum",
         )
-        self.model_swaps = Gauge(
+        self.model_swaps = Counter(
             "closedloop_model_swaps",
-            "Times the serving models were replaced (the most of any worker)",
+            "Times the serving models were replaced (summed over workers: each swaps its own)",
             registry=self.registry,
-            multiprocess_mode="livemax",
         )
-        self.events_delivered = Gauge(
-            "closedloop_events_delivered",
-            "Events acknowledged by Kafka",
-            registry=self.registry,
-            multiprocess_mode="sum",  # a replaced worker's deliveries still happened
+        self.events_delivered = Counter(
+            "closedloop_events_delivered", "Events acknowledged by Kafka", registry=self.registry
         )
         self.outbox_backlog = Gauge(
             "closedloop_outbox_backlog",
@@ -88,6 +87,16 @@ class EngineMetrics:
             registry=self.registry,
             multiprocess_mode="livemax",
         )
+
+        self._counted: dict[tuple[int, str], float] = {}
+
+    def count_up_to(self, counter: Counter, total: float, *labels: str) -> None:
+        """Increment ``counter`` by what ``total`` (a count the engine keeps) grew since last time."""
+        key = (id(counter), ",".join(labels))
+        grown = total - self._counted.get(key, 0.0)
+        if grown > 0:
+            (counter.labels(*labels) if labels else counter).inc(grown)
+            self._counted[key] = total
 
     @property
     def multiprocess(self) -> bool:

@@ -106,3 +106,51 @@ def test_a_missing_extra_is_one_line_with_the_install_command(tmp_path: Path) ->
     assert result.stderr.strip().splitlines() == [
         "error: this command needs uvicorn, from the service extra: pip install 'closedloop[service]'"
     ]
+
+
+def _metric(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def test_the_trainer_serves_prometheus_metrics_of_its_joins_runs_and_lag(tmp_path: Path) -> None:
+    from events import T0, decision_event, feedback_event
+
+    from closedloop.contracts import Topics
+    from closedloop.eventlog import FileEventLog
+
+    path = _config(tmp_path)
+    log = FileEventLog(tmp_path / "data" / "events")
+    topics = Topics("closedloop")
+    log.append(topics.decisions, [(f"d{i}", decision_event(f"d{i}", seconds=i)) for i in range(40)])
+    log.append(
+        topics.feedback,
+        [(f"d{i}", feedback_event(f"f{i}", f"d{i}", {"click": 1}, seconds=i + 1)) for i in range(10)],
+    )
+    log.close()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOSEDLOOP_")}
+    command = [sys.executable, "-m", "closedloop.cli", "train", "-c", str(path), "--interval", "0.5"]
+    process = subprocess.Popen(
+        [*command, "--metrics-port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_port(port, timeout=60)
+        deadline = time.monotonic() + 30
+        text = ""
+        while time.monotonic() < deadline:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            if (_metric(text, "closedloop_trainer_cycles_total") or 0) >= 1:
+                break
+            time.sleep(0.2)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert _metric(text, 'closedloop_trainer_events_total{kind="decisions"}') == 40
+    assert _metric(text, 'closedloop_trainer_events_total{kind="feedback_joined"}') == 10
+    lag = _metric(text, "closedloop_trainer_lag_seconds")
+    assert lag is not None
+    assert lag == pytest.approx(time.time() - (T0 + 39), abs=120)
+    assert "closedloop_trainer_run_seconds" in text

@@ -238,7 +238,7 @@ def test_an_unknown_category_is_scored_as_missing_not_refused(config: ClosedLoop
     request.candidates[0].features["topic"] = "brand-new-topic"
     decision = engine.decide(request)
     assert decision.policy == "model"
-    assert 'closedloop_unknown_categories{use_case="feed"} 1.0' in engine.render_metrics().decode()
+    assert 'closedloop_unknown_categories_total{use_case="feed"} 1.0' in engine.render_metrics().decode()
     engine.close()
 
 

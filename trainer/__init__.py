@@ -5,11 +5,14 @@
   publish to the registry with lineage
 - `open_trainer(config)`: a trainer on the stores the configuration names (Kafka consumer group or
   the embedded event files; SQLite or PostgreSQL; Redis or local registry)
+- `TrainerMetrics`: its Prometheus metrics (``closedloop train --metrics-port``): runs, run
+  durations, join counts, lag behind the log
 - `training_status` / `Trainer.status`: why a use case did or did not train (`TrainingStatus`)
 - `ExampleStore`, `TrainingRun`: the examples, labels, offsets and runs in the metadata database
 """
 
 from ._gate import GateDecision, gate
+from ._metrics import TrainerMetrics
 from ._open import open_trainer
 from ._sources import EventBatch, EventSource, FileEventSource, KafkaEventSource
 from ._status import OutcomeStatus, TrainingStatus, training_status
@@ -29,6 +32,7 @@ __all__ = [
     "LabelledExample",
     "OutcomeStatus",
     "Trainer",
+    "TrainerMetrics",
     "TrainingRun",
     "TrainingStatus",
     "evaluate",
