@@ -101,9 +101,28 @@ def _expanded_paths(text: str) -> frozenset[tuple[str, ...]]:
 def _describe(exc: ValidationError, source: str) -> str:
     lines = [f"{source} is not a valid closedloop configuration:"]
     for error in exc.errors():
-        path = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        path = ".".join(str(part) for part in _as_written(error["loc"])) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
         got = error.get("input")
-        shown = "" if isinstance(got, (dict, list)) or error["type"] == "missing" else f" (got {got!r})"
+        quiet = isinstance(got, (dict, list)) or error["type"] == "missing" or repr(got) in message
+        shown = "" if quiet else f" (got {got!r})"
         lines.append(f"  - {path}: {message}{shown}")
     return "\n".join(lines)
+
+
+def _as_written(location: tuple[int | str, ...]) -> list[int | str]:
+    """The path as the file writes it: without pydantic's union tags (``epsilon_greedy`` in
+    ``exploration.epsilon_greedy.epsilon`` is the value of ``strategy``, not a key of the file;
+    ``categorical`` in ``context.country.categorical.values`` the value of ``type``)."""
+    return [part for i, part in enumerate(location) if not _is_tag(location, i)]
+
+
+def _is_tag(location: tuple[int | str, ...], i: int) -> bool:
+    part = location[i]
+    if i >= 1 and location[i - 1] == "exploration" and part in _STRATEGIES:
+        return True
+    return i >= 2 and location[i - 2] in ("context", "candidate") and part in _FEATURE_TYPES
+
+
+_STRATEGIES = frozenset({"epsilon_greedy", "softmax", "squarecb", "greedy"})
+_FEATURE_TYPES = frozenset({"numeric", "categorical"})

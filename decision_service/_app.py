@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from closedloop.access import AccessGuard, Gatekeeper, RouteScopes, principal_of
+from closedloop.access import OPEN_PATHS, AccessGuard, Gatekeeper, RouteScopes, principal_of
 from closedloop.contracts import (
     AbandonBatch,
     AbandonResult,
@@ -75,7 +75,8 @@ SERVICE_ROUTES = RouteScopes(
         "/v1/use-cases": _DECIDE | _READ,
         "/v1/models": _READ,
         "/metrics": _READ,
-    }
+    },
+    open_paths=OPEN_PATHS | {"/"},
 )
 """The scopes each route of the service needs (tests/test_access.py checks every route is here)."""
 
@@ -331,6 +332,18 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
     def models() -> dict[str, Any]:
         """Per use case and outcome: the version serving here, the champion and every version."""
         return engine.model_listing()
+
+    @app.get("/", tags=["operations"])
+    def index() -> dict[str, str]:
+        """What this is and where to look: the API's description, health, the console."""
+        return {
+            "service": "closedloop decision service",
+            "docs": "/docs",
+            "openapi": "/openapi.json",
+            "health": "/healthz",
+            "ready": "/readyz",
+            "reports": "served by the console: closedloop console (port 8001 by default)",
+        }
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

@@ -58,7 +58,13 @@ SERVICE_CALLS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/v1/models", None),
     ("GET", "/metrics", None),
 ]
-OPEN_CALLS = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.json"), ("GET", "/docs")]
+OPEN_CALLS = [
+    ("GET", "/"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+]
 
 
 def _routes(app: Any) -> set[str]:

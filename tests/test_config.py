@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from closedloop.contracts import ConfigError, load_config, parse_config, parse_duration
 
@@ -109,3 +110,18 @@ def test_a_value_function_that_cannot_work_is_refused_at_load(value: str) -> Non
     with pytest.raises(ConfigError) as caught:
         parse_config(text, environ={})
     assert "use_cases.pick.policy.value" in str(caught.value)
+
+
+def test_an_error_says_what_it_got_once_and_names_paths_as_the_file_writes_them() -> None:
+    raw = yaml.safe_load((ROOT / "examples" / "closedloop.yaml").read_text())
+    use_case = raw["use_cases"]["home_feed"]
+    use_case["outcomes"]["click"]["window"] = "30 minutes"
+    use_case["policy"]["exploration"] = {"strategy": "epsilon_greedy", "epsilon": 5}
+    use_case["context"]["country"]["values"] = []
+    with pytest.raises(ConfigError) as refused:
+        parse_config(yaml.safe_dump(raw), environ={})
+    message = str(refused.value)
+    assert message.count("30 minutes") == 1
+    assert "use_cases.home_feed.policy.exploration.epsilon:" in message
+    assert "epsilon_greedy.epsilon" not in message
+    assert "use_cases.home_feed.context.country.values:" in message
