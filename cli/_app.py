@@ -24,6 +24,7 @@ from closedloop.contracts import (
 
 from ._access import audit, audited, keys_app
 from ._errors import missing_package, unreachable_server
+from ._export import export
 from ._logging import LogFormat, LogFormatOption, LogLevelOption, configure_logging
 from ._models import models_app
 from ._output import JsonOption, print_json, print_table, when
@@ -372,6 +373,7 @@ app.add_typer(tune_app, name="tune")
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
 app.command()(audit)
+app.command()(export)
 
 
 @app.command()

@@ -137,3 +137,55 @@ def test_pin_rollback_and_unpin_a_champion_and_the_trainer_keeps_a_pinned_one(tm
     audit = json.loads(runner.invoke(app, ["audit", "--json", "-c", str(config_file)]).stdout)
     assert [e["action"] for e in audit] == ["champion.unpin", "champion.pin", "champion.rollback"]
     assert audit[2]["details"] == {"previous": second, "champion": first, "pinned": True}
+
+
+def test_export_writes_decisions_feedback_and_examples_that_pandas_reads(tmp_path: Path) -> None:
+    import pandas as pd
+
+    config = make_config(tmp_path)
+    config_file = tmp_path / "closedloop.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    topics = Topics(config.infrastructure.topic_prefix)
+    log = FileEventLog(config.infrastructure.data_path / "events")
+    decisions = [
+        (f"d{i}", decision_event(f"d{i}", seconds=i, candidates={"a": {"price": float(i)}}))
+        for i in range(50)
+    ]
+    log.append(topics.decisions, [*decisions, decisions[0]])  # one logged twice: exported once
+    log.append(
+        topics.feedback,
+        [(f"d{i}", feedback_event(f"f{i}", f"d{i}", {"click": 1}, seconds=i + 1)) for i in range(20)],
+    )
+    log.close()
+    runner = CliRunner()
+    assert runner.invoke(app, ["train", "--once", "--json", "-c", str(config_file)], env={}).exit_code == 0
+    written = {}
+    for kind, form in (("decisions", "parquet"), ("feedback", "csv"), ("examples", "parquet")):
+        target = tmp_path / f"{kind}.{form}"
+        result = runner.invoke(
+            app,
+            [
+                "export",
+                kind,
+                "--format",
+                form,
+                "--output",
+                str(target),
+                "--use-case",
+                "pick",
+                "-c",
+                str(config_file),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        written[kind] = pd.read_parquet(target) if form == "parquet" else pd.read_csv(target)
+    assert len(written["decisions"]) == 50
+    assert written["decisions"]["chosen.price"].tolist() == [float(i) for i in range(50)]
+    assert set(written["decisions"]["use_case"]) == {"pick"}
+    assert len(written["feedback"]) == 20
+    assert written["feedback"]["outcome.click"].sum() == 20
+    examples = written["examples"]
+    assert len(examples) == 50
+    assert examples["label.click"].notna().sum() == 50  # every window closed: a label each
+    assert examples["label.click"].sum() == 20
+    assert sorted(examples["feature.price"]) == [float(i) for i in range(50)]

@@ -476,6 +476,42 @@ class ExampleStore:
         with self.engine.connect() as connection:
             return [(str(u), float(t), bool(f)) for u, t, f in connection.execute(query)]
 
+    def example_rows(self, use_case: str) -> Iterator[dict[str, Any]]:
+        """Every example of the use case with its labels (``label.<outcome>``, None while the
+        window is open and no report came), oldest first: what ``closedloop export examples``
+        writes. Features become columns (``feature.<name>``)."""
+        query = (
+            sa.select(examples, labels.c.outcome, labels.c.value, labels.c.source)
+            .select_from(examples.outerjoin(labels, labels.c.decision_id == examples.c.decision_id))
+            .where(examples.c.use_case == use_case)
+            .order_by(examples.c.decided_at, examples.c.decision_id)
+        )
+        current: dict[str, Any] | None = None
+        with self.engine.connect() as connection:
+            for row in connection.execute(query):
+                if current is None or current["example"] != row.decision_id:
+                    if current is not None:
+                        yield current
+                    current = {
+                        "example": row.decision_id,
+                        "decision_id": row.decision_id.partition("#")[0],
+                        "use_case": row.use_case,
+                        "decided_at": row.decided_at,
+                        "slot": row.slot,
+                        "choice": row.choice,
+                        "propensity": row.propensity,
+                        "policy": row.policy,
+                        "arm": row.arm,
+                        "status": row.status,
+                        "windows_closed": bool(row.closed),
+                        **{f"feature.{k}": v for k, v in orjson.loads(row.features).items()},
+                    }
+                if row.outcome is not None:
+                    current[f"label.{row.outcome}"] = row.value
+                    current[f"label_source.{row.outcome}"] = row.source
+        if current is not None:
+            yield current
+
     def newest_decision(self) -> float | None:
         """When the newest decision the trainer has read was made (how far behind it is)."""
         with self.engine.connect() as connection:
