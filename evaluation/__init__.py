@@ -1,7 +1,8 @@
 """Causal evaluation: experiment analysis, heterogeneous effects, off-policy evaluation, reports.
 
 - `analyze_experiment(config, name)`: one phase of an experiment, read from the event logs, as an
-  `ExperimentReport` (the numbers of ``report.json``); `write_report_files` / `render_html` for the page;
+  `ExperimentReport` (the numbers of ``report.json``); `write_report_files` / `render_html` for the page,
+  `report_csv` for its metrics table, `with_power` for the MDE and the time to a decision;
   `ExperimentWatch`: the same report again and again as the logs grow, reading only the new events
 - `html_page`, `inline_png`, `write_page_files`: the report pages' shell, plots and files, shared
   with the tuner's report
@@ -27,13 +28,15 @@ from ._html import (
     html_page,
     inline_png,
     render_html,
+    report_csv,
     write_page_files,
     write_report_files,
 )
 from ._offpolicy import OffPolicyEstimates, PolicyValue, off_policy_estimates
 from ._policy_values import OfflineEvaluator, TrainingRows, compare_policies_offline
+from ._power import with_power
 from ._ranking_ope import RankingEstimates, cascade_weights, ranking_estimates
-from ._report_model import ExperimentReport
+from ._report_model import ExperimentReport, Interval, MetricComparison
 from ._routes import report_router
 from ._stats import (
     Comparison,
@@ -55,6 +58,8 @@ __all__ = [
     "Estimate",
     "ExperimentReport",
     "ExperimentWatch",
+    "Interval",
+    "MetricComparison",
     "OffPolicyEstimates",
     "OfflineEvaluator",
     "PolicyValue",
@@ -75,10 +80,12 @@ __all__ = [
     "off_policy_estimates",
     "ranking_estimates",
     "render_html",
+    "report_csv",
     "report_router",
     "sample_ratio_check",
     "sequential_half_width",
     "welch",
+    "with_power",
     "write_page_files",
     "write_report_files",
 ]

@@ -35,10 +35,12 @@ from ._metrics import (
     unit_sample,
 )
 from ._ope_data import evaluate_policies
+from ._power import with_power
 from ._report_model import (
     ArmMetric,
     ArmSummary,
     ExperimentReport,
+    ExposurePoint,
     GuardrailResult,
     Interval,
     MetricComparison,
@@ -268,7 +270,10 @@ def _report(
                 "its values are the outcomes' defaults."
             )
     say("comparing arms")
-    results = _metric_results(use_case, experiment, current, data, metrics)
+    results = [
+        _with_power(result, current.control, now - current.started_at)
+        for result in _metric_results(use_case, experiment, current, data, metrics)
+    ]
     guardrails = _guardrails(experiment, current, results)
     heterogeneity, ope, timeline = [], None, []
     if detail:
@@ -299,6 +304,7 @@ def _report(
         metrics=results,
         guardrails=guardrails,
         timeline=timeline,
+        exposure=_exposure(data),
         heterogeneity=heterogeneity,
         ope=ope,
     )
@@ -432,9 +438,11 @@ def _arm_metric(arm: str, sample: UnitSample | None) -> ArmMetric:
         return ArmMetric(arm=arm, mean=None, se=None, units=0)
     values = sample.linearized()
     se = float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
-    return ArmMetric(
-        arm=arm, mean=float(np.mean(values)), se=se if math.isfinite(se) else None, units=sample.units
-    )
+    mean = float(np.mean(values))
+    if not math.isfinite(se):
+        return ArmMetric(arm=arm, mean=mean, se=None, units=sample.units)
+    z = 1.959963984540054
+    return ArmMetric(arm=arm, mean=mean, se=se, units=sample.units, low=mean - z * se, high=mean + z * se)
 
 
 def _compare(
@@ -507,6 +515,32 @@ def _guardrails(
                 )
             )
     return rows
+
+
+def _with_power(result: MetricResult, control: str, elapsed: float) -> MetricResult:
+    means = {arm.arm: arm.mean for arm in result.arms}
+    comparisons = [with_power(c, means.get(control), elapsed) for c in result.comparisons]
+    return result.model_copy(update={"comparisons": comparisons})
+
+
+def _exposure(data: LoggedDecisions) -> list[ExposurePoint]:
+    """Each arm's cumulative decisions and units at evenly spaced times of the phase."""
+    if len(data.time) == 0:
+        return []
+    points = []
+    for cutoff in np.linspace(data.time.min(), data.time.max(), TIMELINE_POINTS + 1):
+        upto = data.time <= cutoff
+        for code, arm in enumerate(data.arms):
+            mask = upto & (data.arm == code)
+            points.append(
+                ExposurePoint(
+                    time=float(cutoff),
+                    arm=arm,
+                    decisions=int(mask.sum()),
+                    units=len(np.unique(data.unit[mask])),
+                )
+            )
+    return points
 
 
 def _timeline(

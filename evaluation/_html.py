@@ -7,6 +7,7 @@ test (and a curious reader) can check that the page shows exactly what the JSON 
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 from collections.abc import Sequence
@@ -59,8 +60,38 @@ def write_page_files(directory: Path, stem: str, numbers: BaseModel, page: str) 
 
 
 def write_report_files(report: ExperimentReport, directory: Path) -> tuple[Path, Path]:
-    """Write ``report.html`` and ``report.json`` into ``directory``; returns both paths."""
-    return write_page_files(directory, "report", report, render_html(report))
+    """Write ``report.html``, ``report.json`` and ``report.csv`` (the metrics table) into
+    ``directory``; returns the first two paths."""
+    paths = write_page_files(directory, "report", report, render_html(report))
+    (directory / "report.csv").write_text(report_csv(report), encoding="utf-8")
+    return paths
+
+
+CSV_COLUMNS = [
+    "metric", "arm", "control", "units", "mean", "mean_low", "mean_high", "lift", "lift_low", "lift_high",
+    "relative", "relative_low", "relative_high", "p_value", "adjusted_p_value", "significant", "mde",
+    "mde_relative", "seconds_to_decision",
+]  # fmt: skip
+
+
+def report_csv(report: ExperimentReport) -> str:
+    """One row per metric and arm: its mean with a 95% interval and, against the control, the
+    lift, relative lift, p-values and power (relative values as fractions, as in the JSON)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for metric in report.metrics:
+        compared = {c.arm: c for c in metric.comparisons}
+        for arm in metric.arms:
+            low, high = arm.low, arm.high
+            c = compared.get(arm.arm)
+            versus = [] if c is None else [
+                c.lift.estimate, c.lift.low, c.lift.high, c.relative.estimate, c.relative.low, c.relative.high,
+                c.p_value, c.adjusted_p_value, c.significant, c.mde, c.mde_relative, c.seconds_to_decision,
+            ]  # fmt: skip
+            row = [metric.name, arm.arm, arm.arm == report.control, arm.units, arm.mean, low, high, *versus]
+            writer.writerow(["" if v is None else v for v in row] + [""] * (len(CSV_COLUMNS) - len(row)))
+    return buffer.getvalue()
 
 
 def render_html(report: ExperimentReport) -> str:
@@ -68,6 +99,7 @@ def render_html(report: ExperimentReport) -> str:
         _header(report),
         _banners(report),
         _arms(report),
+        _exposure(report),
         _metrics(report),
         _guardrails(report),
         _timeline(report),
@@ -86,6 +118,33 @@ def _time(seconds: float | None) -> str:
 def _number(value: float | None, key: str, digits: int = 4) -> str:
     text = "&ndash;" if value is None else f"{value:.{digits}g}"
     return f"<span data-key='{html.escape(key)}'>{text}</span>"
+
+
+def _p_value(value: float | None, key: str) -> str:
+    """A p-value as people read one: "<0.001" rather than 4.43e-34."""
+    if value is None:
+        return f"<span data-key='{html.escape(key)}'>&ndash;</span>"
+    text = "&lt;0.001" if value < 0.001 else f"{value:.3f}"
+    return f"<span data-key='{html.escape(key)}'>{text}</span>"
+
+
+def _percent(value: float | None, key: str) -> str:
+    text = "&ndash;" if value is None else f"{value * 100:.3g}%"
+    return f"<span data-key='{html.escape(key)}'>{text}</span>"
+
+
+def _duration(seconds: float | None, key: str) -> str:
+    if seconds is None:
+        text = "&ndash;"
+    elif seconds == 0:
+        text = "now (significant)"
+    elif seconds < 3600:
+        text = f"{seconds / 60:.0f} min"
+    elif seconds < 3 * 86400:
+        text = f"{seconds / 3600:.1f} h"
+    else:
+        text = f"{seconds / 86400:.1f} days"
+    return f"<span data-key='{html.escape(key)}' data-seconds='{seconds if seconds is not None else ''}'>{text}</span>"
 
 
 def _interval(interval: Interval | None, key: str, *, percent: bool = False) -> str:
@@ -153,12 +212,20 @@ def _arms(report: ExperimentReport) -> str:
 
 
 def _metrics(report: ExperimentReport) -> str:
-    parts = ["<h2>Metrics</h2>"]
+    parts = [
+        "<h2>Metrics</h2><p class='note'>Relative changes, margins and the minimum detectable effect "
+        "are in percent of the control's mean; means and lifts in the metric's own unit. The minimum "
+        "detectable effect is at 80% power and 5% (two-sided); the time to a decision assumes the "
+        "traffic so far and that the observed lift is real.</p>"
+    ]
     for m, metric in enumerate(report.metrics):
-        means = ", ".join(
-            f"{html.escape(a.arm)}: {_number(a.mean, f'metrics.{m}.arms.{i}.mean')}"
+        mean_rows = "".join(
+            f"<tr><td>{html.escape(a.arm)}</td><td>{_number(a.units, f'metrics.{m}.arms.{i}.units', 12)}</td>"
+            f"<td>{_number(a.mean, f'metrics.{m}.arms.{i}.mean')} "
+            f"[{_number(a.low, f'metrics.{m}.arms.{i}.low')}, {_number(a.high, f'metrics.{m}.arms.{i}.high')}]</td></tr>"
             for i, a in enumerate(metric.arms)
         )
+        means = f"<table><tr><th>arm</th><th>units</th><th>mean [95% CI]</th></tr>{mean_rows}</table>"
         rows = []
         for c, comp in enumerate(metric.comparisons):
             key = f"metrics.{m}.comparisons.{c}"
@@ -177,13 +244,16 @@ def _metrics(report: ExperimentReport) -> str:
             rows.append(
                 f"<tr><td>{html.escape(comp.arm)}</td><td>{_interval(comp.lift, key + '.lift')}{extra}</td>"
                 f"<td>{_interval(comp.relative, key + '.relative', percent=True)}</td>"
-                f"<td>{_number(comp.p_value, key + '.p_value', 3)}</td>"
-                f"<td>{_number(comp.adjusted_p_value, key + '.adjusted_p_value', 3)}</td><td>{mark}</td></tr>"
+                f"<td>{_p_value(comp.p_value, key + '.p_value')}</td>"
+                f"<td>{_p_value(comp.adjusted_p_value, key + '.adjusted_p_value')}</td>"
+                f"<td>{_percent(comp.mde_relative, key + '.mde_relative')}</td>"
+                f"<td>{_duration(comp.seconds_to_decision, key + '.seconds_to_decision')}</td><td>{mark}</td></tr>"
             )
         parts.append(
             f"<h3>{html.escape(metric.name)} <small>({html.escape(metric.value)}, per {metric.per})</small></h3>"
-            f"<p>Means: {means}</p><table><tr><th>arm vs control</th><th>lift [95% CI]</th>"
-            f"<th>relative</th><th>p</th><th>adjusted p</th><th></th></tr>{''.join(rows)}</table>"
+            f"{means}<table><tr><th>arm vs control</th><th>lift [95% CI]</th>"
+            f"<th>relative [95% CI]</th><th>p</th><th>adjusted p</th><th>minimum detectable effect</th>"
+            f"<th>time to a decision</th><th></th></tr>{''.join(rows)}</table>"
         )
     parts.append(_lift_plot(report))
     return "".join(parts)
@@ -212,8 +282,9 @@ def _guardrails(report: ExperimentReport) -> str:
     if not report.guardrails:
         return ""
     rows = "".join(
-        f"<tr><td>{html.escape(g.metric)}</td><td>{html.escape(g.arm)}</td><td>{g.margin:.3g}</td>"
-        f"<td>{_number(g.relative_low, f'guardrails.{i}.relative_low', 3)}</td>"
+        f"<tr><td>{html.escape(g.metric)}</td><td>{html.escape(g.arm)}</td>"
+        f"<td>{_percent(g.margin, f'guardrails.{i}.margin')}</td>"
+        f"<td>{_percent(g.relative_low, f'guardrails.{i}.relative_low')}</td>"
         f"<td data-key='guardrails.{i}.passed'>{ {True: 'pass', False: 'FAIL', None: 'unknown'}[g.passed] }</td></tr>"
         for i, g in enumerate(report.guardrails)
     )
@@ -221,6 +292,20 @@ def _guardrails(report: ExperimentReport) -> str:
         "<h2>Guardrails</h2><table><tr><th>metric</th><th>arm</th><th>margin</th>"
         f"<th>worst plausible relative change</th><th>verdict</th></tr>{rows}</table>"
     )
+
+
+def _exposure(report: ExperimentReport) -> str:
+    if not report.exposure:
+        return ""
+    figure, axis = plt.subplots(figsize=(7, 2.8))
+    for arm in sorted({p.arm for p in report.exposure}):
+        points = [p for p in report.exposure if p.arm == arm]
+        hours = [(p.time - report.started_at) / 3600 for p in points]
+        axis.plot(hours, [p.units for p in points], marker=".", label=arm)
+    axis.set_xlabel("hours since the phase started")
+    axis.set_ylabel("units exposed (cumulative)")
+    axis.legend()
+    return "<h2>Exposure over time</h2>" + inline_png(figure)
 
 
 def _timeline(report: ExperimentReport) -> str:

@@ -48,6 +48,9 @@ class ArmMetric(_Model):
     mean: float | None
     se: float | None
     units: int
+    low: float | None = None
+    """The mean's 95% interval (normal, from ``se``)."""
+    high: float | None = None
 
 
 class MetricComparison(_Model):
@@ -61,6 +64,14 @@ class MetricComparison(_Model):
     sequential: Interval | None = None
     cuped_lift: Interval | None = None
     cuped_variance_reduction: float | None = None
+    mde: float | None = None
+    """The smallest lift this phase's data detects with 80% power at 5% (two-sided), in the
+    metric's unit: (z(0.975) + z(0.8)) times the lift's standard error."""
+    mde_relative: float | None = None
+    """The same as a fraction of the control's mean."""
+    seconds_to_decision: float | None = None
+    """At the traffic so far, how much longer until the observed lift, if it is real, would be
+    detected with 80% power (0: it is significant now; None: no lift to detect)."""
 
 
 class MetricResult(_Model):
@@ -85,6 +96,15 @@ class TimelinePoint(_Model):
     time: float
     arm: str
     lift: Interval
+
+
+class ExposurePoint(_Model):
+    """Decisions and units an arm had seen up to ``time`` (cumulative)."""
+
+    time: float
+    arm: str
+    decisions: int
+    units: int
 
 
 class SegmentEffect(_Model):
@@ -174,5 +194,6 @@ class ExperimentReport(_Model):
     metrics: list[MetricResult]
     guardrails: list[GuardrailResult]
     timeline: list[TimelinePoint]
+    exposure: list[ExposurePoint] = []
     heterogeneity: list[Heterogeneity]
     ope: OpeResult | None

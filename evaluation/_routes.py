@@ -23,7 +23,7 @@ from closedloop.contracts import ClosedLoopConfig
 from closedloop.registry import ModelRegistry, open_registry
 
 from ._analysis import analyze_experiment, experiment_listing
-from ._html import render_html
+from ._html import render_html, report_csv
 from ._report_model import ExperimentReport
 
 
@@ -85,13 +85,18 @@ def report_router(
     @router.get("/v1/experiments/{name}/report", response_model=None)
     def experiment_report(
         name: str,
-        format: Literal["html", "json"] = "html",
+        format: Literal["html", "json", "csv"] = "html",
         fresh: bool = Query(False, description="Recompute instead of using a report under a minute old."),
     ) -> Response:
         """The experiment's latest phase analysed from the logs, as the HTML report or its JSON."""
         report = cache.report(name, lambda: analyze_experiment(config, name, registry=registry), fresh=fresh)
         if format == "json":
             return Response(report.model_dump_json(), media_type="application/json")
+        if format == "csv":
+            disposition = f'attachment; filename="{name}-phase{report.phase}.csv"'
+            return Response(
+                report_csv(report), media_type="text/csv", headers={"content-disposition": disposition}
+            )
         return HTMLResponse(render_html(report))
 
     return router

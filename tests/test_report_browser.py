@@ -31,6 +31,15 @@ def shown(value: Any, text: str) -> bool:
         return text == "\u2013"  # the page's &ndash;
     if isinstance(value, bool):
         return text.lower() in {"true", "pass", "false", "fail"}
+    if isinstance(value, (int, float)) and text == "<0.001":  # a p-value as the page shows it
+        return value < 0.001
+    if isinstance(value, (int, float)) and text.startswith("now"):  # a decision that can be made now
+        return value == 0
+    if isinstance(value, (int, float)) and text.endswith((" min", " h", " days")):
+        number, unit = text.split()
+        return value == pytest.approx(
+            float(number) * {"min": 60, "h": 3600, "days": 86400}[unit], rel=0.06, abs=31
+        )
     if isinstance(value, (int, float)):
         number = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
         return number == pytest.approx(value, rel=5e-3, abs=1e-12)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -34,6 +36,18 @@ def test_the_console_lists_experiments_and_serves_their_reports(
         html = http.get("/v1/experiments/by_quality/report")
         assert html.headers["content-type"].startswith("text/html")
         assert "Off-policy evaluation" in html.text
+
+        table = http.get("/v1/experiments/by_quality/report", params={"format": "csv"})
+        assert table.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(table.text)))
+        buy = next(m for m in served["metrics"] if m["name"] == "buy")
+        for arm in buy["arms"]:
+            row = next(r for r in rows if r["metric"] == "buy" and r["arm"] == arm["arm"])
+            assert int(row["units"]) == arm["units"]
+            assert float(row["mean"]) == pytest.approx(arm["mean"])
+            assert float(row["mean_low"]) == pytest.approx(arm["low"])
+        treated = next(r for r in rows if r["metric"] == "buy" and r["arm"] == "model")
+        assert float(treated["mde_relative"]) == pytest.approx(buy["comparisons"][0]["mde_relative"])
 
         missing = http.get("/v1/experiments/nope/report")
         assert missing.status_code == 404
