@@ -180,5 +180,30 @@ def test_a_killed_tuner_resumes_without_losing_or_repeating_a_trial(
         assert f"data-key='trials.{i}.metrics.purchase.mean'>{t.metrics['purchase'].mean:.4g}<" in page
     assert "<img alt='plot'" in page
     assert orjson.loads(json_path.read_text())["rounds_done"] == ROUNDS
+    by_index = {t.trial_index: t for t in report.trials}
+    baselines = {r.round: r for r in report.rounds}
+    for row in report.versus_status_quo:  # each recommendation against its round's status quo
+        trial = by_index[row.trial_index]
+        assert row.difference == pytest.approx(trial.objective - baselines[trial.round].baseline_objective)
+        assert row.distinguishable == (not row.low <= 0 <= row.high)
+        assert ("Not distinguishable from the status quo" in page) == (not row.distinguishable)
     store.close()
     registry.close()
+
+
+def test_a_recommendation_indistinguishable_from_the_status_quo_says_so() -> None:
+    from closedloop.tuner import TuningReport, render_tuning_html
+
+    base = {
+        "run": "r", "use_case": "offer", "mode": "online", "method": "bayesian", "status": "done",
+        "rounds_done": 1, "rounds_planned": 1, "objective": "purchase", "constraints": [], "trials": [],
+        "rounds": [], "pareto_metrics": [],
+        "recommendation": {"configurations": [{"trial_index": 3, "parameters": {"epsilon": 0.1}}]},
+    }  # fmt: skip
+    unclear = {"trial_index": 3, "difference": 0.01, "low": -0.02, "high": 0.04, "distinguishable": False}
+    page = render_tuning_html(TuningReport.model_validate({**base, "versus_status_quo": [unclear]}))
+    assert "Not distinguishable from the status quo" in page
+    clear = {**unclear, "low": 0.005, "distinguishable": True}
+    page = render_tuning_html(TuningReport.model_validate({**base, "versus_status_quo": [clear]}))
+    assert "Not distinguishable" not in page
+    assert "Against the status quo of its round: +0.01" in page

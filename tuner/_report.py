@@ -54,6 +54,19 @@ class RoundRow(_Model):
     phase: int | None
     baseline: dict[str, MetricValue]
     baseline_objective: float | None
+    baseline_objective_se: float | None = None
+
+
+class VersusStatusQuo(_Model):
+    """A recommended trial's objective against its round's status quo arm, measured side by side."""
+
+    trial_index: int
+    difference: float
+    low: float
+    high: float
+    distinguishable: bool
+    """False when the 95% interval of the difference includes 0: the data cannot tell the
+    recommendation from keeping the current configuration."""
 
 
 class TuningReport(_Model):
@@ -70,6 +83,7 @@ class TuningReport(_Model):
     rounds: list[RoundRow]
     recommendation: dict[str, Any] | None
     pareto_metrics: list[str]
+    versus_status_quo: list[VersusStatusQuo] = []
 
 
 def _values(measurement: dict[str, tuple[float, float]] | None) -> dict[str, MetricValue]:
@@ -107,6 +121,7 @@ def tuning_report(store: TuningStore, run: str, space: TuningSpace) -> TuningRep
             phase=r.phase,
             baseline=_values(r.baseline),
             baseline_objective=space.scalar_objective(r.baseline) if r.baseline else None,
+            baseline_objective_se=space.scalar_objective_se(r.baseline) if r.baseline else None,
         )
         for r in store.rounds(run)
     ]
@@ -124,7 +139,34 @@ def tuning_report(store: TuningStore, run: str, space: TuningSpace) -> TuningRep
         rounds=rounds,
         recommendation=record.recommendation,
         pareto_metrics=list(objective.pareto or []),
+        versus_status_quo=_versus_status_quo(record.recommendation, trials, rounds),
     )
+
+
+def _versus_status_quo(
+    recommendation: dict[str, Any] | None, trials: list[TrialRow], rounds: list[RoundRow]
+) -> list[VersusStatusQuo]:
+    by_index = {t.trial_index: t for t in trials}
+    by_round = {r.round: r for r in rounds}
+    rows = []
+    for configuration in (recommendation or {}).get("configurations", []):
+        trial = by_index.get(configuration["trial_index"])
+        base = by_round.get(trial.round) if trial else None
+        if trial is None or base is None or trial.objective is None or base.baseline_objective is None:
+            continue
+        se = math.hypot(trial.objective_se or 0.0, base.baseline_objective_se or 0.0)
+        difference = trial.objective - base.baseline_objective
+        low, high = difference - Z95 * se, difference + Z95 * se
+        rows.append(
+            VersusStatusQuo(
+                trial_index=trial.trial_index,
+                difference=difference,
+                low=low,
+                high=high,
+                distinguishable=not low <= 0.0 <= high,
+            )
+        )
+    return rows
 
 
 def write_tuning_report(report: TuningReport, directory: Path) -> tuple[Path, Path]:
@@ -161,6 +203,7 @@ def _recommendation(report: TuningReport) -> str:
     if not report.recommendation:
         return "<p>No recommendation yet: it is made when the last round has been measured.</p>"
     parts = ["<h2>Recommendation</h2>"]
+    versus = {v.trial_index: v for v in report.versus_status_quo}
     for i, configuration in enumerate(report.recommendation["configurations"]):
         parameters = ", ".join(f"{k} = {v:.4g}" for k, v in configuration["parameters"].items())
         violations = configuration.get("observed_violations") or []
@@ -172,9 +215,23 @@ def _recommendation(report: TuningReport) -> str:
         parts.append(
             f"<div class='box'><p>Trial <span data-key='recommendation.configurations.{i}.trial_index'>"
             f"{configuration['trial_index']}</span>: {html.escape(parameters)}</p>"
-            f"<pre>{html.escape(_yaml_hint(configuration))}</pre>{warn}</div>"
+            f"<pre>{html.escape(_yaml_hint(configuration))}</pre>{warn}"
+            f"{_versus(versus.get(configuration['trial_index']))}</div>"
         )
     return "".join(parts)
+
+
+def _versus(row: VersusStatusQuo | None) -> str:
+    if row is None:
+        return ""
+    interval = f"{row.difference:+.4g} [{row.low:+.4g}, {row.high:+.4g}]"
+    if row.distinguishable:
+        return f"<p>Against the status quo of its round: {interval} (95%).</p>"
+    return (
+        f"<p class='bad' data-key='not-distinguishable'>Not distinguishable from the status quo: "
+        f"{interval} (95%) includes 0. The data cannot tell this configuration from the current one; "
+        "run more rounds (or let rounds run longer) before changing anything.</p>"
+    )
 
 
 def _yaml_hint(configuration: dict[str, Any]) -> str:
