@@ -58,6 +58,11 @@ ensure_postgres() {
   su postgres -c "psql -tc \"SELECT 1 FROM pg_database WHERE datname='test'\" | grep -q 1 || createdb test" || true
 }
 
+ensure_node_client() {  # the generated TypeScript client's test compiles it with tsc and runs it on Node
+  command -v npm >/dev/null || apt_install nodejs npm
+  (cd clients/typescript && npm ci --no-audit --no-fund --silent)
+}
+
 ensure_chromium() {  # the experiment report's browser test drives Debian's chromium with Playwright
   command -v chromium >/dev/null || apt_install chromium
 }
@@ -72,6 +77,7 @@ case "${1:-}" in
     ensure_redis
     ensure_postgres
     ensure_chromium
+    ensure_node_client
     "$VENV/bin/ruff" check .
     "$VENV/bin/mypy"
     "$VENV/bin/lint-imports"  # the layering contracts of pyproject.toml
