@@ -59,7 +59,12 @@ CONSOLE_ROUTES = RouteScopes(
         "/v1/tuning": _READ,
         "/v1/audit": _ADMIN,
     },
-    prefixes=[("/use-cases/", _READ), ("/v1/experiments/", _READ), ("/v1/admin/", _ADMIN)],
+    prefixes=[
+        ("/use-cases/", _READ),
+        ("/tuning/", _READ),
+        ("/v1/experiments/", _READ),
+        ("/v1/admin/", _ADMIN),
+    ],
     open_paths=OPEN_PATHS | {"/login", "/static/console.css", "/favicon.ico"},
 )
 """The scopes each console route needs (tests/test_access.py checks every route is here)."""

@@ -131,3 +131,20 @@ def tuning_runs(database_url: str, *, schema: str | None = None) -> dict[str, An
         return {"available": True, "runs": runs}
     finally:
         store.close()
+
+
+def tuning_report_page(config: ClosedLoopConfig, run: str, *, schema: str | None = None) -> str | None:
+    """A tuning run's report page (the same as ``closedloop tune report``), or None if unknown."""
+    from closedloop.tuner import TuningSpace, TuningStore, render_tuning_html, tuning_report
+
+    store = TuningStore.from_url(config.infrastructure.resolved_database_url, schema=schema)
+    try:
+        record = store.run(run)
+        if record is None or record.use_case not in config.use_cases:
+            return None
+        space = TuningSpace.of(
+            record.use_case, config.use_cases[record.use_case], online=record.mode == "online"
+        )
+        return render_tuning_html(tuning_report(store, run, space))
+    finally:
+        store.close()

@@ -14,10 +14,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from closedloop.access import Gatekeeper, principal_of
-from closedloop.contracts import ClosedLoopConfig, ClosedLoopError, UnknownUseCaseError, public_use_cases
+from closedloop.contracts import (
+    ClosedLoopConfig,
+    ClosedLoopError,
+    InvalidRequestError,
+    UnknownUseCaseError,
+    public_use_cases,
+)
 from closedloop.registry import ModelRegistry
 
-from ._data import model_listing, training_overview, tuning_runs
+from ._data import model_listing, training_overview, tuning_report_page, tuning_runs
 
 COOKIE = "closedloop_key"
 NAV = [
@@ -116,6 +122,15 @@ def page_router(
         return render(
             request, "tuning.html", "Tuning runs", tuning=tuning_runs(database, schema=database_schema)
         )
+
+    @router.get("/tuning/{run}")
+    def tuning_run(run: str) -> HTMLResponse:
+        page = tuning_report_page(config, run, schema=database_schema)
+        if page is None:
+            raise InvalidRequestError(
+                f"No tuning run {run!r}.", field="run", value=run, expected="a run listed on /tuning"
+            )
+        return HTMLResponse(page)
 
     @router.get("/traffic")
     def traffic(request: Request) -> HTMLResponse:

@@ -23,7 +23,7 @@ from closedloop.contracts import ClosedLoopConfig
 from closedloop.registry import ModelRegistry, open_registry
 
 from ._analysis import analyze_experiment, experiment_listing
-from ._html import render_html, report_csv
+from ._html import html_page, render_html, report_csv
 from ._report_model import ExperimentReport
 
 
@@ -73,14 +73,16 @@ def report_router(
         rows = "".join(
             f"<tr><td><a href='/v1/experiments/{html.escape(name)}/report'>{html.escape(name)}</a></td>"
             f"<td>{html.escape(entry['use_case'])}</td><td>{len(entry['phases'])}</td>"
-            f"<td>{_status(entry['phases'])}</td></tr>"
+            f"<td>{_status(entry['phases'])}</td>"
+            f"<td><a href='/v1/experiments/{html.escape(name)}/report?format=csv'>CSV</a> "
+            f"<a href='/v1/experiments/{html.escape(name)}/report?format=json'>JSON</a></td></tr>"
             for name, entry in listing.items()
         )
-        return HTMLResponse(
-            "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Experiments</title></head>"
-            "<body><h1>Experiments</h1><table><tr><th>experiment</th><th>use case</th><th>phases</th>"
-            f"<th>status</th></tr>{rows}</table></body></html>"
+        table = (
+            "<h1>Experiments</h1><p><a href='/'>&larr; the console</a></p><table><tr><th>experiment</th>"
+            f"<th>use case</th><th>phases</th><th>status</th><th>data</th></tr>{rows}</table>"
         )
+        return HTMLResponse(html_page("Experiments", [table]))
 
     @router.get("/v1/experiments/{name}/report", response_model=None)
     def experiment_report(

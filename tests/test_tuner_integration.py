@@ -14,12 +14,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import POSTGRES_URL, REDIS_URL, Broker
+from conftest import POSTGRES_URL, REDIS_URL, Broker, Server
 
+from closedloop.console import create_console
 from closedloop.contracts import ClosedLoopConfig, parse_config, tuning_experiment_name
 from closedloop.registry import open_registry
 from closedloop.sdk import EmbeddedClient
@@ -117,7 +119,11 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def test_a_killed_tuner_resumes_without_losing_or_repeating_a_trial(
-    tmp_path: Path, broker: Broker, redis_prefix: str, postgres_schema: str
+    tmp_path: Path,
+    broker: Broker,
+    redis_prefix: str,
+    postgres_schema: str,
+    serve: Callable[[object], Server],
 ) -> None:
     path, config = short_config(tmp_path, broker, redis_prefix, postgres_schema)
     world = TuningWorld(config, seed=2)
@@ -187,6 +193,14 @@ def test_a_killed_tuner_resumes_without_losing_or_repeating_a_trial(
         assert row.difference == pytest.approx(trial.objective - baselines[trial.round].baseline_objective)
         assert row.distinguishable == (not row.low <= 0 <= row.high)
         assert ("Not distinguishable from the status quo" in page) == (not row.distinguishable)
+    # The console lists the run and serves the same report.
+    console = serve(create_console(config))
+    listing = httpx.get(f"{console.url}/tuning", timeout=30).text
+    assert f'href="/tuning/{run}"' in listing
+    served = httpx.get(f"{console.url}/tuning/{run}", timeout=30).text
+    for i, t in enumerate(report.trials):
+        assert f"data-key='trials.{i}.metrics.purchase.mean'>{t.metrics['purchase'].mean:.4g}<" in served
+    assert httpx.get(f"{console.url}/tuning/nope", timeout=30).status_code == 422
     store.close()
     registry.close()
 
