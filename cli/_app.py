@@ -425,7 +425,9 @@ def console(
 
 
 @experiments_app.command("start")
-def experiments_start(name: str, config: ConfigOption = Path("closedloop.yaml")) -> None:
+def experiments_start(
+    name: str, config: ConfigOption = Path("closedloop.yaml"), as_json: JsonOption = False
+) -> None:
     """Start an experiment as declared (a changed allocation starts a new phase)."""
     from closedloop.evaluation import find_experiment
     from closedloop.registry import open_registry, start_experiment
@@ -448,6 +450,9 @@ def experiments_start(name: str, config: ConfigOption = Path("closedloop.yaml"))
         finally:
             registry.close()
         trail.record(actor, "experiment.start", name, phase=phase.phase, use_case=use_case_name)
+    if as_json:
+        print_json(phase.model_dump(mode="json"))
+        return
     shares = ", ".join(f"{arm} {spec.share:g}" for arm, spec in phase.arms.items())
     typer.echo(
         f"{name}: phase {phase.phase} running on {use_case_name} ({shares}; holdout {phase.holdout:g})"
@@ -455,7 +460,9 @@ def experiments_start(name: str, config: ConfigOption = Path("closedloop.yaml"))
 
 
 @experiments_app.command("stop")
-def experiments_stop(name: str, config: ConfigOption = Path("closedloop.yaml")) -> None:
+def experiments_stop(
+    name: str, config: ConfigOption = Path("closedloop.yaml"), as_json: JsonOption = False
+) -> None:
     """Stop an experiment: every unit goes back to the use case's own policy."""
     from closedloop.registry import open_registry, stop_experiment
 
@@ -467,6 +474,9 @@ def experiments_stop(name: str, config: ConfigOption = Path("closedloop.yaml")) 
         finally:
             registry.close()
         trail.record(actor, "experiment.stop", name, phase=phase.phase)
+    if as_json:
+        print_json(phase.model_dump(mode="json"))
+        return
     typer.echo(f"{name}: phase {phase.phase} stopped")
 
 
@@ -521,8 +531,9 @@ def report(
         "closedloop-report"
     ),
     phase: Annotated[int | None, typer.Option(help="Which phase (default: the latest).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Also print the report's JSON.")] = False,
 ) -> None:
-    """Analyse an experiment from the event logs; write an HTML report and its JSON."""
+    """Analyse an experiment from the event logs; write an HTML report, its JSON and its CSV."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from closedloop.evaluation import analyze_experiment, write_report_files
@@ -535,9 +546,12 @@ def report(
             loaded, experiment, phase=phase, progress=lambda step: progress.update(task, description=step)
         )
     html_path, json_path = write_report_files(result, output)
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+        return
     for note in result.notes:
         typer.echo(f"note: {note}")
-    typer.echo(f"wrote {html_path} and {json_path}")
+    typer.echo(f"wrote {html_path}, {json_path} and {output / 'report.csv'}")
 
 
 def main() -> None:

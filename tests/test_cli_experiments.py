@@ -42,8 +42,14 @@ def test_start_report_and_stop_an_experiment_from_the_command_line(tmp_path: Pat
     assert "running" in table
     assert "control 0.5, model 0.5" in table
 
-    stopped = runner.invoke(app, ["experiments", "stop", "by_quality", "-c", str(config_file)])
+    as_json = runner.invoke(
+        app, ["report", "by_quality", "-c", str(config_file), "--output", str(output), "--json"]
+    )
+    assert json.loads(as_json.output)["arms"] == data["arms"]
+    assert (output / "report.csv").read_text().startswith("metric,arm,control,units,mean")
+    stopped = runner.invoke(app, ["experiments", "stop", "by_quality", "-c", str(config_file), "--json"])
     assert stopped.exit_code == 0, stopped.output
+    assert json.loads(stopped.output)["stopped_at"] is not None
     again = runner.invoke(app, ["experiments", "stop", "by_quality", "-c", str(config_file)])
     assert again.exit_code != 0
     assert "is not running" in str(again.exception)

@@ -125,3 +125,20 @@ def test_an_error_says_what_it_got_once_and_names_paths_as_the_file_writes_them(
     assert "use_cases.home_feed.policy.exploration.epsilon:" in message
     assert "epsilon_greedy.epsilon" not in message
     assert "use_cases.home_feed.context.country.values:" in message
+
+
+def test_validate_prints_each_use_case_or_its_shape_as_json() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from closedloop.cli import app
+
+    runner = CliRunner()
+    table = runner.invoke(app, ["validate", str(ROOT / "examples" / "closedloop.yaml")])
+    assert "home_feed: rank" in table.output
+    shown = json.loads(
+        runner.invoke(app, ["validate", str(ROOT / "examples" / "closedloop.yaml"), "--json"]).output
+    )
+    assert shown["valid"] is True
+    assert shown["use_cases"]["home_feed"]["decision"] == "rank"
