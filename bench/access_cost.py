@@ -23,7 +23,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,10 +33,10 @@ from typing import Any
 import aiohttp
 import httpx
 import numpy as np
+from _cpu import paired_cpu_per_decision
 from _setup import CANDIDATE, CONTEXT, percentile_ms, publish, request_body, train_click_model
 from experiment_report import CONFIG as SHOP_CONFIG
 from experiment_report import T0, champion, write_events
-from http_service import cpu_seconds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import REDIS_URL, Broker, free_port, wait_for_port
@@ -94,42 +93,6 @@ def running(command: list[str], port: int) -> Iterator[int]:
 
 def serve(path: Path, port: int) -> list[str]:
     return [sys.executable, "-m", "closedloop.cli", "serve", "-c", str(path), "--port", str(port)]
-
-
-def paired_cpu_per_decision(
-    targets: list[tuple[str, int, dict[str, str]]], bodies: list[bytes], seconds: float
-) -> list[float]:
-    """CPU ms per decision of each (url, pid, headers) target, measured at the same time: each
-    load thread sends its requests to the targets in turn, so both see the same load and the
-    same noise from everything else on the machine."""
-    for url, _, headers in targets:
-        with httpx.Client(base_url=url, timeout=5, headers={**JSON, **headers}) as http:
-            for body in bodies[:200]:  # warm up
-                http.post("/v1/decide", content=body).raise_for_status()
-    count = [0]
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
-
-    def worker() -> None:
-        clients = [httpx.Client(base_url=url, timeout=5, headers={**JSON, **h}) for url, _, h in targets]
-        done = 0
-        while time.perf_counter() < deadline:
-            for http in clients:
-                http.post("/v1/decide", content=bodies[done % len(bodies)]).raise_for_status()
-            done += 1
-        for http in clients:
-            http.close()
-        with lock:
-            count[0] += done
-
-    before = [cpu_seconds(pid) for _, pid, _ in targets]
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    after = [cpu_seconds(pid) for _, pid, _ in targets]
-    return [(a - b) / count[0] * 1000 for a, b in zip(after, before, strict=True)]
 
 
 def paced_p99(

@@ -1,9 +1,13 @@
-"""HTTP decide latency at a fixed rate, maximum throughput, and feedback ingestion into Kafka.
+"""HTTP decide latency at a fixed rate, maximum throughput, CPU per decision against the floor,
+and feedback ingestion into Kafka.
 
 The service runs as a separate process (``closedloop serve``) on real Redis and a Tansu
-Kafka-protocol broker started here; this process is the load generator.
+Kafka-protocol broker started here; this process is the load generator. The floor
+(`_floor_server.py`: uvicorn + httptools + uvloop, orjson, the same rows and the same model, no
+validation, logging or Redis) runs beside it, and both take the same requests in turn, so the ratio
+of their CPU per request is measured under the same load and noise (issue #16's target: <= 1.5x).
 
-    .venv/bin/python bench/http_service.py [--rate 500] [--seconds 10] [--workers 1]
+    .venv/bin/python bench/http_service.py [--rate 500] [--seconds 10] [--workers 1] [--floor-rounds 3]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import httpx
 import numpy as np
 import orjson
 import yaml
+from _cpu import cpu_seconds, paired_cpu_per_decision
 from _setup import bench_config, percentile_ms, publish, request_body, train_click_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -45,6 +50,7 @@ def main() -> None:
     parser.add_argument("--feedback", type=int, default=200_000)
     parser.add_argument("--feedback-only", action="store_true", help="only the feedback ingestion stage")
     parser.add_argument("--workers", type=int, default=1, help="closedloop serve --workers")
+    parser.add_argument("--floor-rounds", type=int, default=3, help="paired rounds against the floor server")
     args = parser.parse_args()
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     broker = Broker()
@@ -60,7 +66,10 @@ def main() -> None:
         path = Path(data) / "closedloop.yaml"
         path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
         registry = RedisModelRegistry.from_url(REDIS_URL, prefix=prefix)
-        publish(registry, train_click_model())
+        booster = train_click_model()
+        publish(registry, booster)
+        model_file = Path(data) / "model.txt"
+        booster.save_model(str(model_file))
         port = free_port()
         server = subprocess.Popen(
             [*SERVE, "--config", str(path), "--port", str(port), "--workers", str(args.workers)],
@@ -71,6 +80,7 @@ def main() -> None:
             wait_for_port(port, timeout=60)
             url = f"http://127.0.0.1:{port}"
             run_benchmarks(url, args, server.pid)
+            against_the_floor(url, server.pid, model_file, args)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -103,6 +113,34 @@ def run_benchmarks(url: str, args: argparse.Namespace, server_pid: int) -> None:
         f"service CPU {cpu / done * 1000:.2f} ms per decision, {cpu / elapsed:.2f} cores busy"
     )
     ingest_feedback(url, args.feedback)
+
+
+def against_the_floor(url: str, pid: int, model_file: Path, args: argparse.Namespace) -> None:
+    rng = np.random.default_rng(1)
+    bodies = [json.dumps(request_body(rng)).encode() for _ in range(1000)]
+    port = free_port()
+    floor = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("_floor_server.py")), str(model_file), str(port)],
+        cwd=Path(__file__).parent,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, timeout=60)
+        targets = [(f"http://127.0.0.1:{port}", floor.pid, {}), (url, pid, {})]
+        ratios = []
+        for _ in range(args.floor_rounds):
+            floor_ms, closedloop_ms = paired_cpu_per_decision(targets, bodies, args.seconds)
+            ratios.append(closedloop_ms / floor_ms)
+            print(
+                f"  round: floor {floor_ms:.3f} ms CPU per request, closedloop serve {closedloop_ms:.3f} ms"
+            )
+        print(
+            f"CPU per decision, closedloop serve over the floor server: median of {args.floor_rounds} rounds "
+            f"{float(np.median(ratios)):.2f}x (rounds {', '.join(f'{r:.2f}' for r in ratios)}; target <= 1.5x)"
+        )
+    finally:
+        floor.terminate()
+        floor.wait(timeout=30)
 
 
 def paced_load(url: str, bodies: list[bytes], *, rate: float, seconds: float) -> tuple[list[float], int]:
@@ -207,25 +245,6 @@ def ingest_feedback(url: str, total: int, batch: int = 1000) -> None:
         f"feedback: {total} events in batches of {batch}: acknowledged {total / acked:.0f} events/s, "
         f"all in Kafka after {landed:.1f}s ({total / landed:.0f} events/s end to end)"
     )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children (uvicorn's workers), all their threads
-    (Linux: /proc/<pid>/stat)."""
-    stats = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:  # gone meanwhile
-                continue
-            stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-    family, ticks = {pid}, 0
-    for process, (parent, used) in sorted(stats.items()):
-        if process in family or parent in family:
-            family.add(process)
-            ticks += used
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def delivered(http: httpx.Client) -> float:
