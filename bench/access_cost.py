@@ -15,8 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gc
 import json
 import multiprocessing
 import os
@@ -30,13 +28,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
 import numpy as np
 from _cpu import paired_cpu_per_decision
 from _setup import CANDIDATE, CONTEXT, percentile_ms, publish, request_body, train_click_model
 from experiment_report import CONFIG as SHOP_CONFIG
 from experiment_report import T0, champion, write_events
+from http_service import paced_load
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import REDIS_URL, Broker, free_port, wait_for_port
@@ -102,12 +100,7 @@ def paced_p99(
     with httpx.Client(base_url=url, timeout=5, headers={**JSON, **headers}) as http:
         for body in bodies[:300]:  # warm up, as bench/http_service.py does
             http.post("/v1/decide", content=body).raise_for_status()
-    gc.collect()
-    gc.freeze()
-    try:
-        latencies, errors = asyncio.run(_paced(url, bodies, {**JSON, **headers}, rate, seconds))
-    finally:
-        gc.unfreeze()
+    latencies, errors = paced_load(url, bodies, rate=rate, seconds=seconds, headers=headers)
     return percentile_ms(latencies, 50), percentile_ms(latencies, 99), errors
 
 
@@ -119,34 +112,6 @@ def describe(measured: list[tuple[float, float, int]]) -> str:
         f"p50 {p50:7.2f} ms, p99 {float(np.median(p99s)):8.2f} ms (median of {len(measured)}; "
         f"p99s {', '.join(f'{p:.1f}' for p in p99s)}; {errors} errors)"
     )
-
-
-async def _paced(
-    url: str, bodies: list[bytes], headers: dict[str, str], rate: float, seconds: float
-) -> tuple[list[float], int]:
-    latencies: list[float] = []
-    errors = 0
-    async with aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(limit=64), headers=headers) as http:
-
-        async def one(body: bytes, scheduled: float) -> None:
-            nonlocal errors
-            async with http.post("/v1/decide", data=body) as response:
-                await response.read()
-                if response.status == 200:
-                    latencies.append(time.perf_counter() - scheduled)
-                else:
-                    errors += 1
-
-        start = time.perf_counter() + 0.1
-        tasks = []
-        for i in range(int(rate * seconds)):
-            scheduled = start + i / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(bodies[i % len(bodies)], scheduled)))
-        await asyncio.gather(*tasks)
-    return latencies, errors
 
 
 def _ask_for_reports(url: str, headers: dict[str, str], done: Any, asking: Any, stop: Any) -> None:

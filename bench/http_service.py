@@ -143,7 +143,9 @@ def against_the_floor(url: str, pid: int, model_file: Path, args: argparse.Names
         floor.wait(timeout=30)
 
 
-def paced_load(url: str, bodies: list[bytes], *, rate: float, seconds: float) -> tuple[list[float], int]:
+def paced_load(
+    url: str, bodies: list[bytes], *, rate: float, seconds: float, headers: dict[str, str] | None = None
+) -> tuple[list[float], int]:
     """Open loop: requests start on schedule whatever the answers' latency (no coordinated omission).
 
     One asyncio loop with aiohttp's client rather than threads: with threads a request waits for
@@ -154,17 +156,21 @@ def paced_load(url: str, bodies: list[bytes], *, rate: float, seconds: float) ->
     gc.collect()
     gc.freeze()
     try:
-        return asyncio.run(_paced(url, bodies, rate=rate, seconds=seconds))
+        return asyncio.run(
+            _paced(url, bodies, rate=rate, seconds=seconds, headers={**JSON, **(headers or {})})
+        )
     finally:
         gc.unfreeze()
 
 
-async def _paced(url: str, bodies: list[bytes], *, rate: float, seconds: float) -> tuple[list[float], int]:
+async def _paced(
+    url: str, bodies: list[bytes], *, rate: float, seconds: float, headers: dict[str, str]
+) -> tuple[list[float], int]:
     latencies: list[float] = []
     errors = 0
     total = int(rate * seconds)
     connector = aiohttp.TCPConnector(limit=64)
-    async with aiohttp.ClientSession(url, connector=connector, headers=JSON) as http:
+    async with aiohttp.ClientSession(url, connector=connector, headers=headers) as http:
 
         async def one(body: bytes, scheduled: float) -> None:
             nonlocal errors

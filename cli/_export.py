@@ -10,16 +10,27 @@ outcome's label. Feature dictionaries become columns (``context.country``, ``cho
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
 
 from closedloop.contracts import ClosedLoopConfig, ConfigError, Topics, load_config
 
 from ._access import ConfigOption
+
+
+class _Logged(Protocol):
+    @property
+    def event_id(self) -> str: ...
+
+    @property
+    def use_case(self) -> str | None: ...
+
+
+Event = TypeVar("Event", bound=_Logged)
 
 
 class Kind(StrEnum):
@@ -64,63 +75,64 @@ def export(
     typer.echo(f"wrote {len(rows)} {kind.value} to {target}")
 
 
-def _decisions(config: ClosedLoopConfig, only: str | None) -> Iterator[dict[str, Any]]:
-    from closedloop.contracts import decode_decision
+def _each_once(
+    config: ClosedLoopConfig, topic: str, decode: Callable[[bytes], Event], only: str | None
+) -> Iterator[Event]:
+    """The topic's events, each once (the log delivers at least once), of one use case if asked."""
     from closedloop.eventlog import scan_topic
 
     seen: set[str] = set()
-    topic = Topics(config.infrastructure.topic_prefix).decisions
     for batch in scan_topic(config.infrastructure, topic):
         for record in batch:
-            event = decode_decision(record)
-            if event.event_id in seen or (only is not None and event.use_case != only):
-                continue
-            seen.add(event.event_id)
-            chosen = event.logged_candidate()
-            yield {
-                "decision_id": event.event_id,
-                "use_case": event.use_case,
-                "unit_id": event.unit_id,
-                "timestamp": event.timestamp,
-                "decision_type": event.decision_type,
-                "choice": event.choice,
-                "ranking": json.dumps(event.ranking) if event.ranking is not None else None,
-                "propensity": event.propensity,
-                "policy": event.policy,
-                "experiment": event.experiment,
-                "arm": event.arm,
-                "experiment_phase": event.experiment_phase,
-                "active": event.active,
-                "candidates": len(event.candidates),
-                "model_versions": json.dumps(event.model_versions),
-                **{f"context.{k}": v for k, v in event.context.items()},
-                **({f"chosen.{k}": v for k, v in chosen.features.items()} if chosen else {}),
-            }
+            event = decode(record)
+            if event.event_id not in seen and only in (None, event.use_case):
+                seen.add(event.event_id)
+                yield event
+
+
+def _decisions(config: ClosedLoopConfig, only: str | None) -> Iterator[dict[str, Any]]:
+    from closedloop.contracts import decode_decision
+
+    topic = Topics(config.infrastructure.topic_prefix).decisions
+    for event in _each_once(config, topic, decode_decision, only):
+        chosen = event.logged_candidate()
+        yield {
+            "decision_id": event.event_id,
+            "use_case": event.use_case,
+            "unit_id": event.unit_id,
+            "timestamp": event.timestamp,
+            "decision_type": event.decision_type,
+            "choice": event.choice,
+            "ranking": json.dumps(event.ranking) if event.ranking is not None else None,
+            "propensity": event.propensity,
+            "policy": event.policy,
+            "experiment": event.experiment,
+            "arm": event.arm,
+            "experiment_phase": event.experiment_phase,
+            "active": event.active,
+            "candidates": len(event.candidates),
+            "model_versions": json.dumps(event.model_versions),
+            **{f"context.{k}": v for k, v in event.context.items()},
+            **({f"chosen.{k}": v for k, v in chosen.features.items()} if chosen else {}),
+        }
 
 
 def _feedback(config: ClosedLoopConfig, only: str | None) -> Iterator[dict[str, Any]]:
     from closedloop.contracts import decode_feedback
-    from closedloop.eventlog import scan_topic
 
-    seen: set[str] = set()
     topic = Topics(config.infrastructure.topic_prefix).feedback
-    for batch in scan_topic(config.infrastructure, topic):
-        for record in batch:
-            event = decode_feedback(record)
-            if event.event_id in seen or (only is not None and event.use_case != only):
-                continue
-            seen.add(event.event_id)
-            yield {
-                "feedback_id": event.event_id,
-                "decision_id": event.decision_id,
-                "use_case": event.use_case,
-                "timestamp": event.timestamp,
-                "received_at": event.received_at,
-                "orphan": event.orphan,
-                "activation": event.activation,
-                "candidate_id": event.candidate_id,
-                **{f"outcome.{k}": v for k, v in event.outcomes.items()},
-            }
+    for event in _each_once(config, topic, decode_feedback, only):
+        yield {
+            "feedback_id": event.event_id,
+            "decision_id": event.decision_id,
+            "use_case": event.use_case,
+            "timestamp": event.timestamp,
+            "received_at": event.received_at,
+            "orphan": event.orphan,
+            "activation": event.activation,
+            "candidate_id": event.candidate_id,
+            **{f"outcome.{k}": v for k, v in event.outcomes.items()},
+        }
 
 
 def _examples(config: ClosedLoopConfig, only: str | None) -> Iterator[dict[str, Any]]:

@@ -3,16 +3,15 @@ champions and lineage, and what an operator does to a champion (each recorded in
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from closedloop.contracts import ClosedLoopConfig, load_config
+from closedloop.contracts import load_config
 
 from ._access import ConfigOption, audited
-from ._output import JsonOption, iso, print_json, print_table, when
+from ._output import JsonOption, print_json, print_table, when
 
 if TYPE_CHECKING:
     from closedloop.registry import ChampionChange
@@ -34,7 +33,7 @@ def models(
     held-out metric and the gate's reason; --json adds the full lineage and the training runs."""
     if context.invoked_subcommand is not None:
         return
-    from closedloop.console import model_listing
+    from closedloop.console import model_listing, training_overview
     from closedloop.registry import open_registry
 
     loaded = load_config(config)
@@ -44,7 +43,8 @@ def models(
     finally:
         registry.close()
     if as_json:
-        print_json({**listing, "training_runs": training_runs(loaded)})
+        database = loaded.infrastructure.resolved_database_url
+        print_json({**listing, "training_runs": training_overview(database)["runs"]})
         return
     rows = []
     for name, outcomes in listing["use_cases"].items():
@@ -59,51 +59,20 @@ def models(
 
 
 def _version_row(name: str, outcome: str, entry: dict[str, Any], version: dict[str, Any]) -> list[Any]:
-    meta = version["metadata"]
-    status = meta.get("status", "")
-    if version["version"] == entry["champion"]:
-        status = "champion, pinned" if entry["pinned"] else "champion"
-    metrics = meta.get("metrics") or {}
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if isinstance(v, (int, float)))
-    lineage = meta.get("lineage") or {}
-    rows = lineage.get("rows_train")
+    from closedloop.console import version_summary
+
+    shown = version_summary(version, entry["champion"], entry["pinned"])
+    published = when(version["metadata"].get("published_at"))
     return [
         name,
         outcome,
-        version["version"],
-        status,
-        when(meta.get("published_at")),
-        rows,
-        shown,
-        _gate_reasons(meta),
+        shown["version"],
+        shown["status"],
+        published,
+        shown["rows"],
+        shown["metrics"],
+        shown["gate"][:90],
     ]
-
-
-def _gate_reasons(meta: dict[str, Any]) -> str:
-    gate = meta.get("gate")
-    if not isinstance(gate, dict):
-        return ""
-    reasons = gate.get("reasons") or []
-    return "; ".join(str(r) for r in reasons)[:90]
-
-
-def training_runs(config: ClosedLoopConfig) -> list[dict[str, object]]:
-    try:
-        from closedloop.trainer import ExampleStore
-    except ImportError:  # the trainer's extra is not installed here
-        return []
-    store = ExampleStore.from_url(config.infrastructure.resolved_database_url)
-    try:
-        return [
-            {
-                **{k: v for k, v in asdict(run).items() if k not in ("report", "started_at", "finished_at")},
-                "started": iso(run.started_at),
-                "finished": iso(run.finished_at),
-            }
-            for run in store.runs()
-        ]
-    finally:
-        store.close()
 
 
 UseCaseArgument = Annotated[str, typer.Argument(help="The use case.")]

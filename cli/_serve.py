@@ -8,6 +8,7 @@ metrics in prometheus_client's multiprocess files, summed when scraped.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -52,19 +53,20 @@ def run_service(
     if not insecure:
         require_keys_off_loopback(loaded, host, command="serve")
     log_start(loaded, "decision service", host, port, tls, workers)
+    certfile, keyfile = tls_paths(tls)
+    run = functools.partial(  # log_config=None: uvicorn's loggers use the handler configure_logging set
+        uvicorn.run,
+        host=host,
+        port=port,
+        log_level=log_level,
+        log_config=None,
+        access_log=False,
+        http=JsonErrorHttpProtocol,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+    )
     if workers == 1:
-        service = build_service(loaded, refresh_interval)
-        uvicorn.run(
-            service,
-            host=host,
-            port=port,
-            log_level=log_level,
-            log_config=None,
-            access_log=False,
-            http=JsonErrorHttpProtocol,
-            ssl_certfile=tls_paths(tls)[0],
-            ssl_keyfile=tls_paths(tls)[1],
-        )
+        run(build_service(loaded, refresh_interval))
         return
     require_shared_stores(loaded, workers)
     os.environ[_CONFIG_ENV] = str(config_path.resolve())
@@ -74,19 +76,7 @@ def run_service(
     metrics_dir.mkdir(parents=True)
     os.environ[_METRICS_ENV] = str(metrics_dir)
     os.environ[_LOG_ENV] = f"{log_level} {log_format.value}"
-    uvicorn.run(
-        "closedloop.cli._serve:worker_service",
-        factory=True,
-        workers=workers,
-        host=host,
-        port=port,
-        log_level=log_level,
-        log_config=None,
-        access_log=False,
-        http=JsonErrorHttpProtocol,
-        ssl_certfile=tls_paths(tls)[0],
-        ssl_keyfile=tls_paths(tls)[1],
-    )
+    run("closedloop.cli._serve:worker_service", factory=True, workers=workers)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ is) and the tuner's runs. Plain dicts, the same for the pages and the JSON API."
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -44,6 +45,40 @@ def model_listing(
             for name, use_case in use_cases.items()
         }
     }
+
+
+def version_summary(version: dict[str, Any], champion: str | None, pinned: str | None) -> dict[str, Any]:
+    """One version of `model_listing` as the console's table and ``closedloop models`` show it."""
+    meta = version["metadata"]
+    if version["version"] == champion:
+        status = "champion, pinned" if pinned == champion else "champion"
+    elif meta.get("status") == "champion":
+        status = "replaced"  # it was champion once
+    else:
+        status = meta.get("status", "")
+    lineage = meta.get("lineage") or {}
+    gate = meta.get("gate") or {}
+    drift = meta.get("drift_psi") or {}
+    return {
+        "version": version["version"],
+        "status": status,
+        "published": version["published"],
+        "rows": lineage.get("rows_train", ""),
+        "metrics": _metrics(meta.get("metrics")),
+        "champion_metrics": _metrics(meta.get("champion_metrics")),
+        "baseline_metrics": _metrics(meta.get("baseline_metrics")),
+        "gate": "; ".join(str(r) for r in gate.get("reasons") or []),
+        "parent": lineage.get("parent_version"),
+        "drift": f"{max(drift.values()):.3f}" if drift else "",
+    }
+
+
+def _metrics(metrics: dict[str, Any] | None) -> str:
+    if not metrics:
+        return ""
+    return ", ".join(
+        f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if isinstance(v, (int, float)) and math.isfinite(v)
+    )
 
 
 def training_overview(

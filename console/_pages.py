@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
@@ -23,7 +22,7 @@ from closedloop.contracts import (
 )
 from closedloop.registry import ModelRegistry
 
-from ._data import model_listing, training_overview, tuning_report_page, tuning_runs
+from ._data import model_listing, training_overview, tuning_report_page, tuning_runs, version_summary
 
 COOKIE = "closedloop_key"
 NAV = [
@@ -164,7 +163,7 @@ def _local(target: str) -> str:
 
 
 def _outcome_view(entry: dict[str, Any]) -> dict[str, Any]:
-    versions = [_version_view(v, entry["champion"]) for v in entry["versions"]]
+    versions = [version_summary(v, entry["champion"], entry["pinned"]) for v in entry["versions"]]
     champion = next((v for v in entry["versions"] if v["version"] == entry["champion"]), None)
     importance: list[tuple[str, float]] = []
     if champion is not None:
@@ -172,36 +171,6 @@ def _outcome_view(entry: dict[str, Any]) -> dict[str, Any]:
         total = sum(float(g) for g in gains.values()) or 1.0
         importance = sorted(((n, float(g) / total) for n, g in gains.items()), key=lambda p: -p[1])[:10]
     return {**entry, "versions": versions, "importance": importance}
-
-
-def _version_view(version: dict[str, Any], champion: str | None) -> dict[str, Any]:
-    meta = version["metadata"]
-    status = "champion" if version["version"] == champion else meta.get("status", "")
-    if status == "champion" and version["version"] != champion:
-        status = "replaced"  # it was champion once
-    lineage = meta.get("lineage") or {}
-    gate = meta.get("gate") or {}
-    drift = meta.get("drift_psi") or {}
-    return {
-        "version": version["version"],
-        "status": status,
-        "published": version["published"],
-        "rows": lineage.get("rows_train", ""),
-        "metrics": _metrics(meta.get("metrics")),
-        "champion_metrics": _metrics(meta.get("champion_metrics")),
-        "baseline_metrics": _metrics(meta.get("baseline_metrics")),
-        "gate": "; ".join(str(r) for r in gate.get("reasons") or []),
-        "parent": lineage.get("parent_version"),
-        "drift": f"{max(drift.values()):.3f}" if drift else "",
-    }
-
-
-def _metrics(metrics: dict[str, Any] | None) -> str:
-    if not metrics:
-        return ""
-    return ", ".join(
-        f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if isinstance(v, (int, float)) and math.isfinite(v)
-    )
 
 
 def _traffic_plot(buckets: list[dict[str, Any]]) -> str:

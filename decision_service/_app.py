@@ -160,14 +160,10 @@ def describe_bearer_auth(app: FastAPI, routes: RouteScopes) -> None:
         schemas = schema.get("components", {}).get("schemas", {})
         for unused in ("HTTPValidationError", "ValidationError"):
             schemas.pop(unused, None)
-        schemas.setdefault(
-            "ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
-        )
-        for name, definition in (
-            ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}").get("$defs", {}).items()
-        ):
+        error_body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in error_body.pop("$defs", {}).items():
             schemas.setdefault(name, definition)
-        schemas["ErrorBody"].pop("$defs", None)
+        schemas.setdefault("ErrorBody", error_body)
         app.openapi_schema = schema
         return schema
 

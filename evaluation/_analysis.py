@@ -35,7 +35,7 @@ from ._metrics import (
     unit_sample,
 )
 from ._ope_data import evaluate_policies
-from ._power import with_power
+from ._power import Z95, with_power
 from ._report_model import (
     ArmMetric,
     ArmSummary,
@@ -441,8 +441,7 @@ def _arm_metric(arm: str, sample: UnitSample | None) -> ArmMetric:
     mean = float(np.mean(values))
     if not math.isfinite(se):
         return ArmMetric(arm=arm, mean=mean, se=None, units=sample.units)
-    z = 1.959963984540054
-    return ArmMetric(arm=arm, mean=mean, se=se, units=sample.units, low=mean - z * se, high=mean + z * se)
+    return ArmMetric(arm=arm, mean=mean, se=se, units=sample.units, low=mean - Z95 * se, high=mean + Z95 * se)
 
 
 def _compare(

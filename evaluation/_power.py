@@ -14,7 +14,7 @@ from ._report_model import MetricComparison
 
 ALPHA = 0.05
 POWER = 0.8
-_Z_INTERVAL = float(norm.ppf(0.975))  # the lift intervals are 95%
+Z95 = float(norm.ppf(0.975))  # the report's intervals are 95%
 _Z_DETECT = float(norm.ppf(1 - ALPHA / 2) + norm.ppf(POWER))
 
 
@@ -22,7 +22,7 @@ def with_power(comparison: MetricComparison, control_mean: float | None, elapsed
     low, high, lift = comparison.lift.low, comparison.lift.high, comparison.lift.estimate
     if low is None or high is None or lift is None or high <= low:
         return comparison
-    se = (high - low) / (2 * _Z_INTERVAL)
+    se = (high - low) / (2 * Z95)
     mde = _Z_DETECT * se
     relative = mde / abs(control_mean) if control_mean else None
     if comparison.significant:
