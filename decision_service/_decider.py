@@ -63,6 +63,7 @@ class _Checked:
     ids: list[str]
     context: dict[str, FeatureValue]
     candidates: list[dict[str, FeatureValue]]
+    rows: np.ndarray
 
 
 class Decider:
@@ -191,9 +192,10 @@ class Decider:
         use_case = self._use_case(request.use_case)
         encoder = self._encoders[request.use_case]
         ids = _candidate_ids(use_case, request)
-        context = encoder.check_context(request.context)
-        candidates = [encoder.check_candidate(c.features, i) for i, c in enumerate(request.candidates)]
-        return _Checked(request.use_case, use_case, encoder, ids, context, candidates)
+        context, candidates, rows = encoder.checked_rows(
+            request.context, [c.features for c in request.candidates]
+        )
+        return _Checked(request.use_case, use_case, encoder, ids, context, candidates, rows)
 
     def _apply_policy(
         self,
@@ -225,8 +227,7 @@ class Decider:
     ) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
         if not policy.value.names <= models.by_outcome.keys():
             return None  # before encoding: the default policy needs no rows
-        rows = checked.encoder.encode(checked.context, checked.candidates)
-        scored = model_values(policy.value, models.by_outcome, rows)
+        scored = model_values(policy.value, models.by_outcome, checked.rows)
         if scored is not None and not np.all(np.isfinite(scored[1])):
             # e.g. a ratio whose denominator's prediction is 0: this decision falls back to the
             # default policy (the value function was checked finite on ordinary predictions)

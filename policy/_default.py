@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 from closedloop.contracts import FeatureValue, UseCaseConfig
@@ -20,7 +22,9 @@ def default_values(count: int, preference: np.ndarray | None) -> np.ndarray:
     return values
 
 
-def default_policy_values(use_case: UseCaseConfig, candidates: list[dict[str, FeatureValue]]) -> np.ndarray:
+def default_policy_values(
+    use_case: UseCaseConfig, candidates: Sequence[Mapping[str, FeatureValue]]
+) -> np.ndarray:
     """The default policy's values: by the use case's order, or its yes/no answer for binary."""
     default = use_case.policy.default
     if use_case.decision == "binary":

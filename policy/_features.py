@@ -16,9 +16,11 @@ slot were added) is served on those (`leading_columns`).
 from __future__ import annotations
 
 import math
+import operator
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -82,6 +84,12 @@ class FeatureEncoder:
         if self._ranked:
             self.feature_names.append(SLOT_FEATURE)
         self.categorical_features = [s.name for s in (*self._context, *self._candidate) if s.categories]
+        self._numeric_candidate = [s for s in self._candidate if s.categories is None]
+        self._categorical_candidate = [
+            (column, s) for column, s in enumerate(self._candidate) if s.categories is not None
+        ]
+        self._numeric_values = _getter([s.name for s in self._numeric_candidate])
+        self._numeric_columns = [i for i, s in enumerate(self._candidate) if s.categories is None]
         self.unknown_categories = 0
         self.unknown_by_feature: Counter[str] = Counter()
         """Categorical values not in the configuration, per feature, since this encoder was made."""
@@ -92,6 +100,50 @@ class FeatureEncoder:
 
     def check_candidate(self, features: Mapping[str, FeatureValue], index: int) -> dict[str, FeatureValue]:
         return _checked(features, self._candidate, self._candidate_names, f"candidates[{index}].features")
+
+    def checked_rows(
+        self, context: Mapping[str, FeatureValue], candidates: Sequence[dict[str, FeatureValue]]
+    ) -> tuple[dict[str, FeatureValue], list[dict[str, FeatureValue]], np.ndarray]:
+        """Check and encode in one pass: the checked context, the checked candidates (as they will
+        be logged) and the rows. Candidates that carry exactly the declared features, numbers
+        finite and categories strings (the usual request), are checked column-wise on one
+        matrix; any other request goes value by value, which names the first bad field."""
+        checked_context = self.check_context(context)
+        block = self._candidate_block(candidates) if candidates and not self._binary else None
+        if block is None:
+            checked = [self.check_candidate(c, i) for i, c in enumerate(candidates)]
+            return checked_context, list(checked), self.encode(checked_context, checked)
+        context_row = [self._code(spec, checked_context.get(spec.name)) for spec in self._context]
+        base = np.empty((len(candidates), self.base_feature_count), dtype=np.float64)
+        base[:, : len(context_row)] = context_row
+        base[:, len(context_row) :] = block
+        return checked_context, list(candidates), self._with_slot(self._with_interactions(base), None)
+
+    def _candidate_block(self, candidates: Sequence[Mapping[str, FeatureValue]]) -> np.ndarray | None:
+        """The candidate columns of well-formed candidates, or None to check them one by one."""
+        names = self._candidate_names
+        for features in candidates:
+            if features.keys() != names:
+                return None
+        block = np.empty((len(candidates), len(self._candidate)), dtype=np.float64)
+        if self._numeric_candidate:
+            values = [self._numeric_values(features) for features in candidates]
+            # bools are ints to numpy, strings or None fail later: refuse them here, all at once
+            if not {*map(type, chain.from_iterable(values))} <= {float, int}:
+                return None
+            try:
+                numbers = np.array(values, dtype=np.float64)
+            except OverflowError:  # an int too large for a float
+                return None
+            if not np.isfinite(numbers).all():
+                return None
+            block[:, self._numeric_columns] = numbers
+        for column, spec in self._categorical_candidate:
+            raw = [features[spec.name] for features in candidates]
+            if not all(type(value) is str for value in raw):
+                return None
+            block[:, column] = [self._code(spec, value) for value in raw]
+        return block
 
     def encode(
         self, context: Mapping[str, FeatureValue], candidates: Sequence[Mapping[str, FeatureValue]]
@@ -123,7 +175,8 @@ class FeatureEncoder:
         if not self._pairs:
             return base
         left, right = zip(*self._pairs, strict=True)
-        return np.hstack([base, base[:, list(left)] * base[:, list(right)]])
+        with np.errstate(over="ignore"):  # two huge finite values: an infinite product, a tree splits on it
+            return np.hstack([base, base[:, list(left)] * base[:, list(right)]])
 
     def _with_slot(
         self, matrix: np.ndarray, logged: Sequence[Mapping[str, FeatureValue]] | None
@@ -175,6 +228,16 @@ class FeatureEncoder:
             self.unknown_by_feature[spec.name] += 1
             return math.nan
         return float(code)
+
+
+def _getter(names: Sequence[str]) -> Callable[[Mapping[str, FeatureValue]], Sequence[FeatureValue]]:
+    """A C-level lookup of ``names`` in a dict, always returning a tuple."""
+    if not names:
+        return lambda features: ()
+    if len(names) == 1:
+        only = names[0]
+        return lambda features: (features[only],)
+    return operator.itemgetter(*names)
 
 
 def _interaction_pairs(
