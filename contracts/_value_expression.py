@@ -46,6 +46,8 @@ class ValueExpression:
             node.id for node in ast.walk(tree) if isinstance(node, ast.Name)
         )
         self._code = compile(tree, "<value>", "eval")
+        self.outcome: str | None = tree.body.id if isinstance(tree.body, ast.Name) else None
+        """The outcome, when the value function is one outcome's prediction and nothing else."""
         _check_finite(self)
 
     def evaluate(self, predictions: Mapping[str, Any]) -> Any:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -125,16 +125,15 @@ class Decider:
         crash_point("decide.logged")
         decision = self._index_decision(request, decision, decided_at)
         crash_point("decide.indexed")
-        self._metrics.decisions.labels(request.use_case, decision.policy).inc()
-        if not request.activate:
-            self._metrics.inactive_decisions.labels(request.use_case).inc()
-        self._metrics.decide_seconds.labels(request.use_case).observe(time.perf_counter() - started)
+        self._metrics.count_decision(
+            request.use_case, decision.policy, active=request.activate, seconds=time.perf_counter() - started
+        )
         return decision
 
     def _identity(self, request: DecideRequest) -> tuple[str, np.random.Generator]:
         """The decision id and the random draws: from the request id when there is one."""
         if request.request_id is None:
-            return uuid.uuid4().hex, self._rng
+            return secrets.token_hex(16), self._rng  # 128 random bits, as a UUID4 has 122
         digest = request_digest(request.use_case, request.unit_id, request.request_id)
         return digest.hex(), np.random.default_rng(int.from_bytes(digest[:8], "big"))
 
@@ -228,7 +227,7 @@ class Decider:
         if not policy.value.names <= models.by_outcome.keys():
             return None  # before encoding: the default policy needs no rows
         scored = model_values(policy.value, models.by_outcome, checked.rows)
-        if scored is not None and not np.all(np.isfinite(scored[1])):
+        if scored is not None and not np.isfinite(scored[1]).all():
             # e.g. a ratio whose denominator's prediction is 0: this decision falls back to the
             # default policy (the value function was checked finite on ordinary predictions)
             self._metrics.value_not_finite.labels(checked.use_case_name).inc()
@@ -250,6 +249,7 @@ class Decider:
         decided_at: datetime,
     ) -> None:
         features = checked.candidates or [{} for _ in checked.ids]
+        predicted = {outcome: p.tolist() for outcome, p in predictions.items()}
         event = DecisionEvent(
             event_id=decision.decision_id,
             use_case=decision.use_case,
@@ -261,7 +261,7 @@ class Decider:
                 LoggedCandidate(
                     id=candidate_id,
                     features=features[i],
-                    predictions={o: float(p[i]) for o, p in predictions.items()},
+                    predictions={o: p[i] for o, p in predicted.items()},
                     value=decision.scores[candidate_id],
                     probability=decision.probabilities[candidate_id],
                 )
@@ -351,12 +351,10 @@ def _decision(
         decision_type=decision_type,
         choice=ids[pick.index],
         ranking=[ids[i] for i in pick.order] if decision_type == "rank" else None,
-        scores={candidate_id: float(v) for candidate_id, v in zip(ids, values, strict=True)},
+        scores=dict(zip(ids, values.tolist(), strict=True)),
         propensity=pick.propensity,
         slot_propensities=pick.slot_propensities,
-        probabilities={
-            candidate_id: float(p) for candidate_id, p in zip(ids, pick.probabilities, strict=True)
-        },
+        probabilities=dict(zip(ids, pick.probabilities.tolist(), strict=True)),
         model_versions=models.versions if models else {},
         policy="model" if models else "default",
         experiment=assignment.experiment if assignment else None,

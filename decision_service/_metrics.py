@@ -89,6 +89,19 @@ class EngineMetrics:
         )
 
         self._counted: dict[tuple[int, str], float] = {}
+        self._decision_series: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
+    def count_decision(self, use_case: str, policy: str, *, active: bool, seconds: float) -> None:
+        """Count one decision and its time; the labelled series are looked up once per use case
+        and policy (``labels()`` costs microseconds on every decision otherwise)."""
+        series = self._decision_series.get((use_case, policy))
+        if series is None:
+            series = (self.decisions.labels(use_case, policy), self.decide_seconds.labels(use_case))
+            self._decision_series[(use_case, policy)] = series
+        series[0].inc()
+        series[1].observe(seconds)
+        if not active:
+            self.inactive_decisions.labels(use_case).inc()
 
     def count_up_to(self, counter: Counter, total: float, *labels: str) -> None:
         """Increment ``counter`` by what ``total`` (a count the engine keeps) grew since last time."""

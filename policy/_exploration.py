@@ -99,7 +99,7 @@ def rank(
     else:
         order = greedy_order
     top = int(order[0])
-    return Pick(top, float(probabilities[top]), [int(i) for i in order], probabilities)
+    return Pick(top, float(probabilities[top]), order.tolist(), probabilities)
 
 
 def rank_slots(
@@ -221,6 +221,8 @@ def pick_action(
         )
         probabilities = action_probabilities(scores, greedy, policy.exploration, unit=unit, gamma=gamma)
         pick = choose(scores, greedy, probabilities, rng)
+    if unit == 1.0 and gamma == 0.0:  # the defaults: no copy (greedy and epsilon-greedy)
+        return pick
     return replace(pick, unit=unit, gamma=gamma)
 
 

@@ -90,6 +90,10 @@ class FeatureEncoder:
         ]
         self._numeric_values = _getter([s.name for s in self._numeric_candidate])
         self._numeric_columns = [i for i, s in enumerate(self._candidate) if s.categories is None]
+        self._numeric_targets = _columns(len(self._context), self._numeric_columns)
+        left_columns = [i for i, _ in self._pairs]
+        self._pair_columns = (left_columns, [j for _, j in self._pairs])
+        self._interaction_slice = slice(self.base_feature_count, self.base_feature_count + len(self._pairs))
         self.unknown_categories = 0
         self.unknown_by_feature: Counter[str] = Counter()
         """Categorical values not in the configuration, per feature, since this encoder was made."""
@@ -109,41 +113,49 @@ class FeatureEncoder:
         finite and categories strings (the usual request), are checked column-wise on one
         matrix; any other request goes value by value, which names the first bad field."""
         checked_context = self.check_context(context)
-        block = self._candidate_block(candidates) if candidates and not self._binary else None
-        if block is None:
+        if not candidates or self._binary:
+            return checked_context, [], self.encode(checked_context, [])
+        rows = np.zeros((len(candidates), len(self.feature_names)))  # the slot column stays 0
+        if not self._fill_candidates(candidates, rows):
             checked = [self.check_candidate(c, i) for i, c in enumerate(candidates)]
-            return checked_context, list(checked), self.encode(checked_context, checked)
-        context_row = [self._code(spec, checked_context.get(spec.name)) for spec in self._context]
-        base = np.empty((len(candidates), self.base_feature_count), dtype=np.float64)
-        base[:, : len(context_row)] = context_row
-        base[:, len(context_row) :] = block
-        return checked_context, list(candidates), self._with_slot(self._with_interactions(base), None)
+            return checked_context, checked, self.encode(checked_context, checked)
+        rows[:, : len(self._context)] = [
+            self._code(spec, checked_context.get(spec.name)) for spec in self._context
+        ]
+        if self._pairs:
+            left, right = self._pair_columns
+            with np.errstate(over="ignore"):  # see _with_interactions
+                np.multiply(rows[:, left], rows[:, right], out=rows[:, self._interaction_slice])
+        return checked_context, list(candidates), rows
 
-    def _candidate_block(self, candidates: Sequence[Mapping[str, FeatureValue]]) -> np.ndarray | None:
-        """The candidate columns of well-formed candidates, or None to check them one by one."""
-        names = self._candidate_names
-        for features in candidates:
-            if features.keys() != names:
-                return None
-        block = np.empty((len(candidates), len(self._candidate)), dtype=np.float64)
-        if self._numeric_candidate:
+    def _fill_candidates(self, candidates: Sequence[dict[str, FeatureValue]], rows: np.ndarray) -> bool:
+        """Write well-formed candidates' columns into ``rows``; False to check them one by one."""
+        start = len(self._context)
+        if sum(map(len, candidates)) != len(self._candidate) * len(candidates):
+            return False  # with every declared name present (below), each has exactly those
+        try:
             values = [self._numeric_values(features) for features in candidates]
-            # bools are ints to numpy, strings or None fail later: refuse them here, all at once
+            raw = [
+                [features[spec.name] for features in candidates] for _, spec in self._categorical_candidate
+            ]
+        except KeyError:
+            return False
+        if values and values[0]:
+            # bools are ints to numpy and it parses numeric strings: only floats and ints pass here
             if not {*map(type, chain.from_iterable(values))} <= {float, int}:
-                return None
+                return False
             try:
                 numbers = np.array(values, dtype=np.float64)
             except OverflowError:  # an int too large for a float
-                return None
+                return False
             if not np.isfinite(numbers).all():
-                return None
-            block[:, self._numeric_columns] = numbers
-        for column, spec in self._categorical_candidate:
-            raw = [features[spec.name] for features in candidates]
-            if not all(type(value) is str for value in raw):
-                return None
-            block[:, column] = [self._code(spec, value) for value in raw]
-        return block
+                return False
+            rows[:, self._numeric_targets] = numbers
+        if not all(type(value) is str for value in chain.from_iterable(raw)):
+            return False  # checked before any is coded: a fallback must not count unknowns twice
+        for (column, spec), column_values in zip(self._categorical_candidate, raw, strict=True):
+            rows[:, start + column] = [self._code(spec, value) for value in column_values]
+        return True
 
     def encode(
         self, context: Mapping[str, FeatureValue], candidates: Sequence[Mapping[str, FeatureValue]]
@@ -228,6 +240,13 @@ class FeatureEncoder:
             self.unknown_by_feature[spec.name] += 1
             return math.nan
         return float(code)
+
+
+def _columns(start: int, columns: list[int]) -> slice | list[int]:
+    """Where candidate ``columns`` go in a row: a slice when they are contiguous (no copy)."""
+    if columns and columns == list(range(columns[0], columns[-1] + 1)):
+        return slice(start + columns[0], start + columns[-1] + 1)
+    return [start + i for i in columns]
 
 
 def _getter(names: Sequence[str]) -> Callable[[Mapping[str, FeatureValue]], Sequence[FeatureValue]]:

@@ -24,6 +24,8 @@ def model_values(
     if not expression.names <= models.keys():
         return None
     predictions = {outcome: np.asarray(model.predict(rows)) for outcome, model in models.items()}
+    if expression.outcome is not None:  # ``value: click``, the usual: the prediction is the value
+        return predictions, predictions[expression.outcome]
     with np.errstate(all="ignore"):  # a division by a zero prediction: inf or nan, for the caller
         values = np.broadcast_to(np.asarray(expression.evaluate(predictions), dtype=float), len(rows))
     return predictions, values
