@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from closedloop.access import OPEN_PATHS, AccessGuard, Gatekeeper, RouteScopes, principal_of
@@ -46,7 +47,7 @@ from closedloop.contracts import (
 
 from ._docs import serve_bundled_docs
 from ._engine import DecisionEngine
-from ._json_body import OrjsonBodyRoute, http_error
+from ._json_body import OrjsonBodyRoute, http_error, read_model, request_body_of
 from ._wiring import open_engine
 
 logger = logging.getLogger(__name__)
@@ -127,14 +128,17 @@ def create_app(
     _install_routes(app, serving, config)
     serve_bundled_docs(app)
     app.add_middleware(AccessGuard, gatekeeper=gate, routes=SERVICE_ROUTES, on_refused=serving.count_rejected)
-    describe_bearer_auth(app, SERVICE_ROUTES)
+    describe_bearer_auth(app, SERVICE_ROUTES, read_models=[DecideRequest])
     return app
 
 
-def describe_bearer_auth(app: FastAPI, routes: RouteScopes) -> None:
+def describe_bearer_auth(
+    app: FastAPI, routes: RouteScopes, *, read_models: Sequence[type[BaseModel]] = ()
+) -> None:
     """Declare the bearer key in the OpenAPI description: every route that needs one says so, and
     which scopes, so a generated client sends it; and every error status with the body it really
-    has (the project's ``ErrorBody``: FastAPI's own ``HTTPValidationError`` is never sent)."""
+    has (the project's ``ErrorBody``: FastAPI's own ``HTTPValidationError`` is never sent).
+    ``read_models``: request bodies a route reads itself (`read_model`), for their schemas."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -160,10 +164,12 @@ def describe_bearer_auth(app: FastAPI, routes: RouteScopes) -> None:
         schemas = schema.get("components", {}).get("schemas", {})
         for unused in ("HTTPValidationError", "ValidationError"):
             schemas.pop(unused, None)
-        error_body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
-        for name, definition in error_body.pop("$defs", {}).items():
-            schemas.setdefault(name, definition)
-        schemas.setdefault("ErrorBody", error_body)
+        documented: list[type[BaseModel]] = [ErrorBody, *read_models]
+        for model in documented:
+            model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, definition in model_schema.pop("$defs", {}).items():
+                schemas.setdefault(name, definition)
+            schemas.setdefault(model.__name__, model_schema)
         app.openapi_schema = schema
         return schema
 
@@ -228,6 +234,7 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
         "/v1/decide",
         response_model=Decision,
         tags=["decisions"],
+        openapi_extra=request_body_of(DecideRequest),
         responses=_errors(
             {
                 404: "unknown use case",
@@ -237,8 +244,9 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
             }
         ),
     )
-    async def decide(request: DecideRequest, http: Request) -> Response:
+    async def decide(http: Request) -> Response:
         """Choose or rank candidates (or answer yes/no) for one unit; the decision is logged."""
+        request = await read_model(http, DecideRequest)
         _require_use_case(http, request.use_case, "use_case")
         return Response(engine.decide(request).model_dump_json(), media_type="application/json")
 

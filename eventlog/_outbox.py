@@ -85,7 +85,7 @@ class Shipper:
         batch_records: int = 5000,
         ack_timeout: float = 15.0,
         max_backoff: float = 2.0,
-        gather_seconds: float = 0.01,
+        gather_seconds: float = 0.025,
     ) -> None:
         self._outbox = outbox
         self._connect = connect
@@ -126,7 +126,8 @@ class Shipper:
                 # Let a trickle of events gather for a moment, so that a busy service sends few
                 # large batches instead of one request (and one topic check) per decision.
                 self._stop.wait(self._gather_seconds)
-                records, after = self._outbox.read(self._checkpoint.position, max_records=self._batch_records)
+                more, after = self._outbox.read(after, max_records=self._batch_records - len(records))
+                records += more  # read on from where the first read ended: each frame checked once
             try:
                 if connection is None:
                     connection = self._connect()
