@@ -16,6 +16,11 @@ from ._errors import ConfigError
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's safe loader where PyYAML was built with it: a file of 1,000 use cases loads in a
+tenth of the time and memory of the pure-Python one (bench/many_use_cases.py)."""
+
+
 def load_config(
     path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
 ) -> ClosedLoopConfig:
@@ -36,7 +41,7 @@ def parse_config(
 ) -> ClosedLoopConfig:
     env = os.environ if environ is None else environ
     try:
-        raw = yaml.safe_load(_expand_environment(text, env, source))
+        raw = yaml.load(_expand_environment(text, env, source), Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -82,8 +82,11 @@ class ServingModels:
                 return False
             current = self._snapshot
             phases = running_phases(self._registry)
+            champions = self._registry.all_champions(
+                {name: list(uc.outcomes) for name, uc in self._config.use_cases.items()}
+            )
             updated = {
-                name: self._refreshed(name, current[name], phases.get(name))
+                name: self._refreshed(name, current[name], phases.get(name), champions[name])
                 for name in self._config.use_cases
             }
             changed = any(updated[name] is not current[name] for name in updated)
@@ -94,11 +97,13 @@ class ServingModels:
             return changed
 
     def _refreshed(
-        self, use_case: str, current: UseCaseModels, phase: ExperimentPhase | None
+        self,
+        use_case: str,
+        current: UseCaseModels,
+        phase: ExperimentPhase | None,
+        champions: Mapping[str, str | None],
     ) -> UseCaseModels:
         experiment = self._experiment(use_case, current.experiment, phase)
-        outcomes = list(self._config.use_cases[use_case].outcomes)
-        champions = self._registry.champions(use_case, outcomes)
         models = dict(current.by_outcome)
         for outcome, version in champions.items():
             serving = models.get(outcome)

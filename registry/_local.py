@@ -72,6 +72,9 @@ class LocalModelRegistry:
     def champions(self, use_case: str, outcomes: list[str]) -> dict[str, str | None]:
         return {outcome: self.champion(use_case, outcome) for outcome in outcomes}
 
+    def all_champions(self, wanted: Mapping[str, list[str]]) -> dict[str, dict[str, str | None]]:
+        return {use_case: self.champions(use_case, outcomes) for use_case, outcomes in wanted.items()}
+
     def model_text(self, use_case: str, outcome: str, version: str) -> str:
         path = self.root / use_case / outcome / f"{version}.txt"
         if not path.exists():

@@ -109,6 +109,14 @@ class RedisModelRegistry:
         values = self._call(self._redis.mget, [self.keys.champion(use_case, o) for o in outcomes])
         return {o: (v.decode() if isinstance(v, bytes) else v) for o, v in zip(outcomes, values, strict=True)}
 
+    def all_champions(self, wanted: Mapping[str, list[str]]) -> dict[str, dict[str, str | None]]:
+        pairs = [(use_case, outcome) for use_case, outcomes in wanted.items() for outcome in outcomes]
+        values = self._call(self._redis.mget, [self.keys.champion(*pair) for pair in pairs]) if pairs else []
+        found: dict[str, dict[str, str | None]] = {use_case: {} for use_case in wanted}
+        for (use_case, outcome), value in zip(pairs, values, strict=True):
+            found[use_case][outcome] = value.decode() if isinstance(value, bytes) else value
+        return found
+
     def model_text(self, use_case: str, outcome: str, version: str) -> str:
         text = self._call(self._redis.hget, self.keys.model(use_case, outcome, version), "text")
         if text is None:

@@ -68,6 +68,8 @@ def test_the_redis_registry_keeps_versions_and_champions(registry: RedisModelReg
     assert registry.model_text("feed", "click", second.version) == text
     with pytest.raises(KeyError):
         registry.set_champion("feed", "click", "v9")
+    every = registry.all_champions({"feed": ["click", "revenue"], "pick": ["click"]})
+    assert every == {"feed": {"click": second.version, "revenue": None}, "pick": {"click": None}}
 
 
 def test_models_from_redis_are_served_and_hot_swapped_under_load(
