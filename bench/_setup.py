@@ -13,17 +13,31 @@ CANDIDATE = [f"i{i}" for i in range(20)]
 FEATURES = CONTEXT + CANDIDATE
 
 
-def bench_config(**infrastructure: str) -> ClosedLoopConfig:
-    lines = ["use_cases:", "  bench:", "    decision: rank", "    context:"]
-    lines += [f"      {name}: {{type: numeric}}" for name in CONTEXT]
-    lines += ["    candidate:"] + [f"      {name}: {{type: numeric}}" for name in CANDIDATE]
+def use_case_lines(
+    name: str,
+    *,
+    decision: str = "rank",
+    context: list[str] = CONTEXT,
+    candidate: list[str] = CANDIDATE,
+    epsilon: float = 0.1,
+    model: str | None = None,
+) -> list[str]:
+    """The YAML of one benchmark use case: numeric features, a click outcome, epsilon-greedy."""
+    lines = [f"  {name}:", f"    decision: {decision}"] + ([f"    model: {model}"] if model else [])
+    lines += ["    context:"] + [f"      {n}: {{type: numeric}}" for n in context]
+    lines += ["    candidate:"] + [f"      {n}: {{type: numeric}}" for n in candidate]
     lines += [
         "    outcomes:",
         "      click: {type: binary, window: 30m}",
         "    policy:",
         "      value: click",
-        "      exploration: {strategy: epsilon_greedy, epsilon: 0.1}",
+        f"      exploration: {{strategy: epsilon_greedy, epsilon: {epsilon}}}",
     ]
+    return lines
+
+
+def bench_config(**infrastructure: str) -> ClosedLoopConfig:
+    lines = ["use_cases:", *use_case_lines("bench")]
     config = parse_config("\n".join(lines), environ={})
     infra = config.infrastructure.model_copy(update=infrastructure)
     return config.model_copy(update={"infrastructure": infra})

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import numpy as np
 from _cpu import paired_cpu_per_decision
-from _setup import CANDIDATE, CONTEXT, percentile_ms, publish, request_body, train_click_model
+from _setup import percentile_ms, publish, request_body, train_click_model, use_case_lines
 from experiment_report import CONFIG as SHOP_CONFIG
 from experiment_report import T0, champion, write_events
 from http_service import paced_load
@@ -57,16 +57,7 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[3]), log_level="warning", h
 
 
 def config_text(data: str, prefix: str, limit: float | None, kafka: str | None = None) -> str:
-    lines = ["use_cases:", "  bench:", "    decision: rank", "    context:"]
-    lines += [f"      {name}: {{type: numeric}}" for name in CONTEXT]
-    lines += ["    candidate:"] + [f"      {name}: {{type: numeric}}" for name in CANDIDATE]
-    lines += [
-        "    outcomes:",
-        "      click: {type: binary, window: 30m}",
-        "    policy:",
-        "      value: click",
-        "      exploration: {strategy: epsilon_greedy, epsilon: 0.1}",
-    ]
+    lines = ["use_cases:", *use_case_lines("bench")]
     text = "\n".join(lines) + SHOP_CONFIG.split("use_cases:", 1)[1]
     text += f"\ninfrastructure:\n  data_dir: {data}\n  redis_url: {REDIS_URL}\n  key_prefix: {prefix}\n"
     if kafka is not None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
+from _setup import use_case_lines
 from rich.progress import track
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -37,20 +38,6 @@ CANDIDATE = [f"i{i}" for i in range(10)]
 CANDIDATES = 10
 
 
-def use_case_yaml(name: str) -> list[str]:
-    lines = [f"  {name}:", "    decision: choose", "    model: {interactions: none}", "    context:"]
-    lines += [f"      {n}: {{type: numeric}}" for n in CONTEXT]
-    lines += ["    candidate:"] + [f"      {n}: {{type: numeric}}" for n in CANDIDATE]
-    lines += [
-        "    outcomes:",
-        "      click: {type: binary, window: 30m}",
-        "    policy:",
-        "      value: click",
-        "      exploration: {strategy: epsilon_greedy, epsilon: 0.05}",
-    ]
-    return lines
-
-
 def config_text(names: list[str], *, prefix: str, data_dir: str) -> str:
     """The file as a team would write it: each use case's declaration, defaults left out."""
     lines = [
@@ -61,7 +48,14 @@ def config_text(names: list[str], *, prefix: str, data_dir: str) -> str:
     ]
     lines += ["use_cases:"]
     for name in names:
-        lines += use_case_yaml(name)
+        lines += use_case_lines(
+            name,
+            decision="choose",
+            context=CONTEXT,
+            candidate=CANDIDATE,
+            epsilon=0.05,
+            model="{interactions: none}",
+        )
     return "\n".join(lines) + "\n"
 
 
