@@ -4,9 +4,12 @@
   trainer's examples and runs, the tuner's trials, the audit trail
 - `AuditLog`: who did which admin action when (`AuditEntry`); `local_actor()` names the user of
   a CLI command
+- `ProcessLock`: a named lock that lives as long as the process holding it (one tuner per run,
+  one leading trainer)
 """
 
 from ._audit import AuditEntry, AuditLog, local_actor
 from ._database import open_database
+from ._locks import ProcessLock
 
-__all__ = ["AuditEntry", "AuditLog", "local_actor", "open_database"]
+__all__ = ["AuditEntry", "AuditLog", "ProcessLock", "local_actor", "open_database"]

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from closedloop.contracts import Topics
 from closedloop.eventlog import FileEventLog, Position, ensure_topics, seek_to_first_record
 
-from ._store import SourceOffsets
+from ._store import SourceOffsets, StartOffsets
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,10 @@ class EventBatch:
     feedback: list[bytes] = field(default_factory=list)
     positions: SourceOffsets = field(default_factory=dict)
     """Where each read (topic, partition) continues after this batch."""
+    starts: StartOffsets = field(default_factory=dict)
+    """Where each read (topic, partition) began: what the database must still hold for the batch
+    to be stored (None: nothing stored yet). Another trainer that took the partition meanwhile
+    has moved it, and this batch is dropped (`OffsetsMoved`)."""
     at_end: bool = False
     """Set on an empty batch when the source has been read to its end (not merely slow to answer)."""
 
@@ -51,6 +55,12 @@ class EventSource(Protocol):
         """Told after the database committed a batch ending at ``positions``."""
         ...
 
+    def read_to_end(self, stored: SourceOffsets) -> bool:
+        """Whether ``stored`` (the database's offsets, every trainer's) reaches the end of every
+        partition of the log: only then may windows close, or a report still unread by another
+        trainer would find its window closed with the default."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -65,8 +75,10 @@ class FileEventSource:
             topics.decisions: Position(0, 0),
             topics.feedback: Position(0, 0),
         }
+        self._stored: StartOffsets = {}
 
     def seek(self, positions: SourceOffsets) -> None:
+        self._stored = {(topic, 0): positions.get((topic, 0)) for topic in self._positions}
         for (topic, _), offset in positions.items():
             if topic in self._positions:
                 self._positions[topic] = Position(
@@ -94,11 +106,16 @@ class FileEventSource:
             into.extend(records)
             if records:
                 self._positions[topic] = end
+                batch.starts[(topic, 0)] = self._stored.get((topic, 0))
                 batch.positions[(topic, 0)] = (end.segment << _SEGMENT_SHIFT) | end.offset
+                self._stored[(topic, 0)] = batch.positions[(topic, 0)]
         return batch
 
     def committed(self, positions: SourceOffsets) -> None:
         pass
+
+    def read_to_end(self, stored: SourceOffsets) -> bool:
+        return True  # one trainer reads the files: its own catch-up covers the whole log
 
     def close(self) -> None:
         pass
@@ -121,6 +138,8 @@ class KafkaEventSource:
         self.name = f"kafka:{group_id}"
         self._topics = topics
         self.stored_offsets = stored_offsets
+        self._stored: StartOffsets = {}
+        """What the database holds for each assigned partition, as far as this source knows."""
         ensure_topics(bootstrap_servers, [topics.decisions, topics.feedback])
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap_servers.split(","),
@@ -142,7 +161,9 @@ class KafkaEventSource:
         from kafka import TopicPartition
 
         # Called from the rebalance listener, on the consumer's IO thread: no blocking calls here.
-        for partition in self._consumer.assignment():
+        assigned = self._consumer.assignment()
+        self._stored = {(p.topic, p.partition): positions.get((p.topic, p.partition)) for p in assigned}
+        for partition in assigned:
             offset = positions.get((partition.topic, partition.partition))
             if offset is None:
                 # Not in the database: nothing of it was stored yet, whatever the group committed.
@@ -159,7 +180,9 @@ class KafkaEventSource:
             for partition, records in polled.items():
                 into = batch.decisions if partition.topic == self._topics.decisions else batch.feedback
                 into.extend(record.value for record in records)
-                batch.positions[(partition.topic, partition.partition)] = records[-1].offset + 1
+                key = (partition.topic, partition.partition)
+                batch.starts[key] = self._stored.get(key)
+                batch.positions[key] = self._stored[key] = records[-1].offset + 1
             if batch:
                 return batch
             if remaining <= 0:
@@ -173,6 +196,24 @@ class KafkaEventSource:
             return False  # still joining the group: the log's end is not known yet
         ends = self._consumer.end_offsets(assigned)
         return all(self._consumer.position(partition) >= ends[partition] for partition in assigned)
+
+    def read_to_end(self, stored: SourceOffsets) -> bool:
+        from kafka import TopicPartition
+
+        every = [
+            TopicPartition(topic, number)
+            for topic in (self._topics.decisions, self._topics.feedback)
+            for number in sorted(self._consumer.partitions_for_topic(topic) or ())
+        ]
+        if not every:
+            return False  # the topics' partitions are not known yet
+        ends = self._consumer.end_offsets(every)
+        firsts = self._consumer.beginning_offsets(every)
+        return all(stored.get((p.topic, p.partition), firsts[p]) >= ends[p] for p in every)
+
+    def partitions(self) -> list[tuple[str, int]]:
+        """The (topic, partition)s this member of the group reads now."""
+        return sorted((p.topic, p.partition) for p in self._consumer.assignment())
 
     def committed(self, positions: SourceOffsets) -> None:
         from kafka import TopicPartition
@@ -204,5 +245,9 @@ def _seek_listener(source: KafkaEventSource) -> Any:
 
         def on_partitions_assigned(self, assigned: Any) -> None:
             source.seek(source.stored_offsets(source.name))
+            logger.info(
+                "reading partitions %s",
+                ", ".join(f"{p.topic}[{p.partition}]" for p in sorted(assigned)) or "none",
+            )
 
     return SeekToStored()

@@ -134,6 +134,13 @@ runs = sa.Table(
 
 SourceOffsets = dict[tuple[str, int], int]
 """(topic, partition) -> the next offset to read."""
+StartOffsets = dict[tuple[str, int], int | None]
+"""(topic, partition) -> the next offset the database held when a batch was read (None: none)."""
+
+
+class OffsetsMoved(Exception):
+    """Another trainer stored offsets of a partition this batch read: the partition was given to
+    it while this batch was on its way (a rebalance), so the batch is dropped, not stored twice."""
 
 
 @dataclass(frozen=True)
@@ -244,21 +251,33 @@ class ExampleStore:
             return {(row.topic, row.partition): row.next_offset for row in rows}
 
     @staticmethod
-    def save_offsets(connection: Connection, source: str, positions: SourceOffsets) -> None:
-        if not positions:
-            return
-        statement = _insert(connection, offsets)
-        statement = statement.on_conflict_do_update(
-            index_elements=["source", "topic", "partition"],
-            set_={"next_offset": statement.excluded.next_offset},
-        )
-        connection.execute(
-            statement,
-            [
-                {"source": source, "topic": topic, "partition": partition, "next_offset": offset}
-                for (topic, partition), offset in positions.items()
-            ],
-        )
+    def move_offsets(connection: Connection, source: str, starts: StartOffsets, ends: SourceOffsets) -> None:
+        """Move each partition's offset from where the batch started to where it ends, only if
+        the database still holds the start: trainers of one group that briefly read the same
+        partition (one rebalanced away, mid-batch) store its batch once. Raises `OffsetsMoved`,
+        and the caller's transaction rolls back with everything the batch wrote."""
+        for (topic, partition), end in ends.items():
+            key = {"source": source, "topic": topic, "partition": partition}
+            start = starts.get((topic, partition))
+            if start is None:
+                # RETURNING, not rowcount: psycopg gives -1 for an INSERT ... ON CONFLICT
+                statement = (
+                    _insert(connection, offsets).on_conflict_do_nothing().returning(offsets.c.partition)
+                )
+                moved = len(connection.execute(statement, {**key, "next_offset": end}).all())
+            else:
+                moved = connection.execute(
+                    sa.update(offsets)
+                    .where(
+                        (offsets.c.source == source)
+                        & (offsets.c.topic == topic)
+                        & (offsets.c.partition == partition)
+                        & (offsets.c.next_offset == start)
+                    )
+                    .values(next_offset=end)
+                ).rowcount
+            if moved != 1:
+                raise OffsetsMoved(f"{topic}[{partition}] of {source} moved past {start} meanwhile")
 
     # -- counters ---------------------------------------------------------------------------------
 

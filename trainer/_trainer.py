@@ -20,6 +20,7 @@ import lightgbm as lgb
 import numpy as np
 
 from closedloop.contracts import Attribution, ClosedLoopConfig
+from closedloop.metadata import ProcessLock
 from closedloop.policy import FeatureEncoder
 from closedloop.registry import ModelRegistry, version_metadata
 
@@ -29,7 +30,7 @@ from ._join import Joiner
 from ._offpolicy_gate import off_policy_check
 from ._sources import EventBatch, EventSource
 from ._status import TrainingStatus, is_due, training_status
-from ._store import ExampleStore, TrainingRun
+from ._store import ExampleStore, OffsetsMoved, TrainingRun
 from ._training import (
     Dataset,
     constant_predictions,
@@ -40,6 +41,8 @@ from ._training import (
 from ._training_rows import ReadRows, TrainingRows
 
 logger = logging.getLogger(__name__)
+LEADER_LOCK = "trainer-leader"
+"""Of the trainers sharing a database, the one holding this lock closes windows and trains."""
 
 
 def _drift_gate(decision: GateDecision, psi: dict[str, float], bound: float | None) -> GateDecision:
@@ -129,6 +132,7 @@ class Trainer:
         self._joiner = Joiner(config, self._encoders)
         self.caught_up = False
         """Whether the last `catch_up` read the source to its end."""
+        self._leader: ProcessLock | None = None
         self.source.seek(store.offsets(source.name))
 
     # -- consuming --------------------------------------------------------------------------------
@@ -139,10 +143,15 @@ class Trainer:
         return self._store_batch(batch) if batch else Counter()
 
     def _store_batch(self, batch: EventBatch) -> Counter[str]:
-        with self.store.transaction() as connection:
-            counts = self._joiner.apply(connection, batch.decisions, batch.feedback)
-            ExampleStore.save_offsets(connection, self.source.name, batch.positions)
-            ExampleStore.add_to_counters(connection, counts)
+        try:
+            with self.store.transaction() as connection:
+                counts = self._joiner.apply(connection, batch.decisions, batch.feedback)
+                ExampleStore.move_offsets(connection, self.source.name, batch.starts, batch.positions)
+                ExampleStore.add_to_counters(connection, counts)
+        except OffsetsMoved as moved:
+            logger.info("%s: another trainer stored this batch; reading on from the stored offsets", moved)
+            self.source.seek(self.store.offsets(self.source.name))
+            return Counter()
         self.source.committed(batch.positions)
         return counts
 
@@ -194,9 +203,16 @@ class Trainer:
         return training_status(self.config, self.store, use_case, lateness=self.lateness, now=self._clock())
 
     def run_once(self, *, force: bool = False, timeout: float = 0.5) -> CycleReport:
-        """Catch up on the log, close windows, and retrain every use case whose trigger fired."""
+        """Catch up on the log, close windows, and retrain every use case whose trigger fired.
+
+        Several trainers in one consumer group each join the partitions the group gives them;
+        only the one holding the leader lock closes windows and trains (on every partition's
+        examples, all in the shared database)."""
         report = CycleReport(consumed=self.catch_up(timeout=timeout))
-        if self.caught_up:  # else feedback for an ending window may still be unread: keep it open
+        if not self._lead():
+            return report
+        # Else feedback for an ending window may still be unread (by us or another trainer).
+        if self.caught_up and self.source.read_to_end(self.store.offsets(self.source.name)):
             report.defaults_applied = self.close_windows()
         for name in self.config.use_cases:
             if force or self.due(name):
@@ -405,7 +421,18 @@ class Trainer:
         run_id = self.store.record_run(run)
         return replace(run, run_id=run_id)
 
+    def _lead(self) -> bool:
+        """Whether this trainer leads: it takes the lock when no living trainer holds it."""
+        if self._leader is None:
+            self._leader = ProcessLock.try_take(self.store.engine, LEADER_LOCK)
+            if self._leader is not None:
+                logger.info("this trainer leads: it closes windows and trains")
+        return self._leader is not None
+
     def close(self) -> None:
+        if self._leader is not None:
+            self._leader.release()
+            self._leader = None
         self.source.close()
         self.store.close()
         self.registry.close()
