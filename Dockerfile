@@ -1,5 +1,6 @@
 # Two images from one file:
-#   service (the default target): the decision service, the console and the trainer; no torch, no Ax
+#   service (the default target): the decision service, the console, the trainer and Dask's
+#     scheduler and workers; no torch, no Ax
 #   tuner: the same plus Ax and torch's CPU wheel, for `closedloop tune` (the only job that needs them)
 # Both run as an unprivileged user; .dockerignore keeps .venv, .git and local data out of the context.
 FROM python:3.11-slim AS base
@@ -18,7 +19,8 @@ USER closedloop
 CMD ["closedloop", "tune", "--help"]
 
 FROM base AS service
-RUN pip install ".[trainer,evaluation]"
+# distributed: the trainer's engine: dask, and the image of the compose profile's Dask workers
+RUN pip install ".[trainer,distributed,evaluation]"
 USER closedloop
 EXPOSE 8000 8001
 CMD ["closedloop", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,7 +1,8 @@
 """Contracts shared by every closedloop component: configuration, wire formats, names, errors.
 
 - configuration: `ClosedLoopConfig` and its parts, read by `load_config` / `parse_config`;
-  experiments: `ExperimentConfig` (declared) and `ExperimentPhase` (recorded when started)
+  `TrainerConfig` (where models are fitted: locally or on a Dask cluster); experiments:
+  `ExperimentConfig` (declared) and `ExperimentPhase` (recorded when started)
 - wire formats: `DecideRequest`, `Decision`, `FeedbackIn` (the HTTP API, pydantic)
 - the event codec: `DecisionEvent`, `FeedbackEvent` (and `DecisionHeader`, a decision without its
   candidates) written by `encode_decision` / `encode_feedback` and read by `decode_decision`,
@@ -92,6 +93,7 @@ from ._names import AccessKeys, DecisionIndexKeys, RegistryKeys, Topics
 from ._public import FROM_ENVIRONMENT, public_use_cases
 from ._schema import SCHEMA_FILE, config_json_schema, render_json_schema, shipped_json_schema
 from ._settings import ENVIRONMENT_VARIABLES, InfrastructureConfig, redact_url
+from ._training_engine import TrainerConfig
 from ._tuning import (
     STATUS_QUO_ARM,
     Constraint,
@@ -206,6 +208,7 @@ __all__ = [
     "Softmax",
     "SquareCB",
     "Topics",
+    "TrainerConfig",
     "TunedParameter",
     "TuningConfig",
     "TuningError",

@@ -15,6 +15,7 @@ from ._access import AccessConfig
 from ._durations import Duration
 from ._experiments import ArmPolicy, ExperimentConfig
 from ._settings import InfrastructureConfig
+from ._training_engine import TrainerConfig
 from ._tuning import TUNABLE_ROOTS, TuningConfig
 from ._value_expression import ValueExpression
 
@@ -398,6 +399,8 @@ class ClosedLoopConfig(StrictModel):
     infrastructure: InfrastructureConfig = Field(default_factory=InfrastructureConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
     """Rate limits of API keys and how soon a revoked key stops working (``closedloop keys``)."""
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    """Where models are fitted: in the trainer's process, or on a Dask cluster."""
     _from_environment: frozenset[tuple[str, ...]] = PrivateAttr(default=frozenset())
     """Paths of the values a ``${VAR}`` gave (see `parse_config`): never served."""
 

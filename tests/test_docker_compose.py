@@ -183,3 +183,16 @@ def test_the_images_run_as_an_unprivileged_user_and_the_context_leaves_the_venv_
     assert "chown closedloop" in DOCKERFILE  # the outbox volume is writable by that user
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv/", ".git/", ".closedloop/"} <= set(ignored)
+
+
+def test_the_dask_profile_runs_a_scheduler_and_two_workers_of_the_trainers_image() -> None:
+    scheduler, worker = SERVICES["dask-scheduler"], SERVICES["dask-worker"]
+    assert scheduler["profiles"] == worker["profiles"] == ["dask"]  # not started by a plain `up`
+    assert scheduler["image"] == worker["image"] == SERVICES["trainer"]["image"]
+    assert scheduler["build"]["target"] == worker["build"]["target"] == "service"
+    port = _option(scheduler["command"], "--port")
+    assert worker["command"][:3] == ["dask", "worker", f"tcp://dask-scheduler:{port}"]
+    assert worker["deploy"]["replicas"] >= 2
+    assert {"dask", "distributed"} <= _installed("service")  # the `dask` command and LightGBM's Dask layer
+    assert "scheduler: tcp://dask-scheduler:" + port in COMPOSE_TEXT  # the comment says how to point at it
+    assert not {"ports"} & (scheduler.keys() | worker.keys())  # the cluster stays inside the network

@@ -24,6 +24,7 @@ from closedloop.metadata import ProcessLock
 from closedloop.policy import FeatureEncoder
 from closedloop.registry import ModelRegistry, version_metadata
 
+from ._dask_engine import DaskEngine
 from ._data_profile import drift, gain_importance, profile
 from ._gate import GateDecision, gate
 from ._join import Joiner
@@ -32,7 +33,9 @@ from ._sources import EventBatch, EventSource
 from ._status import TrainingStatus, is_due, training_status
 from ._store import ExampleStore, OffsetsMoved, TrainingRun
 from ._training import (
+    LOCAL,
     Dataset,
+    FitEngine,
     constant_predictions,
     evaluate,
     fit,
@@ -133,6 +136,8 @@ class Trainer:
         self.caught_up = False
         """Whether the last `catch_up` read the source to its end."""
         self._leader: ProcessLock | None = None
+        self._dask = DaskEngine(config.trainer) if config.trainer.engine == "dask" else None
+        self._engine: FitEngine = self._dask or LOCAL
         self.source.seek(store.offsets(source.name))
 
     # -- consuming --------------------------------------------------------------------------------
@@ -252,13 +257,20 @@ class Trainer:
         train, holdout = everything.split_by_time(rules.holdout_fraction)
         params = lightgbm_params(use_case, outcome, self._seed)
         label_range = [float(q) for q in np.percentile(train.labels, [5, 95])]
-        booster = fit(train, encoder, params, use_case.model.num_trees, max_trees=use_case.model.max_trees)
+        booster = fit(
+            train,
+            encoder,
+            params,
+            use_case.model.num_trees,
+            max_trees=use_case.model.max_trees,
+            engine=self._engine,
+        )
         verdict = self._judge(name, outcome_name, booster, train, holdout, label_range)
         judged_trees = booster.num_trees()
         if verdict.decision.passed:
             # The gate judged a model of the earlier rows; the one published learns the held-out
             # (latest) rows too, with as many trees: the most recent data is the most telling.
-            booster = fit(everything, encoder, params, judged_trees)
+            booster = fit(everything, encoder, params, judged_trees, engine=self._engine)
         report: dict[str, Any] = {
             **verdict.report(),
             "params": {**params, "num_trees": judged_trees},
@@ -373,6 +385,7 @@ class Trainer:
             "parent_version": verdict.parent,
             "source": self.source.name,
             "offsets": {f"{t}/{p}": o for (t, p), o in sorted(self.store.offsets(self.source.name).items())},
+            "fitted_on": self._dask.describe() if self._dask is not None else {"engine": "local"},
         }
 
     def _champion_predictions(
@@ -430,6 +443,8 @@ class Trainer:
         return self._leader is not None
 
     def close(self) -> None:
+        if self._dask is not None:
+            self._dask.close()
         if self._leader is not None:
             self._leader.release()
             self._leader = None

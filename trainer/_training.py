@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import lightgbm as lgb
 import numpy as np
@@ -45,6 +45,10 @@ class Dataset:
         cut = len(self) - round(len(self) * holdout_fraction)
         return self._rows(slice(0, cut)), self._rows(slice(cut, len(self)))
 
+    def latest(self, rows: int) -> Dataset:
+        """The latest ``rows`` rows (rows are in time order)."""
+        return self._rows(slice(max(0, len(self) - rows), len(self)))
+
     def extended(self, newer: Dataset, *, limit: int) -> Dataset:
         """These rows then ``newer`` (all later), keeping the latest ``limit``."""
         features = np.concatenate([self.features, newer.features])[-limit:]
@@ -79,6 +83,32 @@ VALIDATION_FRACTION = 0.15
 judges on are later still, and never seen here)."""
 
 
+class FitEngine(Protocol):
+    """Where the trees are fitted once their number is known: here (`LOCAL`), or on a Dask
+    cluster (`DaskEngine`)."""
+
+    search_rows: int | None
+    """How many of the latest rows early stopping searches the number of trees on (None: all)."""
+
+    def trees(
+        self, data: Dataset, encoder: FeatureEncoder, params: dict[str, Any], count: int
+    ) -> lgb.Booster:
+        """A model of ``count`` trees fitted on all of ``data``."""
+        ...
+
+
+class _InProcess:
+    search_rows: int | None = None
+
+    def trees(
+        self, data: Dataset, encoder: FeatureEncoder, params: dict[str, Any], count: int
+    ) -> lgb.Booster:
+        return lgb.train(params, _lightgbm_data(data, encoder), num_boost_round=count)
+
+
+LOCAL: FitEngine = _InProcess()
+
+
 def fit(
     data: Dataset,
     encoder: FeatureEncoder,
@@ -86,12 +116,14 @@ def fit(
     num_trees: int | None,
     *,
     max_trees: int = 1000,
+    engine: FitEngine = LOCAL,
 ) -> lgb.Booster:
     """A model of ``num_trees`` trees; with None, as many as early stopping finds on the latest
     rows (up to ``max_trees``), then refitted on all of ``data`` with that many."""
     if num_trees is None:
-        num_trees = trees_by_early_stopping(data, encoder, params, max_trees)
-    return lgb.train(params, _lightgbm_data(data, encoder), num_boost_round=num_trees)
+        searched = data if engine.search_rows is None else data.latest(engine.search_rows)
+        num_trees = trees_by_early_stopping(searched, encoder, params, max_trees)
+    return engine.trees(data, encoder, params, num_trees)
 
 
 def trees_by_early_stopping(
