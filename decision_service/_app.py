@@ -248,7 +248,8 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
         """Choose or rank candidates (or answer yes/no) for one unit; the decision is logged."""
         request = await read_model(http, DecideRequest)
         _require_use_case(http, request.use_case, "use_case")
-        return Response(engine.decide(request).model_dump_json(), media_type="application/json")
+        decision = await engine.decide_async(request)
+        return Response(decision.model_dump_json(), media_type="application/json")
 
     @app.post(
         "/v1/feedback",

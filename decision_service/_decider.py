@@ -44,13 +44,23 @@ from closedloop.policy import (
 )
 
 from ._activations import Activations
-from ._decision_index import DecisionIndex, decision_fact
+from ._decision_index import Commit, DecisionIndex, decision_fact
 from ._faults import crash_point
 from ._identity import request_digest
 from ._metrics import EngineMetrics
 from ._serving_models import ServingModels, UseCaseModels
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedDecision:
+    """A decision logged but not yet in the index: ``write`` is what the index must take."""
+
+    request: DecideRequest
+    decision: Decision
+    write: Commit
+    started: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +115,18 @@ class Decider:
         the first answer back, and is safe at any point of a crash: its decision id and its
         exploration draws come from the request id, so a decision logged twice is logged the same
         twice, and counted once (by decision id) by the trainer and the evaluator."""
+        logged = self.log_decision(request)
+        if isinstance(logged, Decision):
+            return logged
+        try:
+            fresh: list[bool] | ServiceUnavailableError = self._index.commit(*logged.write)
+        except ServiceUnavailableError as exc:
+            fresh = exc
+        return self.indexed(logged, fresh)
+
+    def log_decision(self, request: DecideRequest) -> Decision | LoggedDecision:
+        """Decide and log: the decision and the index write it still needs (`indexed` finishes
+        it), or the answer given before to the same request id."""
         started = time.perf_counter()
         checked = self._checked(request)
         replayed = self._replayed(request)
@@ -123,10 +145,25 @@ class Decider:
         exploration = exploration_record(policy, pick)
         self._log(request, checked, exploration, assignment, decision, predictions, decided_at)
         crash_point("decide.logged")
-        decision = self._index_decision(request, decision, decided_at)
+        return LoggedDecision(request, decision, self._index_write(request, decision, decided_at), started)
+
+    def indexed(self, logged: LoggedDecision, fresh: list[bool] | ServiceUnavailableError) -> Decision:
+        """The answer, once the index took the decision's write (``fresh``: whether each claim was
+        new) or could not be reached; the decision is logged already either way."""
+        request, decision = logged.request, logged.decision
+        if isinstance(fresh, ServiceUnavailableError):
+            self._metrics.index_unavailable.labels("decide").inc()
+            logger.warning(
+                "decision %s is logged; the index was not told: %s", decision.decision_id, fresh.message
+            )
+        elif logged.write[1] and not fresh[0]:  # a concurrent retry of the same request answered first
+            decision = self._first_answer(request, decision, logged.write[1][0][0])
         crash_point("decide.indexed")
         self._metrics.count_decision(
-            request.use_case, decision.policy, active=request.activate, seconds=time.perf_counter() - started
+            request.use_case,
+            decision.policy,
+            active=request.activate,
+            seconds=time.perf_counter() - logged.started,
         )
         return decision
 
@@ -148,9 +185,9 @@ class Decider:
             return None
         return _stored_answer(stored, request) if stored else None
 
-    def _index_decision(self, request: DecideRequest, decision: Decision, decided_at: datetime) -> Decision:
-        """Tell the index the decision (for its feedback) and claim its request id; the decision
-        is logged already, so an index that cannot be reached does not undo the answer."""
+    def _index_write(self, request: DecideRequest, decision: Decision, decided_at: datetime) -> Commit:
+        """What the index must learn of the decision (for its feedback), and the claim of its
+        request id."""
         facts = [
             (
                 self._index.keys.decision(decision.decision_id),
@@ -162,22 +199,16 @@ class Decider:
             claims.append(
                 (self._index.keys.request_seen(request.request_id), _stored_form(request.unit_id, decision))
             )
+        return facts, claims, self._fact_ttl[request.use_case]
+
+    def _first_answer(self, request: DecideRequest, decision: Decision, claim: str) -> Decision:
+        """The answer a concurrent retry of the same request gave first."""
+        first = self._index.lookup([claim])[0]
         try:
-            fresh = self._index.commit(facts, claims, self._fact_ttl[request.use_case])
-        except ServiceUnavailableError as exc:
-            self._metrics.index_unavailable.labels("decide").inc()
-            logger.warning(
-                "decision %s is logged; the index was not told: %s", decision.decision_id, exc.message
-            )
-            return decision
-        if claims and not fresh[0]:  # a concurrent retry of the same request answered first
-            first = self._index.lookup([claims[0][0]])[0]
-            try:
-                return _stored_answer(first, request) if first else decision
-            except RequestConflictError:  # another request took the id meanwhile: ours is logged,
-                self._activations.abandon_logged(decision.decision_id, request.use_case)  # not shown
-                raise
-        return decision
+            return _stored_answer(first, request) if first else decision
+        except RequestConflictError:  # another request took the id meanwhile: ours is logged,
+            self._activations.abandon_logged(decision.decision_id, request.use_case)  # not shown
+            raise
 
     def model_values(self, request: DecideRequest) -> np.ndarray | None:
         """The serving models' value of each candidate, without exploring or logging anything

@@ -45,6 +45,8 @@ def read_decision_fact(value: str) -> DecisionFact:
     return DecisionFact(use_case, decided_at, tuple(msgspec.json.decode(shown)) if shown else None)
 
 
+Commit = tuple[Sequence[tuple[str, str]], Sequence[tuple[str, str]], float]
+"""One decision's write to the index: its facts, its claims and their time to live (seconds)."""
 Report = tuple[str, Sequence[str]]
 """A report's feedback-seen key and its outcomes' reported keys."""
 
@@ -73,6 +75,10 @@ class DecisionIndex(Protocol):
         self, facts: Sequence[tuple[str, str]], claims: Sequence[tuple[str, str]], ttl: float
     ) -> list[bool]:
         """`remember` the facts and `claim` each ``(key, value)`` of ``claims``, in one round trip."""
+        ...
+
+    def commit_many(self, commits: Sequence[Commit]) -> list[list[bool]]:
+        """Several `commit`s in one round trip (concurrent decisions' writes, `IndexBatcher`)."""
         ...
 
     def ping(self) -> bool: ...
@@ -135,15 +141,24 @@ class RedisDecisionIndex:
     def commit(
         self, facts: Sequence[tuple[str, str]], claims: Sequence[tuple[str, str]], ttl: float
     ) -> list[bool]:
+        return self.commit_many([(facts, claims, ttl)])[0]
+
+    def commit_many(self, commits: Sequence[Commit]) -> list[list[bool]]:
+        if not commits:
+            return []
         if self._commit_script is None:
             self._commit_script = self._redis.register_script(_COMMIT_SCRIPT)
-        keys = [key for key, _ in facts] + [key for key, _ in claims]
-        values = [value for _, value in facts] + [value for _, value in claims]
+        keys: list[str] = []
+        args: list[str | int] = []
+        for facts, claims, ttl in commits:
+            keys += [key for key, _ in facts] + [key for key, _ in claims]
+            args += [int(ttl * 1000), len(facts), len(claims)]
+            args += [value for _, value in facts] + [value for _, value in claims]
         try:
-            results = self._commit_script(keys=keys, args=[int(ttl * 1000), len(facts), *values])
+            flags = iter(self._commit_script(keys=keys, args=args))
         except self._redis_error as exc:
             raise _unavailable(exc) from exc
-        return [bool(result) for result in results]
+        return [[bool(next(flags)) for _ in claims] for _, claims, _ in commits]
 
     def ping(self) -> bool:
         try:
@@ -171,15 +186,23 @@ return flags
 
 
 _COMMIT_SCRIPT = """
-local facts = tonumber(ARGV[2])
+-- ARGV, per commit: ttl (ms), number of facts, number of claims, then their values in KEYS' order
 local claimed = {}
-for i, key in ipairs(KEYS) do
-  if i <= facts then
-    redis.call('SET', key, ARGV[2 + i], 'PX', ARGV[1])
-  elseif redis.call('SET', key, ARGV[2 + i], 'NX', 'PX', ARGV[1]) then
-    claimed[#claimed + 1] = 1
-  else
-    claimed[#claimed + 1] = 0
+local k, a = 1, 1
+while a <= #ARGV do
+  local ttl, facts, claims = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 3
+  for _ = 1, facts do
+    redis.call('SET', KEYS[k], ARGV[a], 'PX', ttl)
+    k, a = k + 1, a + 1
+  end
+  for _ = 1, claims do
+    if redis.call('SET', KEYS[k], ARGV[a], 'NX', 'PX', ttl) then
+      claimed[#claimed + 1] = 1
+    else
+      claimed[#claimed + 1] = 0
+    end
+    k, a = k + 1, a + 1
   end
 end
 return claimed
@@ -246,6 +269,9 @@ class MemoryDecisionIndex:
                 if new:
                     self._entries[key] = (value, now + ttl)
         return fresh
+
+    def commit_many(self, commits: Sequence[Commit]) -> list[list[bool]]:
+        return [self.commit(facts, claims, ttl) for facts, claims, ttl in commits]
 
     def ping(self) -> bool:
         return True

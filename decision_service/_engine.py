@@ -9,6 +9,7 @@ Every decision and every feedback is logged before it is answered.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from ._activations import Activations
 from ._decider import Decider
 from ._decision_index import DecisionIndex
 from ._feedback_intake import FeedbackIntake
+from ._index_batcher import IndexBatcher
 from ._metrics import EngineMetrics
 from ._serving_models import RefreshLoop, ServingModels
 
@@ -70,6 +72,7 @@ class DecisionEngine:
         fact_ttl = {
             name: uc.max_window.total_seconds() + GRACE_SECONDS for name, uc in config.use_cases.items()
         }
+        self._batcher: IndexBatcher | None = None
         self._models = ServingModels(config, registry)
         self._models.refresh(force=True)
         self._refresher: RefreshLoop | None = None
@@ -95,6 +98,17 @@ class DecisionEngine:
 
     def decide(self, request: DecideRequest) -> Decision:
         return self._decider.decide(request)
+
+    async def decide_async(self, request: DecideRequest) -> Decision:
+        """`decide` on an event loop: the index writes of decisions made in the same turn of the
+        loop go to Redis together (`IndexBatcher`), not one round trip each."""
+        logged = self._decider.log_decision(request)
+        if isinstance(logged, Decision):
+            return logged
+        loop = asyncio.get_running_loop()
+        if self._batcher is None or self._batcher.loop is not loop:
+            self._batcher = IndexBatcher(self._index, loop)
+        return self._decider.indexed(logged, await self._batcher.commit(logged.write))
 
     def model_values(self, request: DecideRequest) -> np.ndarray | None:
         """The serving models' value of each candidate, nothing explored or logged; None while
@@ -182,6 +196,9 @@ class DecisionEngine:
         """Bring the metrics fed from the engine's own counts up to date."""
         metrics = self._metrics
         metrics.count_up_to(metrics.model_swaps, self._models.swaps)
+        if self._batcher is not None:
+            metrics.count_up_to(metrics.index_writes, self._batcher.writes)
+            metrics.count_up_to(metrics.index_batches, self._batcher.batches)
         for name, count in self._decider.unknown_category_counts().items():
             metrics.count_up_to(metrics.unknown_categories, count, name)
         if isinstance(self._event_log, KafkaEventLog):

@@ -81,6 +81,16 @@ class EngineMetrics:
         self.events_delivered = Counter(
             "closedloop_events_delivered", "Events acknowledged by Kafka", registry=self.registry
         )
+        self.index_writes = Counter(
+            "closedloop_index_writes",
+            "Decisions written to the decision index from the event loop (summed over workers)",
+            registry=self.registry,
+        )
+        self.index_batches = Counter(
+            "closedloop_index_batches",
+            "Calls that carried them: writes / batches is how many decisions a call carried",
+            registry=self.registry,
+        )
         self.outbox_backlog = Gauge(
             "closedloop_outbox_backlog",
             "1 while events wait in the outbox for Kafka",
