@@ -247,6 +247,7 @@ def log_start_trainer(config: ClosedLoopConfig, lateness: float) -> None:
 def _cycle_summary(report: Any, statuses: list[Any]) -> dict[str, Any]:
     return {
         "consumed": dict(report.consumed),
+        "leader": report.leader,
         "defaults_applied": report.defaults_applied,
         "runs": [
             {
@@ -273,6 +274,11 @@ def _log_cycle(summary: dict[str, Any]) -> None:
         len(runs),
         promoted,
     )
+    if not summary["leader"]:
+        logger.info(
+            "another trainer leads (closes windows and trains); this one joined its partitions' events"
+        )
+        return
     trained = {r["use_case"] for r in runs}
     for name, status in summary["use_cases"].items():
         if name not in trained:

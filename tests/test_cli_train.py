@@ -189,3 +189,35 @@ def test_export_writes_decisions_feedback_and_examples_that_pandas_reads(tmp_pat
     assert examples["label.click"].notna().sum() == 50  # every window closed: a label each
     assert examples["label.click"].sum() == 20
     assert sorted(examples["feature.price"]) == [float(i) for i in range(50)]
+
+
+def test_a_second_trainer_joins_events_but_leaves_closing_windows_and_training_to_the_leader(
+    tmp_path: Path,
+) -> None:
+    from closedloop.metadata import ProcessLock, open_database
+
+    config = make_config(tmp_path)
+    config_file = tmp_path / "closedloop.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    topics = Topics(config.infrastructure.topic_prefix)
+    log = FileEventLog(config.infrastructure.data_path / "events")
+    log.append(topics.decisions, [(f"d{i}", decision_event(f"d{i}", seconds=i)) for i in range(300)])
+    log.close()
+    engine = open_database(config.infrastructure.resolved_database_url)
+    held = ProcessLock.try_take(engine, "trainer-leader")  # as a running `closedloop train` holds it
+    assert held is not None
+    runner = CliRunner()
+    command = ["train", "--once", "--force", "--json", "--config", str(config_file)]
+    try:
+        follower = runner.invoke(app, command, env={})
+    finally:
+        held.release()
+    leader = runner.invoke(app, command, env={})
+    assert follower.exit_code == 0, follower.output
+    assert leader.exit_code == 0, leader.output
+    follower_cycle, leader_cycle = json.loads(follower.stdout), json.loads(leader.stdout)
+    assert (follower_cycle["leader"], follower_cycle["consumed"]["decisions"]) == (False, 300)
+    assert (follower_cycle["defaults_applied"], follower_cycle["runs"]) == (0, [])
+    assert leader_cycle["leader"] is True
+    assert leader_cycle["defaults_applied"] > 0  # every window long closed: the leader closed them
+    assert leader_cycle["runs"]  # and trained (forced)

@@ -71,6 +71,9 @@ class CycleReport:
     consumed: Counter[str] = field(default_factory=Counter)
     defaults_applied: int = 0
     runs: list[TrainingRun] = field(default_factory=list)
+    leader: bool = True
+    """False: another trainer holds the leader lock and closes windows and trains; this one only
+    joined the events of its partitions."""
 
     @property
     def promoted(self) -> list[TrainingRun]:
@@ -215,6 +218,7 @@ class Trainer:
         examples, all in the shared database)."""
         report = CycleReport(consumed=self.catch_up(timeout=timeout))
         if not self._lead():
+            report.leader = False
             return report
         # Else feedback for an ending window may still be unread (by us or another trainer).
         if self.caught_up and self.source.read_to_end(self.store.offsets(self.source.name)):
