@@ -37,7 +37,10 @@ from closedloop.contracts import parse_config
 from closedloop.trainer import open_trainer
 config = parse_config(open(sys.argv[1]).read(), environ={})
 session = int(sys.argv[3])
-group = {"session_timeout_ms": session, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 10000}
+# a rebalance waits for members as long as their session lasts: shorter, and the broker's group
+# coordinator (Tansu) was seen rejoining in a loop while a dead member's session still ran
+rebalance = max(10000, session)
+group = {"session_timeout_ms": session, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": rebalance}
 trainer = open_trainer(config, consumer_config=group, database_schema=sys.argv[2] or None)
 while True:
     if not trainer.consume(max_records=50, timeout=0.5):
