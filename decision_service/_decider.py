@@ -44,7 +44,7 @@ from closedloop.policy import (
 )
 
 from ._activations import Activations
-from ._decision_index import Commit, DecisionIndex, decision_fact
+from ._decision_index import Commit, DecisionIndex, Seen, decision_fact
 from ._faults import crash_point
 from ._identity import request_digest
 from ._metrics import EngineMetrics
@@ -124,12 +124,13 @@ class Decider:
             fresh = exc
         return self.indexed(logged, fresh)
 
-    def log_decision(self, request: DecideRequest) -> Decision | LoggedDecision:
+    def log_decision(self, request: DecideRequest, *, seen: Seen | None = None) -> Decision | LoggedDecision:
         """Decide and log: the decision and the index write it still needs (`indexed` finishes
-        it), or the answer given before to the same request id."""
+        it), or the answer given before to the same request id. ``seen``: what the index holds
+        under the request id, looked up by the caller (`IndexBatcher`); else looked up here."""
         started = time.perf_counter()
         checked = self._checked(request)
-        replayed = self._replayed(request)
+        replayed = self._replayed(request, seen)
         if replayed is not None:
             return replayed
         models = self._models.for_use_case(request.use_case)
@@ -174,16 +175,19 @@ class Decider:
         digest = request_digest(request.use_case, request.unit_id, request.request_id)
         return digest.hex(), np.random.default_rng(int.from_bytes(digest[:8], "big"))
 
-    def _replayed(self, request: DecideRequest) -> Decision | None:
+    def _replayed(self, request: DecideRequest, seen: Seen | None) -> Decision | None:
         """The answer already given to this request id, if any (409 if another request used it)."""
         if request.request_id is None:
             return None
-        try:
-            stored = self._index.lookup([self._index.keys.request_seen(request.request_id)])[0]
-        except ServiceUnavailableError as exc:  # a replay then decides again, the same way
-            logger.warning("deciding without the replay check: %s", exc.message)
+        if seen is None:
+            try:
+                seen = Seen(self._index.lookup([self._index.keys.request_seen(request.request_id)])[0])
+            except ServiceUnavailableError as exc:
+                seen = Seen(exc)
+        if isinstance(seen.value, ServiceUnavailableError):  # a replay then decides again, the same way
+            logger.warning("deciding without the replay check: %s", seen.value.message)
             return None
-        return _stored_answer(stored, request) if stored else None
+        return _stored_answer(seen.value, request) if seen.value else None
 
     def _index_write(self, request: DecideRequest, decision: Decision, decided_at: datetime) -> Commit:
         """What the index must learn of the decision (for its feedback), and the claim of its

@@ -47,6 +47,16 @@ def read_decision_fact(value: str) -> DecisionFact:
 
 Commit = tuple[Sequence[tuple[str, str]], Sequence[tuple[str, str]], float]
 """One decision's write to the index: its facts, its claims and their time to live (seconds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the index held under a key when it was looked up: the value, None, or the error that
+    kept the index from answering."""
+
+    value: str | ServiceUnavailableError | None
+
+
 Report = tuple[str, Sequence[str]]
 """A report's feedback-seen key and its outcomes' reported keys."""
 

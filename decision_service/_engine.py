@@ -100,15 +100,19 @@ class DecisionEngine:
         return self._decider.decide(request)
 
     async def decide_async(self, request: DecideRequest) -> Decision:
-        """`decide` on an event loop: the index writes of decisions made in the same turn of the
-        loop go to Redis together (`IndexBatcher`), not one round trip each."""
-        logged = self._decider.log_decision(request)
-        if isinstance(logged, Decision):
-            return logged
+        """`decide` on an event loop: the index lookups and writes of decisions made in the same
+        turn of the loop go to Redis together (`IndexBatcher`), not one round trip each."""
         loop = asyncio.get_running_loop()
         if self._batcher is None or self._batcher.loop is not loop:
             self._batcher = IndexBatcher(self._index, loop)
-        return self._decider.indexed(logged, await self._batcher.commit(logged.write))
+        batcher = self._batcher
+        seen = None
+        if request.request_id is not None:
+            seen = await batcher.lookup(self._index.keys.request_seen(request.request_id))
+        logged = self._decider.log_decision(request, seen=seen)
+        if isinstance(logged, Decision):
+            return logged
+        return self._decider.indexed(logged, await batcher.commit(logged.write))
 
     def model_values(self, request: DecideRequest) -> np.ndarray | None:
         """The serving models' value of each candidate, nothing explored or logged; None while
