@@ -141,28 +141,17 @@ def tune_status(
     as_json: JsonOption = False,
 ) -> None:
     """Every tuning run (or one use case's): status, rounds, trials measured, the recommendation."""
-    from closedloop.tuner import TuningStore
+    from closedloop.console import tuning_runs
 
     loaded = load_config(config)
-    store = TuningStore.from_url(loaded.infrastructure.resolved_database_url)
-    try:
-        listing = {}
-        for record in store.runs():
-            if use_case is not None and record.use_case != use_case:
-                continue
-            trials = store.trials(record.run)
-            listing[record.run] = {
-                "use_case": record.use_case,
-                "mode": record.mode,
-                "method": record.method,
-                "status": record.status,
-                "rounds_done": record.rounds_done,
-                "trials": len(trials),
-                "trials_measured": sum(1 for t in trials if t.measurement),
-                "recommendation": record.recommendation,
-            }
-    finally:
-        store.close()
+    found = tuning_runs(loaded.infrastructure.resolved_database_url)
+    if not found["available"]:
+        import closedloop.tuner  # noqa: F401 - raises the missing extra's error, which names its install
+    listing = {
+        entry["run"]: {key: value for key, value in entry.items() if key != "run"}
+        for entry in found["runs"]
+        if use_case is None or entry["use_case"] == use_case
+    }
     if as_json:
         print_json(listing)
         return
