@@ -23,6 +23,7 @@ from closedloop.contracts import (
     LoggedCandidate,
     decode_decision,
     decode_decision_header,
+    decode_training_decision,
     encode_decision,
 )
 
@@ -102,6 +103,12 @@ def _microseconds(call: Callable[[int], object], count: int) -> float:
     return best
 
 
+def _training_view(record: bytes) -> object:
+    """What the trainer's join decodes of a decision: the view, then its choice's features."""
+    event = decode_training_decision(record)
+    return event.shown_features(event.choice)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20_000)
@@ -124,6 +131,9 @@ def main() -> None:
         "decode: decode_decision_header (no candidates)": _microseconds(
             lambda i: decode_decision_header(records[i % 200]), n
         ),
+        "decode: decode_training_decision + the chosen features": _microseconds(
+            lambda i: _training_view(records[i % 200]), n
+        ),
         "decode floor: orjson.loads (untyped dicts)": _microseconds(
             lambda i: orjson.loads(records[i % 200]), n
         ),
@@ -141,8 +151,10 @@ def main() -> None:
         rows["decode floor: orjson.loads (untyped dicts)"],
     )
     header = rows["decode: decode_decision_header (no candidates)"]
+    training = rows["decode: decode_training_decision + the chosen features"]
     print(f"ratio encode / floor: {encode / encode_floor:.2f}x")
     print(f"ratio decode / orjson.loads: {decode / loads:.2f}x; header / orjson.loads: {header / loads:.2f}x")
+    print(f"ratio training view / decode_decision: {training / decode:.2f}x")
 
 
 if __name__ == "__main__":

@@ -183,6 +183,28 @@ class FeatureEncoder:
             matrix[:, -1] = [float(row.get(ACTION_FEATURE) or 0.0) for row in rows]
         return self._with_slot(self._with_interactions(matrix), rows)
 
+    def encode_logged_columns(self, columns: Mapping[str, np.ndarray], rows: int) -> np.ndarray:
+        """`encode_logged` of examples given column-wise: feature name -> ``rows`` logged values
+        (floats with NaN for missing numbers, objects for categories); a feature the columns
+        lack is missing in every row."""
+        specs = (*self._context, *self._candidate)
+        matrix = np.full((rows, self.base_feature_count), np.nan)
+        for column, spec in enumerate(specs):
+            values = columns.get(spec.name)
+            if values is None:
+                continue
+            if spec.categories is None:
+                matrix[:, column] = _numbers(values)
+            else:  # floats here were logged while the feature was numeric; NaN is a missing one
+                matrix[:, column] = [self._code(spec, None if v != v else v) for v in values]
+        if self._binary:
+            matrix[:, -1] = np.nan_to_num(_numbers(columns.get(ACTION_FEATURE, np.zeros(rows))), nan=0.0)
+        matrix = self._with_interactions(matrix)
+        if not self._ranked:
+            return matrix
+        slot = np.nan_to_num(_numbers(columns.get(SLOT_FEATURE, np.zeros(rows))), nan=0.0)
+        return np.hstack([matrix, slot.reshape(rows, 1)])
+
     def _with_interactions(self, base: np.ndarray) -> np.ndarray:
         if not self._pairs:
             return base
@@ -240,6 +262,23 @@ class FeatureEncoder:
             self.unknown_by_feature[spec.name] += 1
             return math.nan
         return float(code)
+
+
+def _numbers(values: np.ndarray) -> np.ndarray:
+    """Logged values as float64; objects (rows read from JSON, a type change) one by one."""
+    if values.dtype != object:
+        return values.astype(np.float64, copy=False)
+    return np.array([_number(v) for v in values], dtype=np.float64)
+
+
+def _number(value: object) -> float:
+    """A logged value as a number, NaN if it is none (a category logged before a type change)."""
+    if value is None:
+        return math.nan
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _columns(start: int, columns: list[int]) -> slice | list[int]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import sqlalchemy as sa
 from conftest import Database, make_config
@@ -34,7 +33,7 @@ class Clock:
 
 
 def _examples(trainer: Trainer) -> dict[str, dict[str, Any]]:
-    query = "SELECT decision_id, features, choice, propensity, slot, status FROM cl_examples"
+    query = "SELECT decision_id, choice, propensity, slot, status FROM cl_examples"
     with trainer.store.engine.connect() as connection:
         return {row.decision_id: dict(row._mapping) for row in connection.execute(sa.text(query))}
 
@@ -98,11 +97,15 @@ def test_a_ranking_is_one_example_per_shown_slot_labelled_by_the_candidate_repor
     assert counts["feedback_for_abandoned"] == 1
 
     stored = _examples(trainer)
+    exported = {row["example"]: row for row in trainer.store.example_rows("feed")}
     assert sorted(stored) == sorted(f"r{d}{s}" for d in (1, 2, 3) for s in ("", "#1", "#2"))
     for slot, (candidate, propensity) in enumerate(SHOWN):
         example = stored["r1" if slot == 0 else f"r1#{slot}"]
         assert (example["choice"], example["propensity"], example["slot"]) == (candidate, propensity, slot)
-        features = orjson.loads(example["features"])
+        row = exported["r1" if slot == 0 else f"r1#{slot}"]
+        features = {
+            name.removeprefix("feature."): v for name, v in row.items() if name.startswith("feature.")
+        }
         assert features == {
             "country": "de",
             "hour": 9.0,

@@ -16,7 +16,7 @@ from ._metrics import TrainerMetrics
 from ._open import open_trainer
 from ._sources import EventBatch, EventSource, FileEventSource, KafkaEventSource
 from ._status import OutcomeStatus, TrainingStatus, training_status
-from ._store import ExampleStore, LabelledExample, TrainingRun
+from ._store import ExampleStore, LabelledRows, TrainingRun
 from ._trainer import CycleReport, Trainer
 from ._training import Dataset, evaluate, fit, lightgbm_params
 
@@ -29,7 +29,7 @@ __all__ = [
     "FileEventSource",
     "GateDecision",
     "KafkaEventSource",
-    "LabelledExample",
+    "LabelledRows",
     "OutcomeStatus",
     "Trainer",
     "TrainerMetrics",

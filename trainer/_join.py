@@ -28,11 +28,12 @@ from sqlalchemy.engine import Connection
 from closedloop.contracts import (
     Attribution,
     ClosedLoopConfig,
-    DecisionEvent,
     EventFormatError,
+    FeatureValue,
     FeedbackEvent,
-    decode_decision,
+    TrainingDecision,
     decode_feedback,
+    decode_training_decision,
 )
 from closedloop.policy import FeatureEncoder
 
@@ -47,7 +48,7 @@ from ._store import (
 )
 
 logger = logging.getLogger(__name__)
-Event = TypeVar("Event", DecisionEvent, FeedbackEvent)
+Event = TypeVar("Event", TrainingDecision, FeedbackEvent)
 Activations = dict[str, dict[str, float]]
 """decision id -> activation kind ("activate", "abandon") -> when it was logged."""
 
@@ -71,10 +72,12 @@ class Joiner:
         """Store a batch of events; returns counts of what happened to them."""
         counts: Counter[str] = Counter()
         rows: list[dict[str, Any]] = []
+        features: dict[str, list[dict[str, FeatureValue]]] = {}
         for raw in decisions:  # one decoded event alive at a time: a batch of them taxes the GC
-            event = _decoded(decode_decision, raw, counts)
+            event = _decoded(decode_training_decision, raw, counts)
             if event is not None:
-                rows.extend(self._examples(event, counts))
+                rows.extend(self._examples(event, counts, features.setdefault(event.use_case, [])))
+        self._store_features(connection, rows, features)
         insert_ignoring_duplicates(connection, examples, rows)
         tops = [row for row in rows if row["slot"] == 0]
         counts["decisions"] += len(tops)
@@ -126,8 +129,29 @@ class Joiner:
         insert_ignoring_duplicates(connection, pending_activations, waiting)
         counts["activations_waiting"] += len(waiting)
 
-    def _examples(self, event: DecisionEvent, counts: Counter[str]) -> list[dict[str, Any]]:
-        """The decision's examples: its logged action, or each shown slot of a ranking."""
+    def _store_features(
+        self,
+        connection: Connection,
+        rows: list[dict[str, Any]],
+        features: dict[str, list[dict[str, FeatureValue]]],
+    ) -> None:
+        """One feature block per use case of the batch; each example row names its block."""
+        blocks: dict[str, int] = {}
+        for use_case, logged in features.items():
+            if logged:
+                keys = [row["decision_id"] for row in rows if row["use_case"] == use_case]
+                categorical = frozenset(self._encoders[use_case].categorical_features)
+                blocks[use_case] = ExampleStore.add_feature_block(
+                    connection, use_case, keys, logged, categorical=categorical
+                )
+        for row in rows:
+            row["block"] = blocks[row["use_case"]]
+
+    def _examples(
+        self, event: TrainingDecision, counts: Counter[str], features: list[dict[str, FeatureValue]]
+    ) -> list[dict[str, Any]]:
+        """The decision's examples (their features appended to ``features``): its logged action,
+        or each shown slot of a ranking."""
         encoder = self._encoders.get(event.use_case)
         if encoder is None:
             counts["decisions_of_unknown_use_case"] += 1
@@ -142,30 +166,29 @@ class Joiner:
             "status": "active" if event.active else "inactive",
         }
         if not event.slots:
-            chosen = event.logged_candidate()
-            features = encoder.logged_example(event.context, chosen.features if chosen else {}, event.choice)
-            shown = [(event.choice, event.propensity, features)]
+            logged = encoder.logged_example(event.context, event.shown_features(event.choice), event.choice)
+            shown = [(event.choice, event.propensity, logged)]
         else:
-            by_id = {c.id: c.features for c in event.candidates}
             shown = [
                 (
                     slot.candidate,
                     slot.propensity,
-                    encoder.logged_example(event.context, by_id.get(slot.candidate, {}), None, slot=k),
+                    encoder.logged_example(event.context, event.shown_features(slot.candidate), None, slot=k),
                 )
                 for k, slot in enumerate(event.slots)
             ]
+        features.extend(logged for _, _, logged in shown)
         return [
             {
                 **common,
                 "decision_id": example_key(event.event_id, k),
                 "slot": k,
                 "shown": orjson.dumps([c for c, _, _ in shown]).decode() if k == 0 and event.slots else None,
-                "features": orjson.dumps(features).decode(),
+                "features": "",  # in the batch's feature block
                 "choice": candidate,
                 "propensity": propensity,
             }
-            for k, (candidate, propensity, features) in enumerate(shown)
+            for k, (candidate, propensity, _) in enumerate(shown)
         ]
 
     @staticmethod

@@ -19,12 +19,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from closedloop.contracts import Attribution, ConfigError
+from closedloop.contracts import Attribution, ConfigError, FeatureValue
 from closedloop.metadata import open_database
+
+from ._feature_blocks import BlockRows, decode_block, encode_block, take_rows
 
 metadata = sa.MetaData()
 
@@ -35,6 +39,8 @@ examples = sa.Table(
     sa.Column("decision_id", sa.String(128), primary_key=True),
     sa.Column("use_case", sa.String(64), nullable=False),
     sa.Column("decided_at", sa.Float, nullable=False),
+    # The logged features as JSON, for rows stored before feature blocks; "" for rows whose
+    # features are in their ``block`` (cl_feature_blocks).
     sa.Column("features", sa.Text, nullable=False),
     sa.Column("choice", sa.String(256)),
     sa.Column("propensity", sa.Float, nullable=False),
@@ -48,6 +54,7 @@ examples = sa.Table(
     sa.Column("slot", sa.Integer, nullable=False, server_default="0"),
     # The top slot's row of a ranking decided with slots: its shown candidates, top first (JSON).
     sa.Column("shown", sa.Text),
+    sa.Column("block", sa.Integer),
     sa.Index("ix_cl_examples_open", "use_case", "closed", "decided_at"),
     sa.Index("ix_cl_examples_time", "use_case", "decided_at"),
 )
@@ -63,6 +70,16 @@ labels = sa.Table(
     sa.Column("feedback_id", sa.String(128)),
     sa.Column("labelled_at", sa.Float, nullable=False),
     sa.Index("ix_cl_labels_use_case", "use_case", "outcome"),
+)
+
+feature_blocks = sa.Table(
+    "cl_feature_blocks",
+    metadata,
+    # The features of one stored batch's examples of a use case, column-wise (`_feature_blocks`).
+    sa.Column("block_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("use_case", sa.String(64), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
 )
 
 pending_feedback = sa.Table(
@@ -144,10 +161,16 @@ class OffsetsMoved(Exception):
 
 
 @dataclass(frozen=True)
-class LabelledExample:
-    decided_at: float
-    features: dict[str, Any]
-    value: float
+class LabelledRows:
+    """Examples with their label for one outcome, oldest first, column by column."""
+
+    decided_at: np.ndarray
+    values: np.ndarray
+    features: dict[str, np.ndarray]
+    """Feature name -> the logged values (see `_feature_blocks.take_rows`)."""
+
+    def __len__(self) -> int:
+        return len(self.values)
 
 
 @dataclass(frozen=True)
@@ -358,6 +381,24 @@ class ExampleStore:
         return found
 
     @staticmethod
+    def add_feature_block(
+        connection: Connection,
+        use_case: str,
+        keys: Sequence[str],
+        rows: Sequence[Mapping[str, FeatureValue]],
+        *,
+        categorical: frozenset[str],
+    ) -> int:
+        """Store the features of a batch's examples of the use case; returns the block's id."""
+        data = encode_block(keys, rows, categorical=categorical)
+        statement = (
+            sa.insert(feature_blocks)
+            .values(use_case=use_case, rows=len(keys), data=data)
+            .returning(feature_blocks.c.block_id)
+        )
+        return int(connection.execute(statement).scalar_one())
+
+    @staticmethod
     def activate(connection: Connection, example_keys: Sequence[str]) -> None:
         """Inactive decisions' examples become active, and open again: `close_windows` gives the
         outcomes no report labelled their defaults, even if the windows have ended."""
@@ -534,6 +575,7 @@ class ExampleStore:
             .order_by(examples.c.decided_at, examples.c.decision_id)
         )
         current: dict[str, Any] | None = None
+        blocks = _RecentBlocks(self.engine)
         with self.engine.connect() as connection:
             for row in connection.execute(query):
                 if current is None or current["example"] != row.decision_id:
@@ -551,7 +593,7 @@ class ExampleStore:
                         "arm": row.arm,
                         "status": row.status,
                         "windows_closed": bool(row.closed),
-                        **{f"feature.{k}": v for k, v in orjson.loads(row.features).items()},
+                        **{f"feature.{k}": v for k, v in blocks.features(row).items()},
                     }
                 if row.outcome is not None:
                     current[f"label.{row.outcome}"] = row.value
@@ -595,7 +637,7 @@ class ExampleStore:
         with self.engine.connect() as connection:
             return {outcome: int(count) for outcome, count in connection.execute(query)}
 
-    def labelled_examples(self, use_case: str, outcome: str, *, limit: int) -> list[LabelledExample]:
+    def labelled_examples(self, use_case: str, outcome: str, *, limit: int) -> LabelledRows:
         """The latest ``limit`` examples whose label for the outcome is final, oldest first.
 
         Only decisions whose window has closed count: inside an open window the positives have
@@ -603,7 +645,7 @@ class ExampleStore:
         """
         through, _ = self.training_window(use_case, outcome)
         if through is None:
-            return []
+            return LabelledRows(np.zeros(0), np.zeros(0), {})
         return self.labelled_examples_between(use_case, outcome, after=-math.inf, until=through, limit=limit)
 
     def training_window(self, use_case: str, outcome: str) -> tuple[float | None, int]:
@@ -626,7 +668,7 @@ class ExampleStore:
 
     def labelled_examples_between(
         self, use_case: str, outcome: str, *, after: float, until: float, limit: int
-    ) -> list[LabelledExample]:
+    ) -> LabelledRows:
         """The latest ``limit`` final examples decided in (``after``, ``until``], oldest first."""
         query = (
             _final_labels(use_case, outcome, after=after, until=until)
@@ -635,8 +677,16 @@ class ExampleStore:
         )
         with self.engine.connect() as connection:
             rows = list(connection.execute(query))
-        rows.reverse()
-        return [LabelledExample(row.decided_at, orjson.loads(row.features), row.value) for row in rows]
+            rows.reverse()
+            in_blocks = [i for i, row in enumerate(rows) if row.block is not None]
+            needed = sorted({rows[i].block for i in in_blocks})
+            blocks = [decode_block(data) for data in _block_data(connection, needed).values()]
+        features = _features_of(rows, in_blocks, blocks)
+        return LabelledRows(
+            np.fromiter((row.decided_at for row in rows), dtype=np.float64, count=len(rows)),
+            np.fromiter((row.value for row in rows), dtype=np.float64, count=len(rows)),
+            features,
+        )
 
     def labels_of(self, use_case: str) -> list[dict[str, Any]]:
         with self.engine.connect() as connection:
@@ -696,10 +746,69 @@ def _final_labels(use_case: str, outcome: str, *, after: float, until: float) ->
         else ((examples.c.decided_at > after) & (examples.c.decided_at <= until))
     )
     return (
-        sa.select(examples.c.decided_at, examples.c.features, labels.c.value)
+        sa.select(
+            examples.c.decided_at,
+            examples.c.features,
+            labels.c.value,
+            examples.c.block,
+            examples.c.decision_id,
+        )
         .join(labels, labels.c.decision_id == examples.c.decision_id)
         .where((labels.c.use_case == use_case) & (labels.c.outcome == outcome) & window)
     )
+
+
+def _block_data(connection: Connection, block_ids: Sequence[int]) -> dict[int, bytes]:
+    """block id -> its stored data, in block order."""
+    found: dict[int, bytes] = {}
+    for start in range(0, len(block_ids), 900):
+        chunk = block_ids[start : start + 900]
+        query = sa.select(feature_blocks.c.block_id, feature_blocks.c.data).where(
+            feature_blocks.c.block_id.in_(chunk)
+        )
+        found.update((int(row.block_id), bytes(row.data)) for row in connection.execute(query))
+    return dict(sorted(found.items()))
+
+
+def _features_of(
+    rows: Sequence[Any], in_blocks: Sequence[int], blocks: Sequence[pa.Table]
+) -> dict[str, np.ndarray]:
+    """Feature name -> the values of ``rows``: from their blocks, or, for rows stored before
+    blocks, from their JSON (the columns those rows touch become objects)."""
+    taken = take_rows(blocks, [rows[i].decision_id for i in in_blocks])
+    if len(in_blocks) == len(rows):
+        return taken
+    columns: dict[str, np.ndarray] = {}
+    for name, values in taken.items():
+        columns[name] = np.full(len(rows), None, dtype=object)
+        columns[name][in_blocks] = values
+    for i, row in enumerate(rows):
+        if row.block is None:
+            for name, value in orjson.loads(row.features).items():
+                columns.setdefault(name, np.full(len(rows), None, dtype=object))[i] = value
+    return columns
+
+
+class _RecentBlocks:
+    """The features of examples read in time order, from their JSON or their block; the last few
+    blocks stay decoded (an export reads a block's rows one after another)."""
+
+    def __init__(self, engine: Engine, *, keep: int = 4) -> None:
+        self._engine = engine
+        self._keep = keep
+        self._blocks: dict[int, BlockRows] = {}
+
+    def features(self, row: Any) -> dict[str, Any]:
+        if row.block is None:
+            return dict(orjson.loads(row.features))
+        block = self._blocks.get(row.block)
+        if block is None:
+            with self._engine.connect() as connection:
+                data = _block_data(connection, [row.block])[row.block]
+            block = self._blocks[row.block] = BlockRows(decode_block(data))
+            if len(self._blocks) > self._keep:
+                del self._blocks[next(iter(self._blocks))]
+        return block.features(row.decision_id)
 
 
 _ADDED_COLUMNS = {
@@ -707,6 +816,7 @@ _ADDED_COLUMNS = {
         "status VARCHAR(16) NOT NULL DEFAULT 'active'",  # all of an earlier version's were active
         "slot INTEGER NOT NULL DEFAULT 0",
         "shown TEXT",
+        "block INTEGER",
     ),
     pending_feedback: ("candidate VARCHAR(256)",),
 }

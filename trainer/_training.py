@@ -7,7 +7,6 @@ the same held-out rows — the way the model will meet the future.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,7 +17,7 @@ from sklearn.metrics import log_loss, mean_squared_error, roc_auc_score
 from closedloop.contracts import OutcomeConfig, UseCaseConfig
 from closedloop.policy import FeatureEncoder
 
-from ._store import LabelledExample
+from ._store import LabelledRows
 
 Metrics = dict[str, float]
 
@@ -30,12 +29,8 @@ class Dataset:
     decided_at: np.ndarray
 
     @classmethod
-    def from_examples(cls, rows: Sequence[LabelledExample], encoder: FeatureEncoder) -> Dataset:
-        return cls(
-            encoder.encode_logged([row.features for row in rows]),
-            np.fromiter((row.value for row in rows), dtype=np.float64, count=len(rows)),
-            np.fromiter((row.decided_at for row in rows), dtype=np.float64, count=len(rows)),
-        )
+    def from_rows(cls, rows: LabelledRows, encoder: FeatureEncoder) -> Dataset:
+        return cls(encoder.encode_logged_columns(rows.features, len(rows)), rows.values, rows.decided_at)
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -19,7 +19,7 @@ import numpy as np
 
 from closedloop.policy import FeatureEncoder
 
-from ._store import ExampleStore, LabelledExample
+from ._store import ExampleStore, LabelledRows
 from ._training import Dataset
 
 
@@ -73,7 +73,7 @@ class TrainingRows:
         return ReadRows(data, unknown, len(rows), False)
 
 
-def _encoded(rows: list[LabelledExample], encoder: FeatureEncoder) -> tuple[Dataset, Counter[str]]:
+def _encoded(rows: LabelledRows, encoder: FeatureEncoder) -> tuple[Dataset, Counter[str]]:
     before = Counter(encoder.unknown_by_feature)
-    data = Dataset.from_examples(rows, encoder)
+    data = Dataset.from_rows(rows, encoder)
     return data, encoder.unknown_by_feature - before

@@ -1,0 +1,138 @@
+"""Examples' features stored column-wise (`trainer._feature_blocks`) against the row-wise path they
+replace: a block written and read back encodes to the same training rows as the logged dicts,
+unknown categories counted alike; and a store holding rows of both kinds (JSON features from
+before blocks, and blocks) reads each example's own features."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from conftest import make_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from closedloop.contracts import Attribution
+from closedloop.policy import FeatureEncoder
+from closedloop.trainer import ExampleStore
+from closedloop.trainer._feature_blocks import decode_block, encode_block, take_rows
+from closedloop.trainer._store import examples, insert_ignoring_duplicates, labels
+
+numbers = st.floats(allow_nan=False, allow_infinity=False, width=64) | st.integers(-(10**6), 10**6)
+maybe = st.none() | numbers
+
+
+@st.composite
+def logged_rows(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Examples of the `feed` ranking as the join logs them; some features missing, some
+    categories unknown to the configuration, slots of a ranking."""
+    rows = []
+    for _ in range(draw(st.integers(1, 12))):
+        row: dict[str, Any] = {
+            "country": draw(st.sampled_from(["us", "de", "fr", "xx", None])),
+            "hour": draw(maybe),
+            "price": draw(maybe),
+            "topic": draw(st.sampled_from(["a", "b", "c", "new", None])),
+            "slot": draw(st.integers(0, 4)),
+        }
+        for name in draw(st.sets(st.sampled_from(["country", "hour", "price", "topic"]))):
+            del row[name]
+        rows.append(row)
+    return rows
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=logged_rows(), order=st.randoms())
+def test_a_block_encodes_to_the_rows_the_logged_dicts_encode_to(
+    tmp_path_factory: Any, rows: list[dict[str, Any]], order: Any
+) -> None:
+    config = make_config(tmp_path_factory.mktemp("blocks"))
+    by_rows, by_columns = FeatureEncoder(config.use_cases["feed"]), FeatureEncoder(config.use_cases["feed"])
+    keys = [f"d{i}" for i in range(len(rows))]
+    half = len(rows) // 2  # two blocks, as two batches store them, read in a shuffled order
+    blocks = [
+        decode_block(encode_block(keys[:half], rows[:half], categorical=frozenset(["country", "topic"]))),
+        decode_block(encode_block(keys[half:], rows[half:], categorical=frozenset(["country", "topic"]))),
+    ]
+    wanted = list(range(len(rows)))
+    order.shuffle(wanted)
+
+    expected = by_rows.encode_logged([rows[i] for i in wanted])
+    columns = take_rows(blocks, [keys[i] for i in wanted])
+    got = by_columns.encode_logged_columns(columns, len(wanted))
+
+    np.testing.assert_array_equal(got, expected)  # NaN equals NaN here
+    assert by_columns.unknown_by_feature == by_rows.unknown_by_feature
+
+
+def test_a_store_reads_json_rows_and_block_rows_alike(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    store = ExampleStore.from_url(f"sqlite:///{tmp_path / 'examples.db'}")
+    logged = [
+        {"country": "de", "hour": 9.0, "price": 3.5, "topic": "b", "slot": 0},
+        {"country": "fr", "hour": 22.0, "price": 1.0, "topic": "zz", "slot": 1},
+        {"country": "us", "price": 7.25, "topic": "a", "slot": 0},
+    ]
+    common = {
+        "use_case": "feed",
+        "policy": "default",
+        "arm": None,
+        "model_versions": "{}",
+        "closed": False,
+        "status": "active",
+        "shown": None,
+        "choice": "x",
+        "propensity": 0.5,
+    }
+    with store.transaction() as connection:
+        block = ExampleStore.add_feature_block(
+            connection, "feed", ["new1", "new2"], logged[1:], categorical=frozenset(["country", "topic"])
+        )
+        rows = [  # one row stored before blocks (its JSON), two in a block
+            {
+                **common,
+                "decision_id": "old",
+                "decided_at": 100.0,
+                "slot": 0,
+                "features": orjson.dumps(logged[0]).decode(),
+                "block": None,
+            },
+            {**common, "decision_id": "new1", "decided_at": 200.0, "slot": 1, "features": "", "block": block},
+            {**common, "decision_id": "new2", "decided_at": 300.0, "slot": 0, "features": "", "block": block},
+        ]
+        insert_ignoring_duplicates(connection, examples, rows)
+        insert_ignoring_duplicates(
+            connection,
+            labels,
+            [
+                {
+                    "decision_id": key,
+                    "outcome": "click",
+                    "use_case": "feed",
+                    "value": value,
+                    "source": "feedback",
+                    "feedback_id": None,
+                    "labelled_at": 1.0,
+                }
+                for key, value in (("old", 1.0), ("new1", 0.0), ("new2", 1.0))
+            ],
+        )
+        ExampleStore.close_windows(connection, "feed", Attribution.of(config.use_cases["feed"]), 10_000.0)
+
+    read = store.labelled_examples("feed", "click", limit=10)
+    encoder = FeatureEncoder(config.use_cases["feed"])
+    np.testing.assert_array_equal(read.values, [1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(read.decided_at, [100.0, 200.0, 300.0])
+    np.testing.assert_array_equal(
+        encoder.encode_logged_columns(read.features, len(read)),
+        FeatureEncoder(config.use_cases["feed"]).encode_logged(logged),
+    )
+    exported = {row["example"]: row for row in store.example_rows("feed")}
+    assert exported["old"]["feature.price"] == 3.5
+    assert exported["new1"]["feature.topic"] == "zz"
+    assert "feature.hour" not in exported["new2"]  # missing as logged, in a block as in JSON
+    assert math.isclose(exported["new2"]["feature.price"], 7.25)
+    store.close()

@@ -1,0 +1,100 @@
+"""The features of stored examples, column-wise: one Arrow block per use case per stored batch.
+
+The join used to write each example's features as a JSON text in its SQL row, and every retrain
+parsed them back row by row and encoded them value by value: a third of a retrain's time, and
+most of the database's size (``bench/trainer_throughput.py``). Now each batch's examples of a
+use case become one block of columns (Arrow IPC, LZ4-compressed) in ``cl_feature_blocks``,
+written in the batch's own transaction, so a block commits or rolls back with its examples and
+offsets. A retrain reads the blocks of the rows it trains on and encodes them column by column.
+
+A block keeps every declared feature as logged, by name (numbers as float64, categories as
+strings), not encoded: a configuration that adds a category or a feature later still reads
+the old blocks (a feature a block lacks is missing, as it was in the JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from closedloop.contracts import FeatureValue
+
+KEY = "example key"
+"""The column of example keys (feature names cannot hold a space, so no feature is named so)."""
+_WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+
+
+def encode_block(
+    keys: Sequence[str], rows: Sequence[Mapping[str, FeatureValue]], *, categorical: frozenset[str]
+) -> bytes:
+    """The block of ``rows`` (each example's logged features, keyed as ``keys``)."""
+    names = sorted({name for row in rows for name in row})
+    columns: dict[str, pa.Array] = {KEY: pa.array(keys, type=pa.string())}
+    for name in names:
+        values = [row.get(name) for row in rows]
+        columns[name] = (
+            pa.array([None if v is None else str(v) for v in values], type=pa.string())
+            if name in categorical
+            else pa.array(_numbers(values), type=pa.float64())
+        )
+    table = pa.table(columns)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=_WRITE_OPTIONS) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
+
+
+def _numbers(values: list[FeatureValue]) -> list[float | None]:
+    try:
+        return [None if v is None else float(v) for v in values]
+    except ValueError:  # a number logged as text by an old version: missing, as the encoder reads it
+        return [_number_or_none(v) for v in values]
+
+
+def _number_or_none(value: FeatureValue) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
+
+
+def decode_block(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+def take_rows(blocks: Sequence[pa.Table], keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Feature name -> the values of the examples ``keys`` (in that order) found in ``blocks``:
+    float64 with NaN where missing for numbers, objects (str or None) for categories."""
+    if not blocks:
+        return {}
+    table = pa.concat_tables(blocks, promote_options="default")
+    # A decision logged twice (a retry) is in two blocks with the same features: the first is taken.
+    where = pc.index_in(pa.array(keys, type=pa.string()), value_set=table.column(KEY))
+    found = where.is_valid()
+    if not pc.all(found).as_py():
+        missing = keys[int(np.argmin(found.to_numpy(zero_copy_only=False)))]
+        raise LookupError(f"example {missing!r} is in none of its feature blocks")
+    taken = table.drop_columns([KEY]).take(where)
+    return {name: _as_numpy(taken.column(name)) for name in taken.column_names}
+
+
+def _as_numpy(column: pa.ChunkedArray) -> Any:
+    if pa.types.is_floating(column.type):
+        return column.to_numpy().astype(np.float64, copy=False)  # nulls come out as NaN
+    return np.asarray(column.to_pylist(), dtype=object)
+
+
+class BlockRows:
+    """One block's examples by key, as dicts of their logged features (for exports, row by row)."""
+
+    def __init__(self, block: pa.Table) -> None:
+        self._rows = block.drop_columns([KEY]).to_pylist()
+        self._index = {key: i for i, key in enumerate(block.column(KEY).to_pylist())}
+
+    def features(self, key: str) -> dict[str, FeatureValue]:
+        row = self._rows[self._index[key]]
+        return {name: value for name, value in row.items() if value is not None and value == value}
