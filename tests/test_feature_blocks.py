@@ -21,7 +21,12 @@ from closedloop.trainer import ExampleStore
 from closedloop.trainer._feature_blocks import decode_block, encode_block, take_rows
 from closedloop.trainer._store import examples, insert_ignoring_duplicates, labels
 
-numbers = st.floats(allow_nan=False, allow_infinity=False, width=64) | st.integers(-(10**6), 10**6)
+numbers = (
+    st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(10**6), 10**6)
+    | st.integers(10**19, 10**30)  # past int64: the block's column takes them one by one
+    | st.booleans()
+)
 maybe = st.none() | numbers
 
 

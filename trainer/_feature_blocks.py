@@ -36,16 +36,26 @@ def encode_block(
     columns: dict[str, pa.Array] = {KEY: pa.array(keys, type=pa.string())}
     for name in names:
         values = [row.get(name) for row in rows]
-        columns[name] = (
-            pa.array([None if v is None else str(v) for v in values], type=pa.string())
-            if name in categorical
-            else pa.array(_numbers(values), type=pa.float64())
-        )
+        columns[name] = _strings(values) if name in categorical else _floats(values)
     table = pa.table(columns)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema, options=_WRITE_OPTIONS) as writer:
         writer.write_table(table)
     return bytes(sink.getvalue())
+
+
+def _strings(values: list[FeatureValue]) -> pa.Array:
+    try:
+        return pa.array(values, type=pa.string())
+    except pa.ArrowTypeError:  # a category logged as a number
+        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+
+
+def _floats(values: list[FeatureValue]) -> pa.Array:
+    try:
+        return pa.array(values, type=pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # an int too large for int64, a number as text
+        return pa.array(_numbers(values), type=pa.float64())
 
 
 def _numbers(values: list[FeatureValue]) -> list[float | None]:
