@@ -132,6 +132,9 @@ def main() -> None:
         f"train + gate + publish: {lineage['rows_train']:,} rows train, {lineage['rows_holdout']:,} held out, "
         f"{train:.1f}s; {run.version} promoted={run.promoted}, held-out AUC {run.report['metrics']['auc']:.3f}"
     )
+    database = directory / "metadata.db"
+    if database.exists():
+        print(f"metadata database (SQLite): {database.stat().st_size / 2**20:,.0f} MiB")
     total = join + close + train
     print(
         f"total: {total:.1f}s for {args.decisions:,} decisions = {args.decisions / total:,.0f} decisions/s end to end"
