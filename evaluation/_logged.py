@@ -8,14 +8,15 @@ is kept for off-policy evaluation.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import math
+import string
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from closedloop.contracts import (
     Attribution,
@@ -34,12 +35,45 @@ OPE_SAMPLE = 50_000
 
 def id_hash(text: str) -> int:
     """A 63-bit hash of an id: joins and unit grouping on integers instead of strings."""
-    if len(text) == 32:
-        try:
-            return int(text[:16], 16) >> 1  # the service's decision ids are already random hex
-        except ValueError:
-            pass
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
+    return int(id_hashes([text])[0])
+
+
+def id_hashes(texts: Sequence[str]) -> np.ndarray:
+    """`id_hash` of each text, for a batch at once: the service's decision ids are random hex
+    already (their first 16 digits are the hash); any other id is hashed by pandas' vectorised
+    SipHash. Per id in Python, hashing was a fifth of reading a log (``bench/experiment_report.py``)."""
+    hashes = np.zeros(len(texts), dtype=np.int64)
+    hexlike = [i for i, text in enumerate(texts) if len(text) == 32]
+    parsed = _hex_prefixes([texts[i] for i in hexlike])
+    other = [i for i, value in zip(hexlike, parsed, strict=True) if value < 0]
+    hashes[hexlike] = parsed
+    if len(hexlike) < len(texts):
+        taken = set(hexlike)
+        other += [i for i in range(len(texts)) if i not in taken]
+    if other:
+        words = pd.util.hash_array(np.array([texts[i] for i in other], dtype=object))
+        hashes[other] = (words >> np.uint64(1)).astype(np.int64)
+    return hashes
+
+
+def _hex_prefixes(texts: list[str]) -> np.ndarray:
+    """The first 16 hex digits of each text as a 63-bit integer; -1 where they are not all hex."""
+    if not texts:
+        return np.zeros(0, dtype=np.int64)
+    try:
+        raw = bytes.fromhex("".join(text[:16] for text in texts))
+    except ValueError:
+        raw = b""
+    if len(raw) == 8 * len(texts):  # fromhex skips spaces: a shorter result means one had some
+        return (np.frombuffer(raw, dtype=">u8") >> np.uint64(1)).astype(np.int64)
+    return np.array([_hex_prefix(text) for text in texts], dtype=np.int64)
+
+
+def _hex_prefix(text: str) -> int:
+    prefix = text[:16]
+    if all(c in string.hexdigits for c in prefix):
+        return int(prefix, 16) >> 1
+    return -1
 
 
 @dataclass
@@ -166,35 +200,48 @@ class Gatherer:
         self._attribution = Attribution.of(use_case)
 
     def add_decisions(self, records: Iterable[bytes]) -> None:
+        """Gather a batch of decision records: decoded one by one, gathered column by column."""
+        batch = list(records)
+        events = [self._header(record) for record in batch]
+        name = self._use_case_name
         if self._phase is None:
-            self._add_all(records)
+            since = self._since
+            chosen = [
+                i
+                for i, event in enumerate(events)
+                if event is not None
+                and event.use_case == name
+                and (since is None or event.timestamp.timestamp() >= since)
+            ]
+            self._add_in_phase(events, batch, chosen)
             return
-        name, experiment, number = self._use_case_name, self._phase.experiment, self._phase.phase
-        for record in records:
-            event = self._header(record)
+        experiment, number = self._phase.experiment, self._phase.phase
+        in_phase: list[int] = []
+        other: list[int] = []
+        for i, event in enumerate(events):
             if event is None or event.use_case != name:
                 continue
-            if event.experiment == experiment:
-                if event.experiment_phase != number:
-                    self.other_phases += 1
-                    continue
-                self._add_in_phase(event, record)
-            elif self._pre_from is not None:
-                at = event.timestamp.timestamp()
-                if self._pre_from <= at < self._phase_start:
-                    self._pre_unit.append(id_hash(event.unit_id))
-                    self._pre_decision.append(id_hash(event.event_id))
-                    self._pre_time.append(at)
-                    self._pre_active.append(event.active)
-                    self._pre_choice.append(_candidate_hash(event.choice))
+            if event.experiment != experiment:
+                other.append(i)
+            elif event.experiment_phase != number:
+                self.other_phases += 1
+            else:
+                in_phase.append(i)
+        self._add_in_phase(events, batch, in_phase)
+        if self._pre_from is not None:
+            self._add_pre_period([e for i in other if (e := events[i]) is not None])
 
-    def _add_all(self, records: Iterable[bytes]) -> None:
-        for record in records:
-            event = self._header(record)
-            if event is None or event.use_case != self._use_case_name:
-                continue
-            if self._since is None or event.timestamp.timestamp() >= self._since:
-                self._add_in_phase(event, record)
+    def _add_pre_period(self, events: list[DecisionHeader]) -> None:
+        """Decisions outside the experiment in the pre-period before its phase (for CUPED)."""
+        assert self._pre_from is not None
+        times = np.array([event.timestamp.timestamp() for event in events], dtype=np.float64)
+        inside = (self._pre_from <= times) & (times < self._phase_start)
+        kept = [event for event, keep in zip(events, inside.tolist(), strict=True) if keep]
+        _extend(self._pre_unit, id_hashes([event.unit_id for event in kept]))
+        _extend(self._pre_decision, id_hashes([event.event_id for event in kept]))
+        self._pre_time.extend(times[inside].tolist())
+        self._pre_active.extend(event.active for event in kept)
+        _extend(self._pre_choice, _candidate_hashes([event.choice for event in kept]))
 
     def _header(self, record: bytes) -> DecisionHeader | None:
         try:
@@ -203,25 +250,41 @@ class Gatherer:
             self.unreadable += 1
             return None
 
-    def _add_in_phase(self, event: DecisionHeader, record: bytes) -> None:
+    def _add_in_phase(
+        self, events: list[DecisionHeader | None], records: list[bytes], chosen: list[int]
+    ) -> None:
+        if not chosen:
+            return
         columns = self._in
-        decision = id_hash(event.event_id)
-        columns.decision.append(decision)
-        columns.unit.append(id_hash(event.unit_id))
-        columns.arm.append(self._arm_codes.get(str(event.arm), -1))
-        columns.time.append(event.timestamp.timestamp())
-        columns.active.append(event.active)
-        columns.choice.append(_candidate_hash(event.choice))
-        context = event.context
+        kept = [e for i in chosen if (e := events[i]) is not None]
+        decision = id_hashes([event.event_id for event in kept])
+        _extend(columns.decision, decision)
+        _extend(columns.unit, id_hashes([event.unit_id for event in kept]))
+        codes = self._arm_codes
+        columns.arm.extend(codes.get(str(event.arm), -1) for event in kept)
+        columns.time.extend(event.timestamp.timestamp() for event in kept)
+        columns.active.extend(event.active for event in kept)
+        _extend(columns.choice, _candidate_hashes([event.choice for event in kept]))
         for name, into in zip(self._breakdowns, columns.breakdowns, strict=True):
-            into.append(self._code(name, context.get(name)))
+            into.extend(self._code(name, event.context.get(name)) for event in kept)
         for name, into in zip(self._context_names, columns.context, strict=True):
-            into.append(self._code(name, context.get(name)))
-        # Keep the smallest decision hashes: a uniform sample that needs no second pass.
-        if len(self._sample) < self._sample_size:
-            heapq.heappush(self._sample, (-decision, record))
-        elif self._sample and -self._sample[0][0] > decision:
-            heapq.heapreplace(self._sample, (-decision, record))
+            into.extend(self._code(name, event.context.get(name)) for event in kept)
+        self._sample_from(decision, [records[i] for i in chosen])
+
+    def _sample_from(self, decision: np.ndarray, records: list[bytes]) -> None:
+        """Keep the smallest decision hashes: a uniform sample that needs no second pass."""
+        if self._sample_size <= 0:
+            return
+        sample = self._sample
+        candidates: Iterable[int] = range(len(records))
+        if len(sample) >= self._sample_size:  # only hashes below the largest kept can enter
+            candidates = np.flatnonzero(decision < -sample[0][0]).tolist()
+        for i in candidates:
+            value = int(decision[i])
+            if len(sample) < self._sample_size:
+                heapq.heappush(sample, (-value, records[i]))
+            elif -sample[0][0] > value:
+                heapq.heapreplace(sample, (-value, records[i]))
 
     def _code(self, name: str, value: object) -> float:
         categories = self._categories.get(name)
@@ -237,29 +300,33 @@ class Gatherer:
         feedback may be added before its decision. Orphan feedback (its decision was unknown to
         the service when reported) is kept too: the join decides whether its decision is here."""
         index = {name: i for i, name in enumerate(self._outcomes)}
-        reports = self._reports
+        events = []
         for record in records:
             try:
                 event = decode_feedback(record)
             except EventFormatError:
                 self.unreadable += 1
                 continue
-            if event.use_case != self._use_case_name and event.use_case is not None:
-                continue
-            decision = id_hash(event.decision_id)
-            if event.activation == "abandon":
-                self._abandoned.append(decision)
-            elif event.activation == "activate" or event.outcomes:
-                self._activated.append(decision)
-            at = event.timestamp.timestamp()
-            for name, value in event.outcomes.items():
-                position = index.get(name)
-                if position is not None:
-                    reports.decision.append(decision)
-                    reports.candidate.append(_candidate_hash(event.candidate_id))
-                    reports.outcome.append(position)
-                    reports.value.append(float(value))
-                    reports.time.append(at)
+            if event.use_case == self._use_case_name or event.use_case is None:
+                events.append(event)
+        decisions = id_hashes([event.decision_id for event in events])
+        _extend(self._abandoned, decisions[np.array([e.activation == "abandon" for e in events], dtype=bool)])
+        counts = [e.activation == "activate" or (e.activation is None and bool(e.outcomes)) for e in events]
+        _extend(self._activated, decisions[np.array(counts, dtype=bool)])
+        # One row per reported outcome this use case declares.
+        rows = [
+            (i, index[name], value)
+            for i, e in enumerate(events)
+            for name, value in e.outcomes.items()
+            if name in index
+        ]
+        which = np.array([i for i, _, _ in rows], dtype=np.int64)
+        reports = self._reports
+        _extend(reports.decision, decisions[which])
+        _extend(reports.candidate, _candidate_hashes([events[i].candidate_id for i in which.tolist()]))
+        reports.outcome.extend(position for _, position, _ in rows)
+        reports.value.extend(float(value) for _, _, value in rows)
+        reports.time.extend(events[i].timestamp.timestamp() for i in which.tolist())
 
     def finish(self, *, as_of: float) -> LoggedDecisions:
         """Join the feedback added so far to the decisions gathered so far and close the windows
@@ -366,8 +433,16 @@ class Gatherer:
         return outcomes, reported, CandidateReports(rows, candidate, which, values)
 
 
-def _candidate_hash(candidate: str | None) -> int:
-    return 0 if candidate is None else id_hash(candidate)
+def _candidate_hashes(candidates: Sequence[str | None]) -> np.ndarray:
+    """Hashes of candidate ids, 0 for none (binary decisions, reports naming no candidate).
+    Few distinct ids recur: each is hashed once per batch."""
+    distinct = sorted({c for c in candidates if c is not None})
+    hashes = dict(zip(distinct, id_hashes(distinct).tolist(), strict=True))
+    return np.array([0 if c is None else hashes[c] for c in candidates], dtype=np.int64)
+
+
+def _extend(into: array[int], values: np.ndarray) -> None:
+    into.frombytes(values.astype(np.int64).tobytes())
 
 
 def _kept_reports(reports: CandidateReports, inside: np.ndarray) -> CandidateReports:
