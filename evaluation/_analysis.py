@@ -123,11 +123,13 @@ def analyze_experiment(
     ope_sample: int = OPE_SAMPLE,
     progress: Progress | None = None,
     detail: bool = True,
+    workers: int | None = None,
 ) -> ExperimentReport:
     """Read the logs once and compute the whole report of one phase (the latest by default).
 
     ``detail`` False computes only the arms, SRM, metrics and guardrails: no timeline,
     heterogeneous effects or off-policy evaluation (what a tuner polling for its measurements needs).
+    ``workers``: processes that decode a long log (by default one per core, at most 4; 1: none).
     """
     with ExperimentWatch(
         config,
@@ -137,6 +139,7 @@ def analyze_experiment(
         consumer_config=consumer_config,
         ope_sample=ope_sample,
         detail=detail,
+        workers=workers,
     ) as watch:
         return watch.report(as_of=as_of, progress=progress)
 
@@ -147,6 +150,7 @@ class ExperimentWatch:
     online tuner) pays for what is new, not for the whole log on every poll.
 
     Arguments as for `analyze_experiment`; the phase is the latest at construction by default.
+    ``workers``: processes that decode a long read (by default one per core, at most 4; 1: none).
     """
 
     def __init__(
@@ -159,8 +163,10 @@ class ExperimentWatch:
         consumer_config: Mapping[str, Any] | None = None,
         ope_sample: int = OPE_SAMPLE,
         detail: bool = True,
+        workers: int | None = None,
     ) -> None:
         self.name = name
+        self._workers = workers
         self._use_case_name, self._use_case, self._experiment = find_experiment(config, name)
         self._own_registry = registry is None
         self._registry = registry or open_registry(config.infrastructure)
@@ -200,11 +206,9 @@ class ExperimentWatch:
             champion_metadata(self._registry, self._use_case_name, list(self._use_case.outcomes)),
         )
         say("reading decisions")
-        for batch in self._decisions.read_new():
-            self._gatherer.add_decisions(batch)
+        self._gatherer.read_decisions(self._decisions.read_new(), workers=self._workers)
         say("joining feedback")
-        for batch in self._feedback.read_new():
-            self._gatherer.add_feedback(batch)
+        self._gatherer.read_feedback(self._feedback.read_new(), workers=self._workers)
         now = time.time() if as_of is None else as_of
         data = self._gatherer.finish(as_of=now)
         return _report(

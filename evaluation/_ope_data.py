@@ -23,7 +23,8 @@ from closedloop.contracts import (
 )
 from closedloop.policy import BINARY_CANDIDATES, Experience, OfflinePolicy
 
-from ._logged import LoggedDecisions, id_hash, readable_decision, row_of
+from ._hashing import id_hash
+from ._logged import LoggedDecisions, readable_decision, row_of
 from ._offpolicy import OffPolicyEstimates, PolicyValue, off_policy_estimates
 from ._ranking_ope import LoggedRankings
 from ._report_model import Interval, OpeEstimate, OpeResult, RankingOpe, RankingOpeEstimate

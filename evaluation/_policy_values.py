@@ -75,10 +75,8 @@ class OfflineEvaluator:
         gatherer = Gatherer(use_case_name, use_case, None, ope_sample=sample, since=since)
         topics = Topics(config.infrastructure.topic_prefix)
         infrastructure = config.infrastructure
-        for batch in scan_topic(infrastructure, topics.decisions, consumer_config=consumer_config):
-            gatherer.add_decisions(batch)
-        for batch in scan_topic(infrastructure, topics.feedback, consumer_config=consumer_config):
-            gatherer.add_feedback(batch)
+        gatherer.read_decisions(scan_topic(infrastructure, topics.decisions, consumer_config=consumer_config))
+        gatherer.read_feedback(scan_topic(infrastructure, topics.feedback, consumer_config=consumer_config))
         data = gatherer.finish(as_of=as_of)
         bandit = LoggedBandit(use_case, data)
         if training_fraction <= 0:

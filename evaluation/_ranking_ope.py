@@ -30,7 +30,8 @@ import numpy as np
 from closedloop.contracts import Attribution, UseCaseConfig
 from closedloop.policy import FeatureEncoder, OfflinePolicy
 
-from ._logged import LoggedDecisions, id_hash, readable_decision, row_of
+from ._hashing import id_hash
+from ._logged import LoggedDecisions, readable_decision, row_of
 from ._offpolicy import PolicyValue, _mean_interval
 from ._stats import Z
 

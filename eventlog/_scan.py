@@ -16,12 +16,15 @@ from closedloop.contracts import InfrastructureConfig
 from ._logs import FileEventLog
 from ._segments import Position
 
+BATCH_RECORDS = 20_000
+"""Records per batch a reader yields, unless told otherwise."""
+
 
 def scan_topic(
     infrastructure: InfrastructureConfig,
     topic: str,
     *,
-    batch_records: int = 20_000,
+    batch_records: int | None = None,
     consumer_config: Mapping[str, Any] | None = None,
 ) -> Iterator[list[bytes]]:
     """Batches of a topic's records, oldest first, up to (at least) the end it had when the scan began."""
@@ -41,10 +44,11 @@ class TopicReader:
         infrastructure: InfrastructureConfig,
         topic: str,
         *,
-        batch_records: int = 20_000,
+        batch_records: int | None = None,
         consumer_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.topic = topic
+        batch_records = batch_records or BATCH_RECORDS
         self.records_read = 0
         self._source: _KafkaReader | _FileReader
         if infrastructure.kafka_bootstrap:

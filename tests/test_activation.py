@@ -15,7 +15,8 @@ import pytest
 from conftest import config_file, logged_events, serve_in_subprocess
 
 from closedloop.contracts import ClosedLoopConfig, decode_decision, decode_feedback
-from closedloop.evaluation._logged import Gatherer, id_hash
+from closedloop.evaluation._hashing import id_hash
+from closedloop.evaluation._logged import Gatherer
 from closedloop.sdk import AsyncClient, Client, UnknownDecisionError
 from closedloop.trainer import open_trainer
 

@@ -18,7 +18,8 @@ from conftest import Database, make_config
 from events import T0, activation_event, decision_event, feedback_event
 
 from closedloop.contracts import Attribution, Topics
-from closedloop.evaluation._logged import Gatherer, id_hash
+from closedloop.evaluation._hashing import id_hash
+from closedloop.evaluation._logged import Gatherer
 from closedloop.eventlog import FileEventLog, Position
 from closedloop.registry import LocalModelRegistry
 from closedloop.trainer import ExampleStore, FileEventSource, Trainer
