@@ -10,14 +10,20 @@ an `ExperimentWatch` poll (which had read the log before) are compared with a fr
 the whole log, both without the detailed parts (as the tuner asks).
 
     cd bench && ../.venv/bin/python experiment_report.py [--decisions 1000000] [--poll-decisions 10000]
+
+The events are written by a process of its own; the peak memory printed is that of the analysis
+and its worker processes together (`closedloop.evaluation` decodes a long log in workers).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
+import multiprocessing
 import resource
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -25,6 +31,7 @@ from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
+import psutil
 from rich.progress import track
 
 from closedloop.contracts import (
@@ -78,6 +85,15 @@ def write_events(directory: Path, decisions: int, units: int, seed: int = 0, fir
     unit_device = rng.integers(0, 3, units)
     batch_decisions: list[tuple[str, bytes]] = []
     batch_feedback: list[tuple[str, bytes]] = []
+    candidates = [  # the same candidates every time: built once (10,000,000 decisions take a while)
+        LoggedCandidate(
+            id=f"item{k}",
+            features={"price": float(10 + k), "quality": float(k) / CANDIDATES},
+            predictions={},
+            value=1.0 - k / CANDIDATES,
+        )
+        for k in range(CANDIDATES)
+    ]
     for i in track(range(first, first + decisions), description="writing 1 event per decision"):
         unit = int(rng.integers(units))
         arm = "holdout" if unit % 20 == 0 else arms[(unit // 20) % 2]  # 5% / 47.5% / 47.5%
@@ -95,15 +111,7 @@ def write_events(directory: Path, decisions: int, units: int, seed: int = 0, fir
                 "device": ["ios", "android", "web"][unit_device[unit]],
                 "tenure": float(unit % 100),
             },
-            candidates=[
-                LoggedCandidate(
-                    id=f"item{k}",
-                    features={"price": float(10 + k), "quality": float(k) / CANDIDATES},
-                    predictions={},
-                    value=1.0 - k / CANDIDATES,
-                )
-                for k in range(CANDIDATES)
-            ],
+            candidates=candidates,
             choice=f"item{chosen}",
             ranking=None,
             propensity=0.84 if chosen == 0 else 0.04,
@@ -134,6 +142,34 @@ def write_events(directory: Path, decisions: int, units: int, seed: int = 0, fir
     log.close()
 
 
+class PeakMemory:
+    """The largest resident memory of this process and its children together, sampled."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.peak = 0
+        self._interval = interval
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._done.is_set():
+            total = me.memory_info().rss
+            for child in me.children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    total += child.memory_info().rss
+            self.peak = max(self.peak, total)
+            self._done.wait(self._interval)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 def champion(registry: LocalModelRegistry) -> None:
     rng = np.random.default_rng(1)
     x = rng.random((5000, 5))
@@ -148,6 +184,7 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=1_000_000)
     parser.add_argument("--units", type=int, default=200_000)
     parser.add_argument("--poll-decisions", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: per core)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         directory = Path(folder)
@@ -161,17 +198,24 @@ def main() -> None:
             registry, "shop", "big", config.use_cases["shop"].experiments["big"], now=T0.timestamp()
         )
         started = time.perf_counter()
-        write_events(directory, args.decisions, args.units)
+        # In a process of its own, so that this one's memory is the analysis's alone.
+        writer = multiprocessing.get_context("spawn").Process(
+            target=write_events, args=(directory, args.decisions, args.units)
+        )
+        writer.start()
+        writer.join()
         print(f"wrote {args.decisions:,} decisions in {time.perf_counter() - started:.1f} s")
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         marks: list[tuple[str, float]] = []  # (step, when it began)
         started = time.perf_counter()
-        report = analyze_experiment(
-            config,
-            "big",
-            as_of=(T0 + timedelta(days=30)).timestamp(),
-            progress=lambda step: marks.append((step, time.perf_counter())),
-        )
+        with PeakMemory() as peak:
+            report = analyze_experiment(
+                config,
+                "big",
+                as_of=(T0 + timedelta(days=30)).timestamp(),
+                progress=lambda step: marks.append((step, time.perf_counter())),
+                workers=args.workers,
+            )
         analysis = time.perf_counter() - started
         marks.append(("(end)", time.perf_counter()))
         started = time.perf_counter()
@@ -185,8 +229,13 @@ def main() -> None:
             f"({sum(a.decisions for a in report.arms) / analysis:,.0f} decisions/s); report files {rendering:.1f} s"
         )
         print(f"peak RSS: {rss_before:.0f} MiB before the analysis, {rss_after:.0f} MiB after")
+        print(
+            f"peak memory of the analysis with its worker processes (sampled every 0.1 s): "
+            f"{peak.peak / 2**20:,.0f} MiB"
+        )
         print(f"OPE sample: {report.ope.sample if report.ope else 0}; notes: {report.notes}")
-        poll(config, directory, args.decisions, args.poll_decisions, args.units)
+        if args.poll_decisions:
+            poll(config, directory, args.decisions, args.poll_decisions, args.units)
 
 
 def poll(config: ClosedLoopConfig, directory: Path, logged: int, new: int, units: int) -> None:

@@ -17,6 +17,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -200,13 +201,25 @@ def _readable(decode: Callable[[bytes], Event], record: bytes) -> Event | None:
         return None
 
 
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes, started on first use and kept for the next long read (a
+    worker's start imports this program's modules again: seconds, not worth paying per read)."""
+    if workers not in _POOLS:
+        # forkserver: a console reads in a process with threads, which fork would copy mid-state
+        context = multiprocessing.get_context("forkserver")
+        _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return _POOLS[workers]
+
+
 class _Reading(Generic[Batch]):
     """Batches through worker processes, a bounded number in flight, results in order."""
 
     def __init__(self, read: Callable[[Sequence[bytes]], Batch], workers: int) -> None:
-        # forkserver: the console reads in a process with threads, which fork would copy mid-state
-        context = multiprocessing.get_context("forkserver")
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        self._workers = workers
+        self._pool = _pool(workers)
         self._read = read
         self._limit = 2 * workers
         self._flight: deque[tuple[list[bytes], Future[Batch]]] = deque()
@@ -223,10 +236,16 @@ class _Reading(Generic[Batch]):
 
     def _take(self) -> tuple[list[bytes], Batch]:
         records, future = self._flight.popleft()
-        return records, future.result()
+        try:
+            return records, future.result()
+        except BrokenProcessPool:  # a worker died (killed, out of memory): the next read starts anew
+            _POOLS.pop(self._workers, None)
+            raise
 
     def close(self) -> None:
-        self._pool.shutdown(cancel_futures=True)
+        for _, future in self._flight:
+            future.cancel()
+        self._flight.clear()
 
 
 def in_order(

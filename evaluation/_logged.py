@@ -9,7 +9,6 @@ decision hashes) is kept for off-policy evaluation. Batches of records become co
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -156,7 +155,8 @@ class Gatherer:
         self._activated = _Growing({"decision": _IDS})
         """Hashes of decisions an activation event or a report named (they count)."""
         self._abandoned = _Growing({"decision": _IDS})
-        self._sample: list[tuple[int, bytes]] = []
+        self._sample_hashes = np.zeros(0, dtype=np.int64)
+        self._sample_records: list[bytes] = []
         self._sample_size = ope_sample
         self._reports = _Growing(_REPORTS)
         self.other_phases = 0
@@ -230,18 +230,22 @@ class Gatherer:
 
     def _sample_from(self, decision: np.ndarray, records: list[bytes]) -> None:
         """Keep the smallest decision hashes: a uniform sample that needs no second pass."""
-        if self._sample_size <= 0:
+        size = self._sample_size
+        if size <= 0:
             return
-        sample = self._sample
-        candidates: Iterable[int] = range(len(records))
-        if len(sample) >= self._sample_size:  # only hashes below the largest kept can enter
-            candidates = np.flatnonzero(decision < -sample[0][0]).tolist()
-        for i in candidates:
-            value = int(decision[i])
-            if len(sample) < self._sample_size:
-                heapq.heappush(sample, (-value, records[i]))
-            elif -sample[0][0] > value:
-                heapq.heapreplace(sample, (-value, records[i]))
+        hashes = self._sample_hashes
+        entering = np.arange(len(records))
+        if len(hashes) >= size:  # only hashes below the largest kept can enter
+            entering = np.flatnonzero(decision < hashes.max())
+            if not len(entering):
+                return
+        merged = np.concatenate([hashes, decision[entering]])
+        pool = [*self._sample_records, *(records[i] for i in entering.tolist())]
+        # A decision logged twice is sampled once: its first copy.
+        _, first = np.unique(merged, return_index=True)
+        kept = np.sort(first[np.argsort(merged[first], kind="stable")[:size]])
+        self._sample_hashes = merged[kept]
+        self._sample_records = [pool[i] for i in kept.tolist()]
 
     def finish(self, *, as_of: float) -> LoggedDecisions:
         """Join the feedback added so far to the decisions gathered so far and close the windows
@@ -277,15 +281,9 @@ class Gatherer:
         context = np.zeros((int(inside.sum()), len(self._context_names)), dtype=np.float32)
         for i in range(len(self._context_names)):
             context[:, i] = columns[f"context{i}"][inside]
-        sampled = dict(self._sample)  # negated hash -> record: a decision logged twice, once
-        kept = np.isin(np.array([-negated for negated in sampled], dtype=np.int64), decision[in_phase])
-        sample = [
-            record
-            for (_, record), keep in sorted(
-                zip(sampled.items(), kept.tolist(), strict=True), key=lambda item: -item[0][0]
-            )
-            if keep
-        ]
+        kept = np.isin(self._sample_hashes, decision[in_phase])
+        order = np.argsort(self._sample_hashes, kind="stable")
+        sample = [self._sample_records[i] for i in order.tolist() if kept[i]]
         return LoggedDecisions(
             arms=self._arms,
             decision=decision[inside],
