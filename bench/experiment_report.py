@@ -142,6 +142,11 @@ def write_events(directory: Path, decisions: int, units: int, seed: int = 0, fir
     log.close()
 
 
+def closing_time(decisions: int) -> float:
+    """When every window of ``decisions`` logged half a second apart has closed (an hour each)."""
+    return (T0 + timedelta(seconds=decisions * 0.5, hours=2)).timestamp()
+
+
 class PeakMemory:
     """The largest resident memory of this process and its children together, sampled."""
 
@@ -212,7 +217,7 @@ def main() -> None:
             report = analyze_experiment(
                 config,
                 "big",
-                as_of=(T0 + timedelta(days=30)).timestamp(),
+                as_of=closing_time(args.decisions),
                 progress=lambda step: marks.append((step, time.perf_counter())),
                 workers=args.workers,
             )
@@ -240,7 +245,7 @@ def main() -> None:
 
 def poll(config: ClosedLoopConfig, directory: Path, logged: int, new: int, units: int) -> None:
     """A watch's poll after ``new`` more decisions, against a fresh analysis of the whole log."""
-    as_of = (T0 + timedelta(days=30)).timestamp()
+    as_of = closing_time(logged + new)
     with ExperimentWatch(config, "big", detail=False) as watch:
         watch.report(as_of=as_of)
         write_events(directory, new, units, seed=1, first=logged)
