@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import string
 from collections.abc import Sequence
 
@@ -11,7 +12,16 @@ import pandas as pd
 
 def id_hash(text: str) -> int:
     """A 63-bit hash of an id: joins and unit grouping on integers instead of strings."""
-    return int(id_hashes([text])[0])
+    if len(text) == 32:
+        value = _hex_prefix(text)
+        if value >= 0:
+            return value
+    return _siphash(text)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _siphash(text: str) -> int:
+    return int(pd.util.hash_array(np.array([text], dtype=object))[0] >> np.uint64(1))
 
 
 def id_hashes(texts: Sequence[str]) -> np.ndarray:
