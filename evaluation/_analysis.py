@@ -24,6 +24,7 @@ from closedloop.policy import Experience
 from closedloop.registry import ModelRegistry, champion_metadata, open_registry
 
 from ._heterogeneity import heterogeneous_effects
+from ._log_batches import release_workers
 from ._logged import OPE_SAMPLE, Gatherer, LoggedDecisions
 from ._metrics import (
     Metric,
@@ -141,7 +142,7 @@ def analyze_experiment(
         detail=detail,
         workers=workers,
     ) as watch:
-        return watch.report(as_of=as_of, progress=progress)
+        return watch.report(as_of=as_of, progress=progress, last=True)
 
 
 class ExperimentWatch:
@@ -196,8 +197,11 @@ class ExperimentWatch:
         """Decision and feedback records read so far, over every report."""
         return self._decisions.records_read + self._feedback.records_read
 
-    def report(self, *, as_of: float | None = None, progress: Progress | None = None) -> ExperimentReport:
-        """The phase's report with every event logged until now, windows closed at ``as_of``."""
+    def report(
+        self, *, as_of: float | None = None, progress: Progress | None = None, last: bool = False
+    ) -> ExperimentReport:
+        """The phase's report with every event logged until now, windows closed at ``as_of``.
+        ``last``: no report follows; what was gathered is let go as the report uses it."""
         say = progress or (lambda _: None)
         current, history = chosen_phase(self._registry, self.name, self.phase)
         models = _champion_models(self._registry, self._use_case_name, self._use_case) if self._detail else {}
@@ -206,11 +210,14 @@ class ExperimentWatch:
             champion_metadata(self._registry, self._use_case_name, list(self._use_case.outcomes)),
         )
         say("reading decisions")
-        self._gatherer.read_decisions(self._decisions.read_new(), workers=self._workers)
-        say("joining feedback")
-        self._gatherer.read_feedback(self._feedback.read_new(), workers=self._workers)
+        try:
+            self._gatherer.read_decisions(self._decisions.read_new(), workers=self._workers)
+            say("joining feedback")
+            self._gatherer.read_feedback(self._feedback.read_new(), workers=self._workers)
+        finally:
+            release_workers()
         now = time.time() if as_of is None else as_of
-        data = self._gatherer.finish(as_of=now)
+        data = self._gatherer.finish(as_of=now, last=last)
         return _report(
             self.name,
             self._use_case,

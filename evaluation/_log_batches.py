@@ -6,7 +6,8 @@ picklable description of what to keep, `read` turns one batch of records into nu
 and `in_order` runs it over a stream of batches in worker processes once the stream turns out
 to be long, handing the results back in log order (the gatherer keeps the first copy of a
 decision logged twice, so order matters). A short read stays in this process: starting workers
-costs more than it saves under a few hundred thousand records.
+costs more than it saves under a million records. The workers start in the background half way
+there, and `release_workers` stops them once a report has read its logs.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from closedloop.contracts import (
 
 from ._hashing import candidate_hashes, id_hashes
 
-PARALLEL_AFTER = 200_000
-"""Records read in this process before the rest of a stream goes to worker processes."""
+PARALLEL_AFTER = 1_000_000
+"""Records read in this process before the rest of a stream goes to worker processes: a worker
+imports this program's modules anew (seconds, and ~300 MiB each), worth it only for long reads."""
 Columns = dict[str, np.ndarray]
 
 
@@ -205,13 +207,29 @@ _POOLS: dict[int, ProcessPoolExecutor] = {}
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of ``workers`` processes, started on first use and kept for the next long read (a
-    worker's start imports this program's modules again: seconds, not worth paying per read)."""
+    """A pool of ``workers`` processes, started on first use and kept until `release_workers`."""
     if workers not in _POOLS:
         # forkserver: a console reads in a process with threads, which fork would copy mid-state
         context = multiprocessing.get_context("forkserver")
         _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context)
     return _POOLS[workers]
+
+
+def _ready() -> None:
+    """A worker's first task: by the time it runs, the worker has imported what it needs."""
+
+
+def _warm(workers: int) -> None:
+    pool = _pool(workers)
+    for _ in range(workers):
+        pool.submit(_ready)
+
+
+def release_workers() -> None:
+    """Stop the decoding processes (a report calls it when it has read its logs)."""
+    while _POOLS:
+        _, pool = _POOLS.popitem()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _Reading(Generic[Batch]):
@@ -265,6 +283,8 @@ def in_order(
     try:
         for records in batches:
             if reading is None and (workers < 2 or seen < parallel_after):
+                if workers > 1 and seen < parallel_after // 2 <= seen + len(records):
+                    _warm(workers)
                 seen += len(records)
                 yield records, read(records)
                 continue

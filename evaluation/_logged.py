@@ -42,6 +42,16 @@ class _Growing:
         for name, chunks in self._chunks.items():
             chunks.append(columns[name])
 
+    def pop(self, name: str) -> np.ndarray:
+        """The column, forgotten here (its memory goes with the caller's last reference)."""
+        column = self[name]
+        self._chunks[name] = []
+        return column
+
+    def clear(self) -> None:
+        for chunks in self._chunks.values():
+            chunks.clear()
+
     def __getitem__(self, name: str) -> np.ndarray:
         chunks = self._chunks[name]
         if len(chunks) != 1:
@@ -247,10 +257,12 @@ class Gatherer:
         self._sample_hashes = merged[kept]
         self._sample_records = [pool[i] for i in kept.tolist()]
 
-    def finish(self, *, as_of: float) -> LoggedDecisions:
+    def finish(self, *, as_of: float, last: bool = False) -> LoggedDecisions:
         """Join the feedback added so far to the decisions gathered so far and close the windows
-        at ``as_of``. Gathering may go on afterwards, for a later `finish`."""
+        at ``as_of``. Gathering may go on afterwards, for a later `finish`, unless ``last``: then
+        the gathered columns are let go as they are used (a one-shot report's peak memory)."""
         columns, pre = self._in, self._pre
+        take = columns.pop if last else columns.__getitem__
         decision, times, pre_decision, pre_times = (
             columns["decision"],
             columns["time"],
@@ -278,22 +290,22 @@ class Gatherer:
         pre_inside = closed[len(decision) :] & pre_first & counted[len(decision) :]
         categories = {name: list(self._categories.get(name, {})) for name in self._breakdowns}
         breakdowns = {
-            name: _decode(columns[f"breakdown{i}"][inside], categories[name])
+            name: _decode(take(f"breakdown{i}")[inside], categories[name])
             for i, name in enumerate(self._breakdowns)
         }
         context = np.zeros((int(inside.sum()), len(self._context_names)), dtype=np.float32)
         for i in range(len(self._context_names)):
-            context[:, i] = columns[f"context{i}"][inside]
+            context[:, i] = take(f"context{i}")[inside]
         rows = ids.first_row(self._sample_hashes)
         kept = (rows >= 0) & (rows < len(decision))
         kept[kept] = in_phase[rows[kept]]
         order = np.argsort(self._sample_hashes, kind="stable")
         sample = [self._sample_records[i] for i in order.tolist() if kept[i]]
-        return LoggedDecisions(
+        logged = LoggedDecisions(
             arms=self._arms,
             decision=decision[inside],
-            unit=columns["unit"][inside],
-            arm=columns["arm"][inside],
+            unit=take("unit")[inside],
+            arm=take("arm")[inside],
             time=times[inside],
             outcomes=outcomes[: len(decision)][inside],
             reported=reported[: len(decision)][inside],
@@ -311,6 +323,11 @@ class Gatherer:
             abandoned=int((first & abandoned[: len(decision)]).sum()),
             other_phases=self.other_phases,
         )
+        if last:
+            for growing in (self._in, self._pre, self._reports, self._activated, self._abandoned):
+                growing.clear()
+            self._sample_hashes, self._sample_records = np.zeros(0, dtype=np.int64), []
+        return logged
 
     def _join(
         self, ids: _SortedIds, times: np.ndarray, choices: np.ndarray

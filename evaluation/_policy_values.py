@@ -17,6 +17,7 @@ from closedloop.contracts import ArmPolicy, ClosedLoopConfig, Topics, UseCaseCon
 from closedloop.eventlog import scan_topic
 from closedloop.policy import Experience, OfflinePolicy
 
+from ._log_batches import release_workers
 from ._logged import Gatherer
 from ._offpolicy import OffPolicyEstimates
 from ._ope_data import LoggedBandit, estimate_policy
@@ -75,9 +76,16 @@ class OfflineEvaluator:
         gatherer = Gatherer(use_case_name, use_case, None, ope_sample=sample, since=since)
         topics = Topics(config.infrastructure.topic_prefix)
         infrastructure = config.infrastructure
-        gatherer.read_decisions(scan_topic(infrastructure, topics.decisions, consumer_config=consumer_config))
-        gatherer.read_feedback(scan_topic(infrastructure, topics.feedback, consumer_config=consumer_config))
-        data = gatherer.finish(as_of=as_of)
+        try:
+            gatherer.read_decisions(
+                scan_topic(infrastructure, topics.decisions, consumer_config=consumer_config)
+            )
+            gatherer.read_feedback(
+                scan_topic(infrastructure, topics.feedback, consumer_config=consumer_config)
+            )
+        finally:
+            release_workers()
+        data = gatherer.finish(as_of=as_of, last=True)
         bandit = LoggedBandit(use_case, data)
         if training_fraction <= 0:
             return cls(use_case, bandit, metrics)
