@@ -141,3 +141,15 @@ def test_a_store_reads_json_rows_and_block_rows_alike(tmp_path: Path) -> None:
     assert "feature.hour" not in exported["new2"]  # missing as logged, in a block as in JSON
     assert math.isclose(exported["new2"]["feature.price"], 7.25)
     store.close()
+
+
+def test_a_feature_whose_type_changed_is_read_from_blocks_of_both_types(tmp_path: Path) -> None:
+    """`price` logged as a category by an earlier configuration, as a number now: both blocks
+    are read, and the encoder of today's configuration (numeric) gets the numbers of both."""
+    config = make_config(tmp_path)
+    old = decode_block(encode_block(["a"], [{"price": "2.5", "slot": 0}], categorical=frozenset(["price"])))
+    new = decode_block(encode_block(["b"], [{"price": 4.0, "slot": 1}], categorical=frozenset()))
+    columns = take_rows([old, new], ["b", "a"])
+    rows = FeatureEncoder(config.use_cases["feed"]).encode_logged_columns(columns, 2)
+    price = FeatureEncoder(config.use_cases["feed"]).feature_names.index("price")
+    assert rows[:, price].tolist() == [4.0, 2.5]

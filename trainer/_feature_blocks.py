@@ -8,8 +8,9 @@ written in the batch's own transaction, so a block commits or rolls back with it
 offsets. A retrain reads the blocks of the rows it trains on and encodes them column by column.
 
 A block keeps every declared feature as logged, by name (numbers as float64, categories as
-strings), not encoded: a configuration that adds a category or a feature later still reads
-the old blocks (a feature a block lacks is missing, as it was in the JSON).
+strings), not encoded: a configuration that adds a category or a feature, or turns a number
+into a category, later still reads the old blocks (a feature a block lacks is missing, as it was
+in the JSON).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def take_rows(blocks: Sequence[pa.Table], keys: Sequence[str]) -> dict[str, np.n
     float64 with NaN where missing for numbers, objects (str or None) for categories."""
     if not blocks:
         return {}
-    table = pa.concat_tables(blocks, promote_options="default")
+    table = pa.concat_tables(_same_types(blocks), promote_options="default")
     # A decision logged twice (a retry) is in two blocks with the same features: the first is taken.
     where = pc.index_in(pa.array(keys, type=pa.string()), value_set=table.column(KEY))
     found = where.is_valid()
@@ -90,6 +91,26 @@ def take_rows(blocks: Sequence[pa.Table], keys: Sequence[str]) -> dict[str, np.n
         raise LookupError(f"example {missing!r} is in none of its feature blocks")
     taken = table.drop_columns([KEY]).take(where)
     return {name: _as_numpy(taken.column(name)) for name in taken.column_names}
+
+
+def _same_types(blocks: Sequence[pa.Table]) -> list[pa.Table]:
+    """The blocks with a feature stored as numbers in some and as categories in others (its type
+    changed in the configuration) as text in all: the encoder reads text either way."""
+    types: dict[str, set[pa.DataType]] = {}
+    for block in blocks:
+        for column in block.schema:
+            types.setdefault(column.name, set()).add(column.type)
+    mixed = [name for name, kinds in types.items() if len(kinds) > 1]
+    if not mixed:
+        return list(blocks)
+    changed = []
+    for block in blocks:
+        for name in mixed:
+            if name in block.column_names:
+                at = block.column_names.index(name)
+                block = block.set_column(at, name, pc.cast(block.column(name), pa.string()))
+        changed.append(block)
+    return changed
 
 
 def _as_numpy(column: pa.ChunkedArray) -> Any:
