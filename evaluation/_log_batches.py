@@ -271,13 +271,12 @@ def in_order(
     batches: Iterable[list[bytes]],
     *,
     workers: int | None = None,
-    parallel_after: int | None = None,
 ) -> Iterator[tuple[list[bytes], Batch]]:
-    """(records, read(records)) for each batch, in order: in this process until
-    ``parallel_after`` records (default `PARALLEL_AFTER`) have been read, then in ``workers``
-    processes (by default one per core, at most 4; 1: never)."""
+    """(records, read(records)) for each batch, in order: in this process until `PARALLEL_AFTER`
+    records have been read, then in ``workers`` processes (by default one per core, at most 4;
+    1: never)."""
     workers = workers if workers is not None else min(os.cpu_count() or 1, 4)
-    parallel_after = PARALLEL_AFTER if parallel_after is None else parallel_after
+    parallel_after = PARALLEL_AFTER
     seen = 0
     reading: _Reading[Batch] | None = None
     try:

@@ -138,14 +138,7 @@ class Gatherer:
     ) -> None:
         """``phase`` None gathers every decision of the use case from ``since`` on, whatever its
         experiment (for off-policy checks outside experiments)."""
-        self._use_case_name = use_case_name
-        self._use_case = use_case
-        self._phase = phase
-        self._since = since
-        self._phase_start = phase.started_at if phase else math.inf
         self._arms = [*phase.arms, "holdout"] if phase else []
-        self._arm_codes = {name: i for i, name in enumerate(self._arms)}
-        self._pre_from = phase.started_at - pre_period_seconds if phase and pre_period_seconds else None
         breakdowns = breakdowns or []
         self._breakdowns = breakdowns
         self._context_names = list(use_case.context)
@@ -177,9 +170,9 @@ class Gatherer:
             experiment=phase.experiment if phase else None,
             phase=phase.phase if phase else None,
             since=since,
-            pre_from=self._pre_from,
-            phase_start=self._phase_start,
-            arm_codes=self._arm_codes,
+            pre_from=phase.started_at - pre_period_seconds if phase and pre_period_seconds else None,
+            phase_start=phase.started_at if phase else math.inf,
+            arm_codes={name: i for i, name in enumerate(self._arms)},
             breakdowns=breakdowns,
             context_names=self._context_names,
             categories=self._categories,
@@ -198,29 +191,14 @@ class Gatherer:
         the service when reported) is kept too: the join decides whether its decision is here."""
         self._add_report_batch(self._report_reader.read(list(records)))
 
-    def read_decisions(
-        self,
-        batches: Iterable[list[bytes]],
-        *,
-        workers: int | None = None,
-        parallel_after: int | None = None,
-    ) -> None:
-        """Gather a stream of decision batches; past ``parallel_after`` records, in ``workers``
-        processes (see `in_order`)."""
-        read = in_order(self._decision_reader.read, batches, workers=workers, parallel_after=parallel_after)
-        for records, batch in read:
+    def read_decisions(self, batches: Iterable[list[bytes]], *, workers: int | None = None) -> None:
+        """Gather a stream of decision batches; a long one in ``workers`` processes (`in_order`)."""
+        for records, batch in in_order(self._decision_reader.read, batches, workers=workers):
             self._add_decision_batch(records, batch)
 
-    def read_feedback(
-        self,
-        batches: Iterable[list[bytes]],
-        *,
-        workers: int | None = None,
-        parallel_after: int | None = None,
-    ) -> None:
+    def read_feedback(self, batches: Iterable[list[bytes]], *, workers: int | None = None) -> None:
         """Gather a stream of feedback batches, as `read_decisions`."""
-        read = in_order(self._report_reader.read, batches, workers=workers, parallel_after=parallel_after)
-        for _, batch in read:
+        for _, batch in in_order(self._report_reader.read, batches, workers=workers):
             self._add_report_batch(batch)
 
     def _add_decision_batch(self, records: list[bytes], batch: DecisionBatch) -> None:
