@@ -23,6 +23,8 @@ from closedloop.contracts import ClosedLoopConfig, ExperimentPhase, ModelIncompa
 from closedloop.policy import ActiveExperiment, Experience, FeatureEncoder
 from closedloop.registry import ModelRegistry, running_phases, version_metadata
 
+from ._row_predictor import RowPredictor
+
 logger = logging.getLogger(__name__)
 
 
@@ -35,10 +37,14 @@ class ServingModel:
     columns: int | None = None
     """How many leading columns it reads: a model of an earlier version knows no interactions."""
 
+    _predictor: RowPredictor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_predictor", RowPredictor(self.booster))
+
     def predict(self, rows: np.ndarray) -> np.ndarray:
         # One thread: for tens of rows, OpenMP start-up costs more than the trees.
-        used = rows if self.columns is None else rows[:, : self.columns]
-        return np.asarray(self.booster.predict(used, num_threads=1))
+        return self._predictor.predict(rows if self.columns is None else rows[:, : self.columns])
 
 
 @dataclass(frozen=True)
