@@ -284,7 +284,6 @@ class Decider:
         decided_at: datetime,
     ) -> None:
         features = checked.candidates or [{} for _ in checked.ids]
-        predicted = {outcome: p.tolist() for outcome, p in predictions.items()}
         event = DecisionEvent(
             event_id=decision.decision_id,
             use_case=decision.use_case,
@@ -295,12 +294,19 @@ class Decider:
             candidates=[
                 LoggedCandidate(
                     id=candidate_id,
-                    features=features[i],
-                    predictions={o: p[i] for o, p in predicted.items()},
-                    value=decision.scores[candidate_id],
-                    probability=decision.probabilities[candidate_id],
+                    features=candidate_features,
+                    predictions=predicted,
+                    value=value,
+                    probability=probability,
                 )
-                for i, candidate_id in enumerate(checked.ids)
+                for candidate_id, candidate_features, predicted, value, probability in zip(
+                    checked.ids,
+                    features,
+                    _per_candidate(predictions, len(checked.ids)),
+                    decision.scores.values(),  # in candidate order (see _decision)
+                    decision.probabilities.values(),
+                    strict=True,
+                )
             ],
             choice=decision.choice,
             ranking=decision.ranking,
@@ -327,6 +333,15 @@ class Decider:
                 hint="Declare it under use_cases: in closedloop.yaml, or check its spelling.",
             )
         return use_case
+
+
+def _per_candidate(predictions: dict[str, np.ndarray], count: int) -> list[dict[str, float]]:
+    """Outcome -> prediction, one mapping per candidate (empty ones while the default decides)."""
+    if len(predictions) == 1:  # the usual: one outcome, one dict built per candidate from a list
+        ((outcome, predicted),) = predictions.items()
+        return [{outcome: p} for p in predicted.tolist()]
+    columns = {outcome: p.tolist() for outcome, p in predictions.items()}
+    return [{outcome: p[i] for outcome, p in columns.items()} for i in range(count)]
 
 
 def _shown(decision: Decision) -> list[str]:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 
+import msgspec
 import numpy as np
 
 from closedloop.contracts import (
@@ -44,6 +45,7 @@ separate the slot's effect from the candidate's."""
 MAX_INTERACTIONS = 64
 _HUGE = 2**1000  # an int below it converts to a finite float
 BINARY_CANDIDATES = ("no", "yes")
+_FLOAT_ROWS = list[list[float]]
 
 
 @dataclass(frozen=True)
@@ -141,12 +143,11 @@ class FeatureEncoder:
         except KeyError:
             return False
         if values and values[0]:
-            # bools are ints to numpy and it parses numeric strings: only floats and ints pass here
-            if not {*map(type, chain.from_iterable(values))} <= {float, int}:
-                return False
+            # Bools are ints to numpy, and it parses numeric strings: msgspec's conversion (in C)
+            # passes only floats and ints, which it makes floats, and refuses ints past a float.
             try:
-                numbers = np.array(values, dtype=np.float64)
-            except OverflowError:  # an int too large for a float
+                numbers = np.array(msgspec.convert(values, _FLOAT_ROWS), dtype=np.float64)
+            except msgspec.ValidationError:
                 return False
             if not np.isfinite(numbers).all():
                 return False
