@@ -17,10 +17,11 @@ import logging
 import os
 import struct
 import threading
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from zlib_ng.zlib_ng import crc32  # zlib's CRC-32, computed with SIMD: 10x faster on 13 KB events
 
 from closedloop.contracts import ConfigError
 
@@ -80,7 +81,7 @@ class SegmentLog:
         """Write the records in one system call; returns the position just after them."""
         if self.read_only:
             raise PermissionError(f"{self.directory} was opened read-only")
-        frames = b"".join(_HEADER.pack(len(p), zlib.crc32(p)) + p for p in payloads)
+        frames = b"".join(_HEADER.pack(len(p), crc32(p)) + p for p in payloads)
         with self._lock:
             if self._size >= self.segment_bytes:
                 self._roll()
@@ -248,7 +249,7 @@ def _read_frames(path: Path, start: Position, end: int | None, limit: int) -> tu
     while len(records) < limit and offset + _HEADER.size <= len(data):
         length, crc = _HEADER.unpack_from(data, offset)
         payload = data[offset + _HEADER.size : offset + _HEADER.size + length]
-        if len(payload) < length or zlib.crc32(payload) != crc:
+        if len(payload) < length or crc32(payload) != crc:
             break
         records.append(payload)
         offset += _HEADER.size + length

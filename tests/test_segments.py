@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 import threading
+import zlib
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,16 @@ def test_one_writer_per_log_and_the_error_names_the_holder(tmp_path: Path) -> No
     again = SegmentLog(tmp_path)  # and a closed writer's lock with its close
     assert _read_all(again, 10) == [b"mine"]
     again.close()
+
+
+def test_frames_carry_zlib_s_crc_32_so_logs_of_earlier_versions_read_on(tmp_path: Path) -> None:
+    """The checksum is computed by zlib-ng; files written before (by zlib) and after must agree."""
+    earlier = [os.urandom(size) for size in (0, 1, 13_000)]
+    frames = b"".join(struct.pack(">II", len(p), zlib.crc32(p)) + p for p in earlier)
+    (tmp_path / f"{0:016d}.seg").write_bytes(frames)  # as an earlier version wrote it
+    log = SegmentLog(tmp_path, fsync_interval=0)
+    log.append([b"now"])
+    assert _read_all(log, 10) == [*earlier, b"now"]
+    log.close()
+    tail = (tmp_path / f"{0:016d}.seg").read_bytes()[len(frames) :]
+    assert tail == struct.pack(">II", 3, zlib.crc32(b"now")) + b"now"
