@@ -63,11 +63,14 @@ def action_probabilities(
         probabilities[greedy] = 0.0
         probabilities[greedy] = 1.0 - probabilities.sum()
         return np.asarray(probabilities)
+    if isinstance(exploration, EpsilonGreedy):
+        share = exploration.epsilon / count
+        probabilities = np.full(count, share)
+        probabilities[greedy] = (1.0 - exploration.epsilon) + share
+        return probabilities
     probabilities = np.zeros(count)
     probabilities[greedy] = 1.0
-    if isinstance(exploration, EpsilonGreedy):
-        probabilities = probabilities * (1.0 - exploration.epsilon) + exploration.epsilon / count
-    return np.asarray(probabilities)
+    return probabilities
 
 
 def choose(values: np.ndarray, greedy: int, probabilities: np.ndarray, rng: np.random.Generator) -> Pick:
@@ -84,9 +87,10 @@ def rank(
     probabilities: np.ndarray,
     rng: np.random.Generator,
     unit: float,
+    greedy_order: np.ndarray,
 ) -> Pick:
-    """An order of all candidates; the top slot is distributed as ``choose`` would pick."""
-    greedy_order = np.argsort(-values, kind="stable")
+    """An order of all candidates; the top slot is distributed as ``choose`` would pick.
+    ``greedy_order``: the candidates by value, best first, ties in their order."""
     if isinstance(exploration, Softmax):
         # Gumbel-max sampling of a Plackett-Luce ranking: its first item is softmax-distributed.
         keys = values / (exploration.temperature * unit) + rng.gumbel(size=len(values))
@@ -212,9 +216,10 @@ def pick_action(
     if use_case.decision == "rank" and slots is not None:
         pick = rank_slots(values, policy.exploration, slots, rng, unit=unit, gamma=gamma)
     elif use_case.decision == "rank":
-        greedy = int(np.argmax(values))
+        greedy_order = np.argsort(-values, kind="stable")
+        greedy = int(greedy_order[0])  # the first of equal best values, as np.argmax
         probabilities = action_probabilities(values, greedy, policy.exploration, unit=unit, gamma=gamma)
-        pick = rank(values, policy.exploration, probabilities, rng, unit)
+        pick = rank(values, policy.exploration, probabilities, rng, unit, greedy_order)
     else:
         scores, greedy = exploration_inputs(
             use_case, values, from_model=from_model, threshold=policy.threshold
