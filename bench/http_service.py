@@ -64,7 +64,8 @@ def main() -> None:
             data_dir=data,
         )
         path = Path(data) / "closedloop.yaml"
-        path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+        # key order is feature order: sorted keys would make the model's features a mismatch
+        path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         registry = RedisModelRegistry.from_url(REDIS_URL, prefix=prefix)
         booster = train_click_model()
         publish(registry, booster)
@@ -96,7 +97,9 @@ def run_benchmarks(url: str, args: argparse.Namespace, server_pid: int) -> None:
     bodies = [json.dumps(request_body(rng)).encode() for _ in range(1000)]
     with httpx.Client(base_url=url, timeout=5) as http:
         for body in bodies[:300]:
-            http.post("/v1/decide", content=body, headers=JSON).raise_for_status()
+            answer = http.post("/v1/decide", content=body, headers=JSON).raise_for_status().json()
+            if answer["policy"] != "model":  # a refused model: the default policy would be measured
+                raise SystemExit(f"the service does not serve the model: {http.get('/v1/models').text}")
     if args.feedback_only:
         ingest_feedback(url, args.feedback)
         return
