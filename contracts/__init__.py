@@ -3,7 +3,9 @@
 - configuration: `ClosedLoopConfig` and its parts, read by `load_config` / `parse_config`;
   `TrainerConfig` (where models are fitted: locally or on a Dask cluster); experiments:
   `ExperimentConfig` (declared) and `ExperimentPhase` (recorded when started)
-- wire formats: `DecideRequest`, `Decision`, `FeedbackIn` (the HTTP API, pydantic)
+- wire formats: `DecideRequest`, `Decision`, `FeedbackIn` (the HTTP API, pydantic); `DecideBody`,
+  the decide request read in one msgspec pass (`decode_decide_body`), and `DecideInput`, what the
+  engine reads of either
 - the event codec: `DecisionEvent`, `FeedbackEvent` (and `DecisionHeader`, a decision without its
   candidates) written by `encode_decision` / `encode_feedback` and read by `decode_decision`,
   `decode_decision_header`, `decode_feedback`, the only code that writes or reads a logged event
@@ -38,6 +40,7 @@ from ._config import (
     SquareCB,
     UseCaseConfig,
 )
+from ._decide_body import CandidateInput, DecideBody, DecideCandidate, DecideInput, decode_decide_body
 from ._durations import parse_duration
 from ._errors import (
     AuthenticationError,
@@ -141,12 +144,16 @@ __all__ = [
     "Attribution",
     "AuthenticationError",
     "CandidateIn",
+    "CandidateInput",
     "CategoricalFeature",
     "ClosedLoopConfig",
     "ClosedLoopError",
     "ConfigError",
     "Constraint",
     "CupedConfig",
+    "DecideBody",
+    "DecideCandidate",
+    "DecideInput",
     "DecideRequest",
     "Decision",
     "DecisionEvent",
@@ -221,6 +228,7 @@ __all__ = [
     "UseCaseConfig",
     "ValueExpression",
     "config_json_schema",
+    "decode_decide_body",
     "decode_decision",
     "decode_decision_header",
     "decode_feedback",

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from closedloop.access import OPEN_PATHS, AccessGuard, Gatekeeper, RouteScopes, principal_of
+from closedloop.access import OPEN_PATHS, AccessGuard, Gatekeeper, RouteScopes
 from closedloop.contracts import (
     AbandonBatch,
     AbandonResult,
@@ -39,15 +39,16 @@ from closedloop.contracts import (
     FeedbackIn,
     FeedbackResult,
     PayloadTooLargeError,
-    PermissionDeniedError,
     Scope,
     invalid_request_from,
     public_use_cases,
 )
 
+from ._decide_route import install_decide_route, read_decide_request
 from ._docs import serve_bundled_docs
 from ._engine import DecisionEngine
-from ._json_body import OrjsonBodyRoute, http_error, read_model, request_body_of
+from ._json_body import OrjsonBodyRoute, http_error, request_body_of
+from ._use_case_access import allowed_use_cases, require_use_case
 from ._wiring import open_engine
 
 logger = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ def create_app(
     app.router.route_class = OrjsonBodyRoute
     install_error_handlers(app, count_rejected=serving.count_rejected, max_body_bytes=max_body_bytes)
     _install_routes(app, serving, config)
+    install_decide_route(app, serving)
     serve_bundled_docs(app)
     app.add_middleware(AccessGuard, gatekeeper=gate, routes=SERVICE_ROUTES, on_refused=serving.count_rejected)
     describe_bearer_auth(app, SERVICE_ROUTES, read_models=[DecideRequest])
@@ -209,24 +211,6 @@ def _errors(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody, "description": text} for status, text in described.items()}
 
 
-def _allowed_use_cases(http: Request) -> frozenset[str] | None:
-    key = principal_of(http.scope)
-    return key.use_cases if key is not None else None
-
-
-def _require_use_case(http: Request, use_case: str, field: str) -> None:
-    allowed = _allowed_use_cases(http)
-    if allowed is not None and use_case not in allowed:
-        raise PermissionDeniedError(
-            f"This API key may not decide for use case {use_case!r}.",
-            field=field,
-            value=use_case,
-            expected=f"one of {sorted(allowed)}",
-            hint="Use a key made for that use case: closedloop keys create NAME --scope decide --use-case "
-            f"{use_case}.",
-        )
-
-
 def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConfig) -> None:
     # The decision and feedback endpoints are ``async``: the engine's work is sub-millisecond CPU
     # plus one Redis round trip, cheaper done on the event loop than handed to the thread pool.
@@ -246,8 +230,9 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
     )
     async def decide(http: Request) -> Response:
         """Choose or rank candidates (or answer yes/no) for one unit; the decision is logged."""
-        request = await read_model(http, DecideRequest)
-        _require_use_case(http, request.use_case, "use_case")
+        # Served by `DecideEndpoint` (routed first); declared here for the OpenAPI description.
+        request = read_decide_request(await http.body())
+        require_use_case(http.scope, request.use_case, "use_case")
         decision = await engine.decide_async(request)
         return Response(decision.model_dump_json(), media_type="application/json")
 
@@ -270,7 +255,7 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
     )
     async def feedback(item: FeedbackIn, http: Request) -> Response:
         """Report outcomes of one decision."""
-        result = engine.log_feedback([item], use_cases=_allowed_use_cases(http))[0]
+        result = engine.log_feedback([item], use_cases=allowed_use_cases(http.scope))[0]
         if result.error is not None:
             return JSONResponse(
                 {"error": result.error, "feedback_id": result.feedback_id, "status": result.status},
@@ -288,7 +273,7 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
     )
     async def feedback_batch(batch: FeedbackBatch, http: Request) -> Response:
         """Report outcomes of many decisions; each item gets its own result."""
-        found = engine.log_feedback(batch.items, use_cases=_allowed_use_cases(http))
+        found = engine.log_feedback(batch.items, use_cases=allowed_use_cases(http.scope))
         results = FeedbackBatchResult.model_construct(results=found)
         return Response(results.model_dump_json(), media_type="application/json")
 
@@ -301,7 +286,7 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
     )
     async def activate(request: ActivateRequest, http: Request) -> Response:
         """Make a decision made with ``activate: false`` count: the product has shown it."""
-        result = engine.activate(request.decision_id, use_cases=_allowed_use_cases(http))
+        result = engine.activate(request.decision_id, use_cases=allowed_use_cases(http.scope))
         return Response(result.model_dump_json(), status_code=202, media_type="application/json")
 
     @app.post(
@@ -317,7 +302,7 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
         """Decide requests whose answers were never used (the SDK timed out and fell back): the
         decisions they made, if any, never count. The SDK sends these itself."""
         for position, item in enumerate(batch.items):
-            _require_use_case(http, item.use_case, f"items[{position}].use_case")
+            require_use_case(http.scope, item.use_case, f"items[{position}].use_case")
         result = AbandonResult(abandoned=engine.abandon(batch.items))
         return Response(result.model_dump_json(), status_code=202, media_type="application/json")
 
@@ -326,7 +311,7 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
         """Each use case's shape: decision type, features, outcomes, value and default policy,
         and the feature order its models use. Nothing else of the configuration (no
         infrastructure, no value a ``${VAR}`` gave); a key limited to some use cases sees those."""
-        allowed = _allowed_use_cases(http)
+        allowed = allowed_use_cases(http.scope)
         names = [n for n in config.use_cases if allowed is None or n in allowed]
         shapes = public_use_cases(config, names)
         return {

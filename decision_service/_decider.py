@@ -15,7 +15,7 @@ import numpy as np
 
 from closedloop.contracts import (
     ClosedLoopConfig,
-    DecideRequest,
+    DecideInput,
     Decision,
     DecisionEvent,
     FeatureValue,
@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 class LoggedDecision:
     """A decision logged but not yet in the index: ``write`` is what the index must take."""
 
-    request: DecideRequest
+    request: DecideInput
     decision: Decision
     write: Commit
     started: float
@@ -110,7 +110,7 @@ class Decider:
     def unknown_category_counts(self) -> dict[str, int]:
         return {name: encoder.unknown_categories for name, encoder in self._encoders.items()}
 
-    def decide(self, request: DecideRequest) -> Decision:
+    def decide(self, request: DecideInput) -> Decision:
         """Decide, log the decision, then tell the index; a retry (the same ``request_id``) gets
         the first answer back, and is safe at any point of a crash: its decision id and its
         exploration draws come from the request id, so a decision logged twice is logged the same
@@ -124,7 +124,7 @@ class Decider:
             fresh = exc
         return self.indexed(logged, fresh)
 
-    def log_decision(self, request: DecideRequest, *, seen: Seen | None = None) -> Decision | LoggedDecision:
+    def log_decision(self, request: DecideInput, *, seen: Seen | None = None) -> Decision | LoggedDecision:
         """Decide and log: the decision and the index write it still needs (`indexed` finishes
         it), or the answer given before to the same request id. ``seen``: what the index holds
         under the request id, looked up by the caller (`IndexBatcher`); else looked up here."""
@@ -168,14 +168,14 @@ class Decider:
         )
         return decision
 
-    def _identity(self, request: DecideRequest) -> tuple[str, np.random.Generator]:
+    def _identity(self, request: DecideInput) -> tuple[str, np.random.Generator]:
         """The decision id and the random draws: from the request id when there is one."""
         if request.request_id is None:
             return secrets.token_hex(16), self._rng  # 128 random bits, as a UUID4 has 122
         digest = request_digest(request.use_case, request.unit_id, request.request_id)
         return digest.hex(), np.random.default_rng(int.from_bytes(digest[:8], "big"))
 
-    def _replayed(self, request: DecideRequest, seen: Seen | None) -> Decision | None:
+    def _replayed(self, request: DecideInput, seen: Seen | None) -> Decision | None:
         """The answer already given to this request id, if any (409 if another request used it)."""
         if request.request_id is None:
             return None
@@ -189,7 +189,7 @@ class Decider:
             return None
         return _stored_answer(seen.value, request) if seen.value else None
 
-    def _index_write(self, request: DecideRequest, decision: Decision, decided_at: datetime) -> Commit:
+    def _index_write(self, request: DecideInput, decision: Decision, decided_at: datetime) -> Commit:
         """What the index must learn of the decision (for its feedback), and the claim of its
         request id."""
         facts = [
@@ -205,7 +205,7 @@ class Decider:
             )
         return facts, claims, self._fact_ttl[request.use_case]
 
-    def _first_answer(self, request: DecideRequest, decision: Decision, claim: str) -> Decision:
+    def _first_answer(self, request: DecideInput, decision: Decision, claim: str) -> Decision:
         """The answer a concurrent retry of the same request gave first."""
         first = self._index.lookup([claim])[0]
         try:
@@ -214,7 +214,7 @@ class Decider:
             self._activations.abandon_logged(decision.decision_id, request.use_case)  # not shown
             raise
 
-    def model_values(self, request: DecideRequest) -> np.ndarray | None:
+    def model_values(self, request: DecideInput) -> np.ndarray | None:
         """The serving models' value of each candidate, without exploring or logging anything
         (for scoring a policy offline); None while the default policy serves."""
         checked = self._checked(request)
@@ -222,7 +222,7 @@ class Decider:
         scored = self._model_values(checked, self._policies[request.use_case], models)
         return scored[1] if scored else None
 
-    def _checked(self, request: DecideRequest) -> _Checked:
+    def _checked(self, request: DecideInput) -> _Checked:
         use_case = self._use_case(request.use_case)
         encoder = self._encoders[request.use_case]
         ids = _candidate_ids(use_case, request)
@@ -275,7 +275,7 @@ class Decider:
 
     def _log(
         self,
-        request: DecideRequest,
+        request: DecideInput,
         checked: _Checked,
         exploration: dict[str, Any],
         assignment: Assignment | None,
@@ -368,7 +368,7 @@ def _stored_form(unit_id: str, decision: Decision) -> str:
     return json.dumps({"unit_id": unit_id, "decision": decision.model_dump(mode="json")})
 
 
-def _stored_answer(stored: str, request: DecideRequest) -> Decision:
+def _stored_answer(stored: str, request: DecideInput) -> Decision:
     kept = json.loads(stored)
     decision = Decision.model_validate(kept["decision"])
     if decision.use_case != request.use_case or kept["unit_id"] != request.unit_id:
@@ -385,7 +385,7 @@ def _stored_answer(stored: str, request: DecideRequest) -> Decision:
 
 def _decision(
     decision_id: str,
-    request: DecideRequest,
+    request: DecideInput,
     checked: _Checked,
     pick: Pick,
     values: np.ndarray,
@@ -414,7 +414,7 @@ def _decision(
     )
 
 
-def _candidate_ids(use_case: UseCaseConfig, request: DecideRequest) -> list[str]:
+def _candidate_ids(use_case: UseCaseConfig, request: DecideInput) -> list[str]:
     count = len(request.candidates)
     if use_case.decision == "binary":
         if count:

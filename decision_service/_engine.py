@@ -21,7 +21,7 @@ from closedloop.contracts import (
     AbandonedRequest,
     ActivationResult,
     ClosedLoopConfig,
-    DecideRequest,
+    DecideInput,
     Decision,
     FeedbackIn,
     FeedbackResult,
@@ -96,10 +96,10 @@ class DecisionEngine:
 
     # -- decisions and feedback -------------------------------------------------------------------
 
-    def decide(self, request: DecideRequest) -> Decision:
+    def decide(self, request: DecideInput) -> Decision:
         return self._decider.decide(request)
 
-    async def decide_async(self, request: DecideRequest) -> Decision:
+    async def decide_async(self, request: DecideInput) -> Decision:
         """`decide` on an event loop: the index lookups and writes of decisions made in the same
         turn of the loop go to Redis together (`IndexBatcher`), not one round trip each."""
         loop = asyncio.get_running_loop()
@@ -114,7 +114,7 @@ class DecisionEngine:
             return logged
         return self._decider.indexed(logged, await batcher.commit(logged.write))
 
-    def model_values(self, request: DecideRequest) -> np.ndarray | None:
+    def model_values(self, request: DecideInput) -> np.ndarray | None:
         """The serving models' value of each candidate, nothing explored or logged; None while
         the default policy serves."""
         return self._decider.model_values(request)

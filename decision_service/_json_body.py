@@ -34,8 +34,13 @@ async def read_model(http: Request, model: type[Model]) -> Model:
     """The body read and checked by the route itself rather than by FastAPI's dependency
     machinery, which cost a third of a decision's CPU (bench/http_service.py): the same
     reader (`parse_body`), the same pydantic model, the same errors naming the field."""
+    return model_from_body(await http.body(), model)
+
+
+def model_from_body(body: bytes, model: type[Model]) -> Model:
+    """``body`` read by `parse_body` and checked by ``model``; every failure names the field."""
     try:
-        payload = parse_body(await http.body())
+        payload = parse_body(body)
     except json.JSONDecodeError as exc:
         raise InvalidRequestError(
             f"The request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.",
