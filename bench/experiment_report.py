@@ -152,6 +152,9 @@ class PeakMemory:
 
     def __init__(self, interval: float = 0.1) -> None:
         self.peak = 0
+        self.by_step: dict[str, int] = {}
+        """Step (as `mark` named it) -> the largest memory seen while it ran."""
+        self._step = "(start)"
         self._interval = interval
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -164,7 +167,11 @@ class PeakMemory:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     total += child.memory_info().rss
             self.peak = max(self.peak, total)
+            self.by_step[self._step] = max(self.by_step.get(self._step, 0), total)
             self._done.wait(self._interval)
+
+    def mark(self, step: str) -> None:
+        self._step = step
 
     def __enter__(self) -> PeakMemory:
         self._thread.start()
@@ -218,7 +225,7 @@ def main() -> None:
                 config,
                 "big",
                 as_of=closing_time(args.decisions),
-                progress=lambda step: marks.append((step, time.perf_counter())),
+                progress=lambda step: (marks.append((step, time.perf_counter())), peak.mark(step)),
                 workers=args.workers,
             )
         analysis = time.perf_counter() - started
@@ -228,7 +235,7 @@ def main() -> None:
         rendering = time.perf_counter() - started
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         for (name, began), (_, ended) in itertools.pairwise(marks):
-            print(f"  {name:<24} {ended - began:7.2f} s")
+            print(f"  {name:<24} {ended - began:7.2f} s   peak {peak.by_step.get(name, 0) / 2**20:6,.0f} MiB")
         print(
             f"analysis of {sum(a.decisions for a in report.arms):,} decisions: {analysis:.1f} s "
             f"({sum(a.decisions for a in report.arms) / analysis:,.0f} decisions/s); report files {rendering:.1f} s"

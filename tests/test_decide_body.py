@@ -105,6 +105,8 @@ def test_bodies_msgspec_refuses_go_to_pydantic() -> None:
         b'{"use_case": "pick", "unit_id": "u", "slots": 3.0}',  # pydantic takes a whole float
         b'{"use_case": "pick", "unit_id": "u", "context": {"x": 1e400}}',
         b'{"use_case": "pick", "unit_id": "u", "extra": 1}',
+        b'{"use_case": "pick", "unit_id": "\\ud800"}',  # a lone surrogate: nothing could log it
+        b'{"use_case": "pick", "unit_id": "\xed\xa0\x80"}',  # one encoded as bytes
     ):
         assert decode_decide_body(body) is None
     nan = model_from_body(b'{"use_case": "pick", "unit_id": "u", "context": {"x": NaN}}', DecideRequest)
