@@ -23,6 +23,7 @@ from closedloop.eventlog import TopicReader
 from closedloop.policy import Experience
 from closedloop.registry import ModelRegistry, champion_metadata, open_registry
 
+from ._freed_memory import return_freed_memory
 from ._heterogeneity import heterogeneous_effects
 from ._log_batches import release_workers
 from ._logged import OPE_SAMPLE, Gatherer, LoggedDecisions
@@ -216,8 +217,10 @@ class ExperimentWatch:
             self._gatherer.read_feedback(self._feedback.read_new(), workers=self._workers)
         finally:
             release_workers()
+        return_freed_memory()  # the read's record buffers
         now = time.time() if as_of is None else as_of
         data = self._gatherer.finish(as_of=now, last=last)
+        return_freed_memory()  # the join's working columns
         return _report(
             self.name,
             self._use_case,

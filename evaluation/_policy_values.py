@@ -17,6 +17,7 @@ from closedloop.contracts import ArmPolicy, ClosedLoopConfig, Topics, UseCaseCon
 from closedloop.eventlog import scan_topic
 from closedloop.policy import Experience, OfflinePolicy
 
+from ._freed_memory import return_freed_memory
 from ._log_batches import release_workers
 from ._logged import Gatherer
 from ._offpolicy import OffPolicyEstimates
@@ -85,7 +86,9 @@ class OfflineEvaluator:
             )
         finally:
             release_workers()
+        return_freed_memory()
         data = gatherer.finish(as_of=as_of, last=True)
+        return_freed_memory()
         bandit = LoggedBandit(use_case, data)
         if training_fraction <= 0:
             return cls(use_case, bandit, metrics)
