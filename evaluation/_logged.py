@@ -278,6 +278,9 @@ class Gatherer:
         in_phase = counted[: len(decision)] & first
         inside = closed[: len(decision)] & in_phase
         pre_inside = closed[len(decision) :] & pre_first & counted[len(decision) :]
+        kept_outcomes, kept_reported = outcomes[: len(decision)][inside], reported[: len(decision)][inside]
+        pre_outcomes = outcomes[len(decision) :][pre_inside]
+        del outcomes, reported  # before the kept columns are copied below
         categories = {name: list(self._categories.get(name, {})) for name in self._breakdowns}
         breakdowns = {
             name: _decode(take(f"breakdown{i}")[inside], categories[name])
@@ -297,8 +300,8 @@ class Gatherer:
             unit=take("unit")[inside],
             arm=take("arm")[inside],
             time=times[inside],
-            outcomes=outcomes[: len(decision)][inside],
-            reported=reported[: len(decision)][inside],
+            outcomes=kept_outcomes,
+            reported=kept_reported,
             candidate_reports=_kept_reports(
                 by_candidate, np.concatenate([inside, np.zeros(len(pre_decision), bool)])
             ),
@@ -306,7 +309,7 @@ class Gatherer:
             context=context,
             context_names=self._context_names,
             pre_unit=pre["unit"][pre_inside],
-            pre_outcomes=outcomes[len(decision) :][pre_inside],
+            pre_outcomes=pre_outcomes,
             sample=sample,
             still_open=int((~closed[: len(decision)] & in_phase).sum()),
             inactive=int((first & ~counted[: len(decision)] & ~abandoned[: len(decision)]).sum()),
@@ -330,31 +333,34 @@ class Gatherer:
         if not len(found["decision"]) or not len(times):
             empty = np.zeros(0, dtype=np.int64)
             return outcomes, reported, CandidateReports(empty, empty, empty, np.zeros(0))
+        # Working arrays are dropped as soon as they are used: a report is ~60 bytes here, and a
+        # long log has millions (the join is the report's peak of memory).
         found_rows = ids.first_row(found["decision"])  # a report joins its decision's first copy
         known = found_rows >= 0
         rows = found_rows[known]
         del found_rows
-        which = found["outcome"][known].astype(np.int64)
-        values = found["value"][known]
-        candidate = found["candidate"][known]
-        candidate = np.where(candidate == choices[rows], 0, candidate)  # naming the choice: as none
+        which = found["outcome"][known]
         delay = found["time"][known] - times[rows]
         in_window = Attribution.counts(delay, windows[which])
-        rows, which, values, candidate = (
-            rows[in_window],
-            which[in_window],
-            values[in_window],
-            candidate[in_window],
-        )
+        del delay
+        known[known] = in_window
+        rows, which = rows[in_window], which[in_window]
+        del in_window
+        values = found["value"][known]
+        candidate = found["candidate"][known]
+        del known
+        candidate[candidate == choices[rows]] = 0  # naming the choice: as naming none
         # The first report of each (decision, outcome, candidate) counts, as in the trainer's join;
         # a decision's outcome is the sum over its candidates (one, but for rankings).
         order = np.lexsort((candidate, which, rows))  # stable: in each group, the first report first
-        keys = (rows[order], which[order], candidate[order])
         starts = np.zeros(len(order), dtype=bool)
         starts[:1] = True
-        for key in keys:
+        for column in (rows, which, candidate):
+            key = column[order]
             starts[1:] |= key[1:] != key[:-1]
+            del key
         first = np.sort(order[starts])
+        del order, starts
         rows, which, values, candidate = rows[first], which[first], values[first], candidate[first]
         reported[rows, which] = True
         outcomes[reported] = 0.0
@@ -381,7 +387,10 @@ class _SortedIds:
     """Decision ids sorted once (stably: among copies of an id, the first logged comes first)."""
 
     def __init__(self, ids: np.ndarray) -> None:
-        self._order = np.argsort(ids, kind="stable")
+        order = np.argsort(ids, kind="stable")
+        # Row numbers fit 32 bits below 2**31 rows: 4 bytes a decision less through the join.
+        self._order = order.astype(np.int32) if len(ids) < 2**31 else order
+        del order
         self._sorted = ids[self._order]
 
     def first_row(self, wanted: np.ndarray) -> np.ndarray:
