@@ -140,7 +140,7 @@ def describe_bearer_auth(
     """Declare the bearer key in the OpenAPI description: every route that needs one says so, and
     which scopes, so a generated client sends it; and every error status with the body it really
     has (the project's ``ErrorBody``: FastAPI's own ``HTTPValidationError`` is never sent).
-    ``read_models``: request bodies a route reads itself (`read_model`), for their schemas."""
+    ``read_models``: request bodies a route reads itself (`model_from_body`), for their schemas."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -30,15 +30,10 @@ from closedloop.contracts import (
 Model = TypeVar("Model", bound=BaseModel)
 
 
-async def read_model(http: Request, model: type[Model]) -> Model:
-    """The body read and checked by the route itself rather than by FastAPI's dependency
-    machinery, which cost a third of a decision's CPU (bench/http_service.py): the same
-    reader (`parse_body`), the same pydantic model, the same errors naming the field."""
-    return model_from_body(await http.body(), model)
-
-
 def model_from_body(body: bytes, model: type[Model]) -> Model:
-    """``body`` read by `parse_body` and checked by ``model``; every failure names the field."""
+    """``body`` read by `parse_body` and checked by ``model``; every failure names the field.
+    For routes that read their body themselves rather than through FastAPI's dependency
+    machinery, which cost a third of a decision's CPU (bench/http_service.py)."""
     try:
         payload = parse_body(body)
     except json.JSONDecodeError as exc:
@@ -54,7 +49,7 @@ def model_from_body(body: bytes, model: type[Model]) -> Model:
 
 
 def request_body_of(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI's request body of a route that reads ``model`` itself (`read_model`); the schema
+    """OpenAPI's request body of a route that reads ``model`` itself (`model_from_body`); the schema
     is added to the components by `describe_bearer_auth`."""
     reference = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": reference}}}}
