@@ -37,7 +37,9 @@ def heterogeneous_effects(
     values = per_decision(use_case, metric, data.outcomes)
     # One row per unit: the context of its first decision in the phase.
     order = np.lexsort((data.time, data.unit))
-    first = order[np.r_[True, data.unit[order][1:] != data.unit[order][:-1]]] if len(order) else order
+    units = data.unit[order]  # sorted once (indexing it twice held two copies: 8 bytes a decision each)
+    first = order[np.r_[True, units[1:] != units[:-1]]] if len(order) else order
+    del order, units
     unit_of_first = data.unit[first]
     results = []
     control_code = data.arms.index(current.control)

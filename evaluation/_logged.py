@@ -327,12 +327,15 @@ class Gatherer:
     ) -> tuple[np.ndarray, np.ndarray, CandidateReports]:
         defaults = np.array(list(self._attribution.defaults.values()))
         windows = np.array(list(self._attribution.windows.values()))
-        outcomes = np.tile(defaults, (len(times), 1))
-        reported = np.zeros((len(times), len(defaults)), dtype=bool)
         found = self._reports
         if not len(found["decision"]) or not len(times):
             empty = np.zeros(0, dtype=np.int64)
-            return outcomes, reported, CandidateReports(empty, empty, empty, np.zeros(0))
+            outcomes = np.tile(defaults, (len(times), 1))
+            return (
+                outcomes,
+                np.zeros(outcomes.shape, dtype=bool),
+                CandidateReports(empty, empty, empty, np.zeros(0)),
+            )
         # Working arrays are dropped as soon as they are used: a report is ~60 bytes here, and a
         # long log has millions (the join is the report's peak of memory).
         found_rows = ids.first_row(found["decision"])  # a report joins its decision's first copy
@@ -361,6 +364,9 @@ class Gatherer:
             del key
         first = np.sort(order[starts])
         del order, starts
+        # Allocated only now, so that they and the reports' working arrays are never all held.
+        outcomes = np.tile(defaults, (len(times), 1))
+        reported = np.zeros((len(times), len(defaults)), dtype=bool)
         rows, which, values, candidate = rows[first], which[first], values[first], candidate[first]
         reported[rows, which] = True
         outcomes[reported] = 0.0
