@@ -44,7 +44,7 @@ from closedloop.contracts import (
     public_use_cases,
 )
 
-from ._decide_route import install_decide_route, read_decide_request
+from ._decide_route import decide_answer, install_decide_route
 from ._docs import serve_bundled_docs
 from ._engine import DecisionEngine
 from ._json_body import OrjsonBodyRoute, http_error, request_body_of
@@ -231,10 +231,8 @@ def _install_routes(app: FastAPI, engine: DecisionEngine, config: ClosedLoopConf
     async def decide(http: Request) -> Response:
         """Choose or rank candidates (or answer yes/no) for one unit; the decision is logged."""
         # Served by `DecideEndpoint` (routed first); declared here for the OpenAPI description.
-        request = read_decide_request(await http.body())
-        require_use_case(http.scope, request.use_case, "use_case")
-        decision = await engine.decide_async(request)
-        return Response(decision.model_dump_json(), media_type="application/json")
+        answer = await decide_answer(engine, http.scope, await http.body())
+        return Response(answer, media_type="application/json")
 
     @app.post(
         "/v1/feedback",

@@ -12,6 +12,7 @@ description; this app is routed first (`install_decide_route`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -32,10 +33,7 @@ class DecideEndpoint:
         self._engine = engine
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        request = read_decide_request(await _body(receive))
-        require_use_case(scope, request.use_case, "use_case")
-        decision = await self._engine.decide_async(request)
-        answer = decision.model_dump_json().encode()
+        answer = await decide_answer(self._engine, scope, await _body(receive))
         await send(
             {
                 "type": "http.response.start",
@@ -44,6 +42,14 @@ class DecideEndpoint:
             }
         )
         await send({"type": "http.response.body", "body": answer})
+
+
+async def decide_answer(engine: DecisionEngine, scope: Mapping[str, Any], body: bytes) -> bytes:
+    """The JSON answer to a decide request's ``body``, for the key that ``scope`` was admitted with."""
+    request = read_decide_request(body)
+    require_use_case(scope, request.use_case, "use_case")
+    decision = await engine.decide_async(request)
+    return decision.model_dump_json().encode()
 
 
 def read_decide_request(body: bytes) -> DecideInput:

@@ -38,7 +38,7 @@ class RowPredictor:
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         if not self.direct:
-            return np.asarray(self._booster.predict(rows, num_threads=1))
+            return self._library_predict(rows)
         rows = np.ascontiguousarray(rows, dtype=np.float64)
         count, columns = rows.shape
         predictions = np.empty(count, dtype=np.float64)
@@ -58,8 +58,11 @@ class RowPredictor:
             predictions.ctypes.data_as(ctypes.c_void_p),
         )
         if status != 0 or written.value != count:  # LightGBM's own call raises its error message
-            return np.asarray(self._booster.predict(rows, num_threads=1))
+            return self._library_predict(rows)
         return predictions
+
+    def _library_predict(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self._booster.predict(rows, num_threads=1))
 
 
 def _one_output(booster: lgb.Booster) -> bool:

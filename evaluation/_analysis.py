@@ -23,9 +23,7 @@ from closedloop.eventlog import TopicReader
 from closedloop.policy import Experience
 from closedloop.registry import ModelRegistry, champion_metadata, open_registry
 
-from ._freed_memory import return_freed_memory
 from ._heterogeneity import heterogeneous_effects
-from ._log_batches import release_workers
 from ._logged import OPE_SAMPLE, Gatherer, LoggedDecisions
 from ._metrics import (
     Metric,
@@ -211,18 +209,11 @@ class ExperimentWatch:
             champion_metadata(self._registry, self._use_case_name, list(self._use_case.outcomes)),
         )
         say("reading decisions")
-        try:
-            self._gatherer.read_decisions(self._decisions.read_new(), workers=self._workers)
-        finally:
-            release_workers()
+        self._gatherer.read_decisions(self._decisions.read_new(), workers=self._workers)
         say("joining feedback")
-        # In this process: a report is a fifth of a decision's bytes to decode, and the decoding
-        # workers (~300 MiB each) held through this step made it the report's peak of memory.
-        self._gatherer.read_feedback(self._feedback.read_new(), workers=1)
-        return_freed_memory()  # the reads' record buffers
+        self._gatherer.read_feedback(self._feedback.read_new())
         now = time.time() if as_of is None else as_of
         data = self._gatherer.finish(as_of=now, last=last)
-        return_freed_memory()  # the join's working columns
         return _report(
             self.name,
             self._use_case,

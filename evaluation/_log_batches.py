@@ -7,7 +7,7 @@ and `in_order` runs it over a stream of batches in worker processes once the str
 to be long, handing the results back in log order (the gatherer keeps the first copy of a
 decision logged twice, so order matters). A short read stays in this process: starting workers
 costs more than it saves under a million records. The workers start in the background half way
-there, and `release_workers` stops them once a report has read its logs.
+there, and `release_workers` stops them once a report has read its decisions.
 """
 
 from __future__ import annotations

@@ -25,7 +25,15 @@ from closedloop.contracts import (
     decode_decision,
 )
 
-from ._log_batches import DecisionBatch, DecisionReader, ReportBatch, ReportReader, in_order
+from ._freed_memory import return_freed_memory
+from ._log_batches import (
+    DecisionBatch,
+    DecisionReader,
+    ReportBatch,
+    ReportReader,
+    in_order,
+    release_workers,
+)
 
 OPE_SAMPLE = 50_000
 
@@ -204,14 +212,21 @@ class Gatherer:
         self._add_report_batch(self._report_reader.read(list(records)))
 
     def read_decisions(self, batches: Iterable[list[bytes]], *, workers: int | None = None) -> None:
-        """Gather a stream of decision batches; a long one in ``workers`` processes (`in_order`)."""
-        for records, batch in in_order(self._decision_reader.read, batches, workers=workers):
-            self._add_decision_batch(records, batch)
+        """Gather a stream of decision batches; a long one in ``workers`` processes (`in_order`),
+        which are stopped once it is read."""
+        try:
+            for records, batch in in_order(self._decision_reader.read, batches, workers=workers):
+                self._add_decision_batch(records, batch)
+        finally:
+            release_workers()
 
-    def read_feedback(self, batches: Iterable[list[bytes]], *, workers: int | None = None) -> None:
-        """Gather a stream of feedback batches, as `read_decisions`."""
-        for _, batch in in_order(self._report_reader.read, batches, workers=workers):
-            self._add_report_batch(batch)
+    def read_feedback(self, batches: Iterable[list[bytes]]) -> None:
+        """Gather a stream of feedback batches, in this process: a report is a fifth of a
+        decision's bytes to decode, and decoding workers (~300 MiB each) held through this read
+        made it a report's peak of memory. Then the reads' freed buffers go back to the OS."""
+        for records in batches:
+            self._add_report_batch(self._report_reader.read(records))
+        return_freed_memory()
 
     def _add_decision_batch(self, records: list[bytes], batch: DecisionBatch) -> None:
         self.unreadable += batch.unreadable
@@ -320,6 +335,7 @@ class Gatherer:
             for growing in (self._in, self._pre, self._reports, self._activated, self._abandoned):
                 growing.clear()
             self._sample_hashes, self._sample_records = np.zeros(0, dtype=np.int64), []
+        return_freed_memory()  # the join's working columns
         return logged
 
     def _join(

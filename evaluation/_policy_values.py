@@ -17,8 +17,6 @@ from closedloop.contracts import ArmPolicy, ClosedLoopConfig, Topics, UseCaseCon
 from closedloop.eventlog import scan_topic
 from closedloop.policy import Experience, OfflinePolicy
 
-from ._freed_memory import return_freed_memory
-from ._log_batches import release_workers
 from ._logged import Gatherer
 from ._offpolicy import OffPolicyEstimates
 from ._ope_data import LoggedBandit, estimate_policy
@@ -77,18 +75,9 @@ class OfflineEvaluator:
         gatherer = Gatherer(use_case_name, use_case, None, ope_sample=sample, since=since)
         topics = Topics(config.infrastructure.topic_prefix)
         infrastructure = config.infrastructure
-        try:
-            gatherer.read_decisions(
-                scan_topic(infrastructure, topics.decisions, consumer_config=consumer_config)
-            )
-            gatherer.read_feedback(
-                scan_topic(infrastructure, topics.feedback, consumer_config=consumer_config)
-            )
-        finally:
-            release_workers()
-        return_freed_memory()
+        gatherer.read_decisions(scan_topic(infrastructure, topics.decisions, consumer_config=consumer_config))
+        gatherer.read_feedback(scan_topic(infrastructure, topics.feedback, consumer_config=consumer_config))
         data = gatherer.finish(as_of=as_of, last=True)
-        return_freed_memory()
         bandit = LoggedBandit(use_case, data)
         if training_fraction <= 0:
             return cls(use_case, bandit, metrics)
