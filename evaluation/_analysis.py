@@ -26,6 +26,7 @@ from closedloop.registry import ModelRegistry, champion_metadata, open_registry
 from ._heterogeneity import heterogeneous_effects
 from ._logged import OPE_SAMPLE, Gatherer, LoggedDecisions
 from ._metrics import (
+    ArmUnits,
     Metric,
     experiment_metrics,
     outcome_columns,
@@ -283,6 +284,7 @@ def _report(
     ]
     guardrails = _guardrails(experiment, current, results)
     heterogeneity, ope, timeline = [], None, []
+    arm_units = [ArmUnits.of(data, code) for code in range(len(data.arms))]
     if detail:
         say("heterogeneous effects")
         heterogeneity = heterogeneous_effects(use_case, experiment, current, data, metrics, notes)
@@ -293,7 +295,7 @@ def _report(
             if len(data.sample)
             else None
         )
-        timeline = _timeline(use_case, current, data, policy_value(metrics))
+        timeline = _timeline(use_case, current, data, policy_value(metrics), arm_units)
     return ExperimentReport(
         experiment=name,
         use_case=current.use_case,
@@ -311,7 +313,7 @@ def _report(
         metrics=results,
         guardrails=guardrails,
         timeline=timeline,
-        exposure=_exposure(data),
+        exposure=_exposure(data, arm_units),
         heterogeneity=heterogeneity,
         ope=ope,
     )
@@ -529,46 +531,49 @@ def _with_power(result: MetricResult, control: str, elapsed: float) -> MetricRes
     return result.model_copy(update={"comparisons": comparisons})
 
 
-def _exposure(data: LoggedDecisions) -> list[ExposurePoint]:
+def _exposure(data: LoggedDecisions, arm_units: list[ArmUnits]) -> list[ExposurePoint]:
     """Each arm's cumulative decisions and units at evenly spaced times of the phase."""
     if len(data.time) == 0:
         return []
     points = []
     for cutoff in np.linspace(data.time.min(), data.time.max(), TIMELINE_POINTS + 1):
-        upto = data.time <= cutoff
-        for code, arm in enumerate(data.arms):
-            mask = upto & (data.arm == code)
+        for arm, units in zip(data.arms, arm_units, strict=True):
+            upto = units.decisions_until(cutoff)
             points.append(
                 ExposurePoint(
                     time=float(cutoff),
                     arm=arm,
-                    decisions=int(mask.sum()),
-                    units=len(np.unique(data.unit[mask])),
+                    decisions=int(np.count_nonzero(upto)),
+                    units=units.units_among(upto),
                 )
             )
     return points
 
 
 def _timeline(
-    use_case: UseCaseConfig, current: ExperimentPhase, data: LoggedDecisions, metric: Metric
+    use_case: UseCaseConfig,
+    current: ExperimentPhase,
+    data: LoggedDecisions,
+    metric: Metric,
+    arm_units: list[ArmUnits],
 ) -> list[TimelinePoint]:
     """The cumulative lift of the policy value, re-estimated at evenly spaced times."""
     if len(data.time) < 2:
         return []
     values = per_decision(use_case, metric, data.outcomes)
-    control = data.arms.index(current.control)
+    control = arm_units[data.arms.index(current.control)]
+    treatments = [(arm, arm_units[data.arms.index(arm)]) for arm in current.arms if arm != current.control]
     points = []
     for cutoff in np.linspace(data.time.min(), data.time.max(), TIMELINE_POINTS + 1)[1:]:
-        upto = data.time <= cutoff
-        c_mask = upto & (data.arm == control)
-        if c_mask.sum() < 2:
+        c_upto = control.decisions_until(cutoff)
+        if np.count_nonzero(c_upto) < 2:
             continue
-        c_sample = unit_sample(data.unit[c_mask], values[c_mask], metric.per)[0]
-        for arm in [a for a in current.arms if a != current.control]:
-            t_mask = upto & (data.arm == data.arms.index(arm))
-            if t_mask.sum() < 2:
+        c_sample = control.sample(values, metric.per, c_upto)
+        for arm, units in treatments:
+            t_upto = units.decisions_until(cutoff)
+            if np.count_nonzero(t_upto) < 2:
                 continue
-            t_sample = unit_sample(data.unit[t_mask], values[t_mask], metric.per)[0]
+            t_sample = units.sample(values, metric.per, t_upto)
             if c_sample.units < 2 or t_sample.units < 2:
                 continue
             result = welch(c_sample.linearized(), t_sample.linearized())
