@@ -283,8 +283,7 @@ def _report(
         for result in _metric_results(use_case, experiment, current, data, metrics)
     ]
     guardrails = _guardrails(experiment, current, results)
-    heterogeneity, ope, timeline = [], None, []
-    arm_units = [ArmUnits.of(data, code) for code in range(len(data.arms))]
+    heterogeneity, ope = [], None
     if detail:
         say("heterogeneous effects")
         heterogeneity = heterogeneous_effects(use_case, experiment, current, data, metrics, notes)
@@ -295,7 +294,9 @@ def _report(
             if len(data.sample)
             else None
         )
-        timeline = _timeline(use_case, current, data, policy_value(metrics), arm_units)
+    # Numbered after the steps above, which hold memory of their own (a 10M report's peak).
+    arm_units = [ArmUnits.of(data, code) for code in range(len(data.arms))]
+    timeline = _timeline(use_case, current, data, policy_value(metrics), arm_units) if detail else []
     return ExperimentReport(
         experiment=name,
         use_case=current.use_case,

@@ -66,10 +66,9 @@ class ArmUnits:
     report's timeline re-estimates at a dozen times: a sort each took most of its time at 10
     million decisions)."""
 
-    time: np.ndarray
-    """When each of the arm's decisions was made (in the phase's order)."""
+    data: LoggedDecisions
     rows: np.ndarray
-    """The decisions' rows in `LoggedDecisions`."""
+    """The arm's decisions: their rows in ``data`` (int32 at most 2**31 rows: 4 bytes a decision)."""
     codes: np.ndarray
     """Each decision's unit, numbered by id."""
     units: int
@@ -78,11 +77,12 @@ class ArmUnits:
     def of(cls, data: LoggedDecisions, arm: int) -> ArmUnits:
         rows = np.flatnonzero(data.arm == arm)
         unique, codes = np.unique(data.unit[rows], return_inverse=True)
-        return cls(data.time[rows], rows, codes, len(unique))
+        index = np.int32 if len(data.arm) < 2**31 else np.int64
+        return cls(data, rows.astype(index), codes.astype(index), len(unique))
 
     def decisions_until(self, cutoff: float) -> np.ndarray:
         """Which of the arm's decisions were made at or before ``cutoff``."""
-        return np.asarray(self.time <= cutoff)
+        return np.asarray(self.data.time[self.rows] <= cutoff)
 
     def units_among(self, decisions: np.ndarray) -> int:
         """How many distinct units made the ``decisions`` (a mask over the arm's)."""
@@ -91,7 +91,7 @@ class ArmUnits:
     def sample(self, values: np.ndarray, per: str, decisions: np.ndarray) -> UnitSample:
         """`unit_sample` of the ``decisions`` (a mask over the arm's), ``values`` over all rows."""
         codes = self.codes[decisions]
-        sums = np.bincount(codes, weights=values[self.rows][decisions], minlength=self.units)
+        sums = np.bincount(codes, weights=values[self.rows[decisions]], minlength=self.units)
         counts = np.bincount(codes, minlength=self.units)
         seen = counts > 0
         return UnitSample(sums[seen], counts[seen].astype(float) if per == "decision" else None)
