@@ -122,14 +122,13 @@ class DecisionReader:
             "active": np.array([event.active for event in kept], dtype=bool),
             "choice": candidate_hashes([event.choice for event in kept]),
         }
+        coded: dict[str, np.ndarray] = {}
+        for name in {*self.breakdowns, *self.context_names}:
+            coded[name] = self._coded(name, [event.context.get(name) for event in kept])
         for i, name in enumerate(self.breakdowns):
-            columns[f"breakdown{i}"] = np.array(
-                [self._code(name, event.context.get(name)) for event in kept], dtype=np.float64
-            )
+            columns[f"breakdown{i}"] = coded[name]
         for i, name in enumerate(self.context_names):
-            columns[f"context{i}"] = np.array(
-                [self._code(name, event.context.get(name)) for event in kept], dtype=np.float32
-            )
+            columns[f"context{i}"] = coded[name].astype(np.float32)
         return columns
 
     def _pre_period(self, events: list[DecisionHeader]) -> Columns:
@@ -144,6 +143,18 @@ class DecisionReader:
             "active": np.array([event.active for event in kept], dtype=bool),
             "choice": candidate_hashes([event.choice for event in kept]),
         }
+
+    def _coded(self, name: str, values: list[object]) -> np.ndarray:
+        """The feature's values as numbers (`_code`), a column at a time: one call per value took
+        a fifth of a worker's time."""
+        categories = self.categories.get(name)
+        if categories:
+            code = categories.get
+            return np.array([code(str(value), -1) for value in values], dtype=np.float64)
+        try:  # numbers, None as NaN, number strings parsed: what float() and _code give them
+            return np.array(values, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            return np.array([self._code(name, value) for value in values], dtype=np.float64)
 
     def _code(self, name: str, value: object) -> float:
         categories = self.categories.get(name)
