@@ -26,6 +26,7 @@ from closedloop.contracts import (
 )
 
 from ._freed_memory import return_freed_memory
+from ._hashing import id_hashes
 from ._log_batches import (
     DecisionBatch,
     DecisionReader,
@@ -464,9 +465,33 @@ def readable_decision(record: bytes) -> DecisionEvent | None:
         return None
 
 
-def row_of(decision: int, sorted_ids: np.ndarray, order: np.ndarray) -> int | None:
-    """The row of a decision hash, given the decision column sorted by ``order``; None if absent."""
-    slot = int(np.searchsorted(sorted_ids, decision))
-    if slot < len(sorted_ids) and sorted_ids[slot] == decision:
-        return int(order[slot])
-    return None
+def sampled_events(data: LoggedDecisions) -> list[tuple[DecisionEvent | None, int | None]]:
+    """The off-policy sample decoded, each event with its row in ``data`` (None for a record this
+    version cannot read, or a decision not in ``data``: its window is still open)."""
+    events = [readable_decision(record) for record in data.sample]
+    hashes = id_hashes([event.event_id for event in events if event is not None])
+    rows = iter(rows_of(hashes, data.decision).tolist())
+    found = [(event, next(rows) if event is not None else -1) for event in events]
+    return [(event, row if row >= 0 else None) for event, row in found]
+
+
+def rows_of(hashes: np.ndarray, decisions: np.ndarray, *, chunk: int = 1 << 20) -> np.ndarray:
+    """The row of each of a few decision hashes in the ``decisions`` column (the first, if there
+    are several), -1 where absent: the column is looked up in the hashes sorted, a chunk at a
+    time, where sorting the column (10 million decisions) cost seconds and a lookup per hash
+    as much again."""
+    rows = np.full(len(hashes), -1, dtype=np.int64)
+    if not len(hashes):
+        return rows
+    order = np.argsort(hashes, kind="stable")
+    wanted = hashes[order]
+    first = np.full(len(wanted), -1, dtype=np.int64)  # by sorted hash: its first row
+    for start in range(0, len(decisions), chunk):
+        part = decisions[start : start + chunk]
+        slot = np.minimum(np.searchsorted(wanted, part), len(wanted) - 1)
+        found = np.flatnonzero(wanted[slot] == part)
+        slots, at = np.unique(slot[found], return_index=True)  # the first of a repeated decision
+        unseen = first[slots] < 0
+        first[slots[unseen]] = start + found[at[unseen]]
+    rows[order] = first[np.searchsorted(wanted, wanted)]  # equal hashes share the leftmost's row
+    return rows

@@ -23,8 +23,7 @@ from closedloop.contracts import (
 )
 from closedloop.policy import BINARY_CANDIDATES, Experience, OfflinePolicy
 
-from ._hashing import id_hash
-from ._logged import LoggedDecisions, readable_decision, row_of
+from ._logged import LoggedDecisions, sampled_events
 from ._offpolicy import OffPolicyEstimates, PolicyValue, off_policy_estimates
 from ._ranking_ope import LoggedRankings
 from ._report_model import Interval, OpeEstimate, OpeResult, RankingOpe, RankingOpeEstimate
@@ -47,8 +46,6 @@ class LoggedBandit:
 
     def __init__(self, use_case: UseCaseConfig, data: LoggedDecisions) -> None:
         self.encoder = OfflinePolicy(use_case)
-        order = np.argsort(data.decision)
-        sorted_ids = data.decision[order]
         columns = {name: data.outcomes[:, i] for i, name in enumerate(use_case.outcomes)}
         value = np.broadcast_to(
             np.asarray(use_case.policy.value_expression.evaluate(columns), dtype=float), len(data.decision)
@@ -56,9 +53,7 @@ class LoggedBandit:
         rows, offsets, chosen, propensity, reward, candidates = [], [0], [], [], [], []
         outcomes, times = [], []
         self.bad_propensity = 0
-        for record in data.sample:
-            event = readable_decision(record)
-            row = row_of(id_hash(event.event_id), sorted_ids, order) if event else None
+        for event, row in sampled_events(data):
             if event is not None and row is None:
                 continue  # its window is still open
             action = _logged_action(event) if event else None

@@ -31,7 +31,7 @@ from closedloop.contracts import Attribution, UseCaseConfig
 from closedloop.policy import FeatureEncoder, OfflinePolicy
 
 from ._hashing import id_hash
-from ._logged import LoggedDecisions, readable_decision, row_of
+from ._logged import LoggedDecisions, sampled_events
 from ._offpolicy import PolicyValue, _mean_interval
 from ._stats import Z
 
@@ -94,18 +94,14 @@ class LoggedRankings:
     def __init__(self, use_case: UseCaseConfig, data: LoggedDecisions) -> None:
         self._use_case = use_case
         encoder = FeatureEncoder(use_case)
-        order = np.argsort(data.decision)
-        sorted_ids = data.decision[order]
         reports = _reports_by_row(data)
         defaults = np.array(list(Attribution.of(use_case).defaults.values()))
         names = list(use_case.outcomes)
         rows, offsets, candidates, shown, logged, rewards = [], [0], [], [], [], []
         self.unusable = 0
-        for record in data.sample:
-            event = readable_decision(record)
+        for event, row in sampled_events(data):
             if event is None or not event.slots:
                 continue
-            row = row_of(id_hash(event.event_id), sorted_ids, order)
             if row is None:
                 continue  # its window is still open
             ids = [c.id for c in event.candidates]
