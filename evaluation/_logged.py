@@ -26,6 +26,7 @@ from closedloop.contracts import (
 )
 
 from ._freed_memory import return_freed_memory
+from ._hash_sample import HashSample
 from ._hashing import id_hashes
 from ._log_batches import (
     DecisionBatch,
@@ -179,9 +180,7 @@ class Gatherer:
         self._activated = _Growing({"decision": _IDS})
         """Hashes of decisions an activation event or a report named (they count)."""
         self._abandoned = _Growing({"decision": _IDS})
-        self._sample_hashes = np.zeros(0, dtype=np.int64)
-        self._sample_records: list[bytes] = []
-        self._sample_size = ope_sample
+        self._sample = HashSample(ope_sample)
         self._reports = _Growing(_REPORTS)
         self.other_phases = 0
         self.unreadable = 0
@@ -236,32 +235,13 @@ class Gatherer:
             self._pre.add(batch.pre)
         if len(batch.chosen):
             self._in.add(batch.columns)
-            self._sample_from(batch.columns["decision"], [records[i] for i in batch.chosen.tolist()])
+            self._sample.offer(batch.columns["decision"], records, batch.chosen)
 
     def _add_report_batch(self, batch: ReportBatch) -> None:
         self.unreadable += batch.unreadable
         self._reports.add(batch.columns)
         self._activated.add({"decision": batch.activated})
         self._abandoned.add({"decision": batch.abandoned})
-
-    def _sample_from(self, decision: np.ndarray, records: list[bytes]) -> None:
-        """Keep the smallest decision hashes: a uniform sample that needs no second pass."""
-        size = self._sample_size
-        if size <= 0:
-            return
-        hashes = self._sample_hashes
-        entering = np.arange(len(records))
-        if len(hashes) >= size:  # only hashes below the largest kept can enter
-            entering = np.flatnonzero(decision < hashes.max())
-            if not len(entering):
-                return
-        merged = np.concatenate([hashes, decision[entering]])
-        pool = [*self._sample_records, *(records[i] for i in entering.tolist())]
-        # A decision logged twice is sampled once: its first copy.
-        _, first = np.unique(merged, return_index=True)
-        kept = np.sort(first[np.argsort(merged[first], kind="stable")[:size]])
-        self._sample_hashes = merged[kept]
-        self._sample_records = [pool[i] for i in kept.tolist()]
 
     def finish(self, *, as_of: float, last: bool = False) -> LoggedDecisions:
         """Join the feedback added so far to the decisions gathered so far and close the windows
@@ -305,11 +285,12 @@ class Gatherer:
         context = np.zeros((int(inside.sum()), len(self._context_names)), dtype=np.float32)
         for i in range(len(self._context_names)):
             context[:, i] = take(f"context{i}")[inside]
-        rows = ids.first_row(self._sample_hashes)
+        sample_hashes, sample_records = self._sample.hashes(), self._sample.records()
+        rows = ids.first_row(sample_hashes)
         kept = (rows >= 0) & (rows < len(decision))
         kept[kept] = in_phase[rows[kept]]
-        order = np.argsort(self._sample_hashes, kind="stable")
-        sample = [self._sample_records[i] for i in order.tolist() if kept[i]]
+        order = np.argsort(sample_hashes, kind="stable")
+        sample = [sample_records[i] for i in order.tolist() if kept[i]]
         logged = LoggedDecisions(
             arms=self._arms,
             decision=decision[inside],
@@ -335,7 +316,7 @@ class Gatherer:
         if last:
             for growing in (self._in, self._pre, self._reports, self._activated, self._abandoned):
                 growing.clear()
-            self._sample_hashes, self._sample_records = np.zeros(0, dtype=np.int64), []
+            self._sample.clear()
         return_freed_memory()  # the join's working columns
         return logged
 
