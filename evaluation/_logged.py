@@ -265,9 +265,9 @@ class Gatherer:
         del all_choices
         closed = all_times + self._attribution.longest_window <= as_of
         del all_times
-        abandoned = _contains(self._abandoned["decision"], all_ids)
+        abandoned = ids.among(self._abandoned["decision"])
         active = _stacked(take("active"), pre["active"])
-        counted = (active | _contains(self._activated["decision"], all_ids)) & ~abandoned
+        counted = (active | ids.among(self._activated["decision"])) & ~abandoned
         del all_ids, active
         # A decision logged twice (a retry after a crash) counts once: its first copy.
         first, pre_first = ids.first_copies(len(decision)), _first_copies(pre_decision)
@@ -401,8 +401,28 @@ class _SortedIds:
         """The row of each wanted id's first copy; -1 for an id not among them."""
         if not len(self._sorted):
             return np.full(len(wanted), -1, dtype=np.int64)
-        at = np.minimum(np.searchsorted(self._sorted, wanted), len(self._sorted) - 1)
-        return np.where(self._sorted[at] == wanted, self._order[at], -1)
+        # Looked up in sorted order: a binary search after the last one touches memory close to
+        # it, where random ids each missed the cache all the way down (2.2M reports against 10M
+        # decisions: 2.3 s unsorted, 0.25 s sorted, the sort included).
+        order = np.argsort(wanted)
+        at = np.minimum(np.searchsorted(self._sorted, wanted[order]), len(self._sorted) - 1)
+        rows = np.empty(len(wanted), dtype=self._order.dtype)
+        rows[order] = np.where(self._sorted[at] == wanted[order], self._order[at], -1)
+        return rows
+
+    def among(self, values: np.ndarray, *, chunk: int = 1 << 20) -> np.ndarray:
+        """Whether each row's id is one of ``values``: the sorted ids looked up, in order, among
+        the values sorted (each of 10M ids looked up at random in 2.2M values took 3.7 s)."""
+        found = np.zeros(len(self._sorted), dtype=bool)
+        if len(values):
+            values = np.sort(values)
+            for start in range(0, len(self._sorted), chunk):
+                ids = self._sorted[start : start + chunk]
+                at = np.minimum(np.searchsorted(values, ids), len(values) - 1)
+                found[start : start + chunk] = values[at] == ids
+        rows = np.empty(len(found), dtype=bool)
+        rows[self._order] = found
+        return rows
 
     def first_copies(self, rows: int) -> np.ndarray:
         """True at the first copy of each id among the first ``rows`` rows."""
@@ -413,15 +433,6 @@ class _SortedIds:
         starts[1:] = ids[1:] != ids[:-1]
         first[order[starts]] = True
         return first
-
-
-def _contains(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Whether each of ``ids`` is among ``values`` (sorting the values, not the ids)."""
-    if not len(values):
-        return np.zeros(len(ids), dtype=bool)
-    values = np.sort(values)
-    at = np.minimum(np.searchsorted(values, ids), len(values) - 1)
-    return np.asarray(values[at] == ids)
 
 
 def _first_copies(ids: np.ndarray) -> np.ndarray:

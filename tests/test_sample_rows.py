@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from closedloop.evaluation._hash_sample import HashSample
-from closedloop.evaluation._logged import rows_of
+from closedloop.evaluation._logged import _SortedIds, rows_of
 
 hashes = st.lists(st.integers(-5, 5) | st.integers(-(2**63), 2**63 - 1), max_size=30)
 
@@ -41,3 +41,12 @@ def test_the_sample_is_the_first_copies_of_the_smallest_hashes(batches: list[lis
     assert sorted(zip(sample.hashes().tolist(), sample.records(), strict=True)) == [
         (value, seen[value]) for value in smallest
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(column=hashes, wanted=hashes, chunk=st.integers(1, 8))
+def test_the_join_s_lookups_equal_a_scan(column: list[int], wanted: list[int], chunk: int) -> None:
+    ids = _SortedIds(np.array(column, dtype=np.int64))
+    looked_up = np.array(wanted, dtype=np.int64)
+    assert ids.first_row(looked_up).tolist() == [column.index(h) if h in column else -1 for h in wanted]
+    assert ids.among(looked_up, chunk=chunk).tolist() == [h in wanted for h in column]
