@@ -26,14 +26,13 @@ from closedloop.registry import ModelRegistry, champion_metadata, open_registry
 from ._heterogeneity import heterogeneous_effects
 from ._logged import OPE_SAMPLE, Gatherer, LoggedDecisions
 from ._metrics import (
-    ArmUnits,
     Metric,
+    UnitNumbers,
     experiment_metrics,
     outcome_columns,
     per_decision,
     policy_value,
     pre_period_covariates,
-    unit_sample,
 )
 from ._ope_data import evaluate_policies
 from ._power import Z95, with_power
@@ -257,7 +256,8 @@ def _report(
     detail: bool = True,
 ) -> ExperimentReport:
     notes = _data_notes(data, current)
-    arms = _arm_summaries(current, data)
+    units = UnitNumbers.of(data)
+    arms = _arm_summaries(current, data, units)
     for arm in arms:
         if arm.units == 0:
             notes.append(
@@ -280,13 +280,13 @@ def _report(
     say("comparing arms")
     results = [
         _with_power(result, current.control, now - current.started_at)
-        for result in _metric_results(use_case, experiment, current, data, metrics)
+        for result in _metric_results(use_case, experiment, current, data, metrics, units)
     ]
     guardrails = _guardrails(experiment, current, results)
     heterogeneity, ope = [], None
     if detail:
         say("heterogeneous effects")
-        heterogeneity = heterogeneous_effects(use_case, experiment, current, data, metrics, notes)
+        heterogeneity = heterogeneous_effects(use_case, experiment, current, data, metrics, units, notes)
         say("off-policy evaluation")
         models, experience = champions
         ope = (
@@ -294,9 +294,7 @@ def _report(
             if len(data.sample)
             else None
         )
-    # Numbered after the steps above, which hold memory of their own (a 10M report's peak).
-    arm_units = [ArmUnits.of(data, code) for code in range(len(data.arms))]
-    timeline = _timeline(use_case, current, data, policy_value(metrics), arm_units) if detail else []
+    timeline = _timeline(use_case, current, data, policy_value(metrics), units) if detail else []
     return ExperimentReport(
         experiment=name,
         use_case=current.use_case,
@@ -314,7 +312,7 @@ def _report(
         metrics=results,
         guardrails=guardrails,
         timeline=timeline,
-        exposure=_exposure(data, arm_units),
+        exposure=_exposure(data, units),
         heterogeneity=heterogeneity,
         ope=ope,
     )
@@ -364,7 +362,7 @@ def _data_notes(data: LoggedDecisions, current: ExperimentPhase) -> list[str]:
     return notes
 
 
-def _arm_summaries(current: ExperimentPhase, data: LoggedDecisions) -> list[ArmSummary]:
+def _arm_summaries(current: ExperimentPhase, data: LoggedDecisions, units: UnitNumbers) -> list[ArmSummary]:
     summaries = []
     names = [*current.arms, *([HOLDOUT_ARM] if current.holdout > 0 else [])]
     for name in names:
@@ -376,7 +374,7 @@ def _arm_summaries(current: ExperimentPhase, data: LoggedDecisions) -> list[ArmS
                 name=name,
                 control=name == current.control,
                 share=share,
-                units=len(np.unique(data.unit[mask])),
+                units=units.count(mask),
                 decisions=int(mask.sum()),
             )
         )
@@ -407,6 +405,7 @@ def _metric_results(
     current: ExperimentPhase,
     data: LoggedDecisions,
     metrics: list[Metric],
+    units: UnitNumbers,
 ) -> list[MetricResult]:
     raw: list[tuple[Metric, list[ArmMetric], list[tuple[str, Comparison | None, Any]]]] = []
     for metric in metrics:
@@ -416,7 +415,7 @@ def _metric_results(
         for code, arm in enumerate(data.arms):
             mask = data.arm == code
             if mask.any():
-                samples[arm] = unit_sample(data.unit[mask], values[mask], metric.per, covariates)[0]
+                samples[arm] = units.sample(values, metric.per, mask, covariates)
         arm_metrics = [_arm_metric(arm, samples.get(arm)) for arm in data.arms if arm in samples]
         comparisons = []
         for arm in _compared_arms(current):
@@ -532,20 +531,21 @@ def _with_power(result: MetricResult, control: str, elapsed: float) -> MetricRes
     return result.model_copy(update={"comparisons": comparisons})
 
 
-def _exposure(data: LoggedDecisions, arm_units: list[ArmUnits]) -> list[ExposurePoint]:
+def _exposure(data: LoggedDecisions, units: UnitNumbers) -> list[ExposurePoint]:
     """Each arm's cumulative decisions and units at evenly spaced times of the phase."""
     if len(data.time) == 0:
         return []
     points = []
     for cutoff in np.linspace(data.time.min(), data.time.max(), TIMELINE_POINTS + 1):
-        for arm, units in zip(data.arms, arm_units, strict=True):
-            upto = units.decisions_until(cutoff)
+        upto = data.time <= cutoff
+        for code, arm in enumerate(data.arms):
+            mask = upto & (data.arm == code)
             points.append(
                 ExposurePoint(
                     time=float(cutoff),
                     arm=arm,
-                    decisions=int(np.count_nonzero(upto)),
-                    units=units.units_among(upto),
+                    decisions=int(np.count_nonzero(mask)),
+                    units=units.count(mask),
                 )
             )
     return points
@@ -556,25 +556,25 @@ def _timeline(
     current: ExperimentPhase,
     data: LoggedDecisions,
     metric: Metric,
-    arm_units: list[ArmUnits],
+    units: UnitNumbers,
 ) -> list[TimelinePoint]:
     """The cumulative lift of the policy value, re-estimated at evenly spaced times."""
     if len(data.time) < 2:
         return []
     values = per_decision(use_case, metric, data.outcomes)
-    control = arm_units[data.arms.index(current.control)]
-    treatments = [(arm, arm_units[data.arms.index(arm)]) for arm in current.arms if arm != current.control]
+    control = data.arms.index(current.control)
     points = []
     for cutoff in np.linspace(data.time.min(), data.time.max(), TIMELINE_POINTS + 1)[1:]:
-        c_upto = control.decisions_until(cutoff)
-        if np.count_nonzero(c_upto) < 2:
+        upto = data.time <= cutoff
+        c_mask = upto & (data.arm == control)
+        if np.count_nonzero(c_mask) < 2:
             continue
-        c_sample = control.sample(values, metric.per, c_upto)
-        for arm, units in treatments:
-            t_upto = units.decisions_until(cutoff)
-            if np.count_nonzero(t_upto) < 2:
+        c_sample = units.sample(values, metric.per, c_mask)
+        for arm in [a for a in current.arms if a != current.control]:
+            t_mask = upto & (data.arm == data.arms.index(arm))
+            if np.count_nonzero(t_mask) < 2:
                 continue
-            t_sample = units.sample(values, metric.per, t_upto)
+            t_sample = units.sample(values, metric.per, t_mask)
             if c_sample.units < 2 or t_sample.units < 2:
                 continue
             result = welch(c_sample.linearized(), t_sample.linearized())

@@ -16,7 +16,7 @@ from ._effects import (
     sorted_groups,
 )
 from ._logged import LoggedDecisions
-from ._metrics import Metric, per_decision, policy_value
+from ._metrics import Metric, UnitNumbers, per_decision, policy_value
 from ._report_model import CateGroup, Heterogeneity, Interval, SegmentEffect
 from ._stats import UnitSample, welch
 
@@ -27,6 +27,7 @@ def heterogeneous_effects(
     current: ExperimentPhase,
     data: LoggedDecisions,
     metrics: list[Metric],
+    units: UnitNumbers,
     notes: list[str],
 ) -> list[Heterogeneity]:
     """Effects on the policy value by segment, and the DR-learner's sorted groups, per arm."""
@@ -36,22 +37,16 @@ def heterogeneous_effects(
     metric = policy_value(metrics)
     values = per_decision(use_case, metric, data.outcomes)
     # One row per unit: the context of its first decision in the phase.
-    order = np.lexsort((data.time, data.unit))
-    units = data.unit[order]  # sorted once (indexing it twice held two copies: 8 bytes a decision each)
-    first = order[np.r_[True, units[1:] != units[:-1]]] if len(order) else order
-    del order, units
-    unit_of_first = data.unit[first]
+    first = units.earliest_decisions(data.time)
     results = []
     control_code = data.arms.index(current.control)
     for arm in [a for a in current.arms if a != current.control]:
         code = data.arms.index(arm)
         mask = (data.arm == control_code) | (data.arm == code)
-        if len(np.unique(data.unit[mask & (data.arm == code)])) < 2:
+        if units.count(data.arm == code) < 2:
             continue
         results.append(
-            _arm_heterogeneity(
-                use_case, experiment, data, metric, values, mask, code, arm, first, unit_of_first
-            )
+            _arm_heterogeneity(use_case, experiment, data, metric, values, mask, code, arm, units, first)
         )
     if not results and len(data.decision):
         notes.append("Heterogeneous effects need units in the control arm and in another arm.")
@@ -67,11 +62,12 @@ def _arm_heterogeneity(
     mask: np.ndarray,
     code: int,
     arm: str,
+    units: UnitNumbers,
     first: np.ndarray,
-    unit_of_first: np.ndarray,
 ) -> Heterogeneity:
-    units = data.unit[mask]
-    unique, inverse = np.unique(units, return_inverse=True)
+    present = units.present(mask)
+    unique = units.ids[present]
+    inverse = (np.cumsum(present) - 1)[units.codes[mask]]  # numbered among the units present
     sums = np.bincount(inverse, weights=values[mask])
     counts = np.bincount(inverse).astype(float)
     treated = np.zeros(len(unique), dtype=bool)
@@ -82,8 +78,7 @@ def _arm_heterogeneity(
         group = treated == flag
         sample = UnitSample(sums[group], counts[group] if metric.per == "decision" else None)
         outcome[group] = sample.linearized()
-    position = np.searchsorted(unit_of_first, unique)
-    rows = first[position]
+    rows = first[present]
     features = data.context[rows].astype(np.float64)
     keep = np.ones(len(unique), dtype=bool)
     if len(unique) > MAX_UNITS:

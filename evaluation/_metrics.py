@@ -46,55 +46,56 @@ def per_decision(use_case: UseCaseConfig, metric: Metric, outcomes: np.ndarray) 
     return np.broadcast_to(np.asarray(metric.value.evaluate(columns), dtype=float), len(outcomes))
 
 
-def unit_sample(
-    units: np.ndarray, values: np.ndarray, per: str, covariates: dict[int, float] | None = None
-) -> tuple[UnitSample, np.ndarray]:
-    """Per-unit sums (and decision counts for per-decision metrics) of one arm's decisions."""
-    unique, inverse = np.unique(units, return_inverse=True)
-    sums = np.bincount(inverse, weights=values, minlength=len(unique))
-    counts = np.bincount(inverse, minlength=len(unique)).astype(float)
-    covariate = None
-    if covariates is not None:
-        covariate = np.array([covariates.get(int(u), 0.0) for u in unique])
-    return UnitSample(sums, counts if per == "decision" else None, covariate), unique
-
-
 @dataclass(frozen=True)
-class ArmUnits:
-    """One arm's decisions with their units numbered once, in the order of their ids: a sample of
-    the decisions up to a time is then a count per number, not another sort of the units (the
-    report's timeline re-estimates at a dozen times: a sort each took most of its time at 10
-    million decisions)."""
+class UnitNumbers:
+    """Every decision's unit numbered once, in the order of the units' ids: per-unit sums of any
+    set of decisions are then counts per number, where each arm, metric, time and breakdown
+    sorted its decisions' units anew (most of a 10M-decision report's analysis after reading)."""
 
-    data: LoggedDecisions
-    rows: np.ndarray
-    """The arm's decisions: their rows in ``data`` (int32 at most 2**31 rows: 4 bytes a decision)."""
+    ids: np.ndarray
+    """The units' ids, sorted: number i is ``ids[i]``."""
     codes: np.ndarray
-    """Each decision's unit, numbered by id."""
-    units: int
+    """Each decision's unit number (int32 below 2**31 units)."""
 
     @classmethod
-    def of(cls, data: LoggedDecisions, arm: int) -> ArmUnits:
-        rows = np.flatnonzero(data.arm == arm)
-        unique, codes = np.unique(data.unit[rows], return_inverse=True)
-        index = np.int32 if len(data.arm) < 2**31 else np.int64
-        return cls(data, rows.astype(index), codes.astype(index), len(unique))
+    def of(cls, data: LoggedDecisions) -> UnitNumbers:
+        ids, codes = np.unique(data.unit, return_inverse=True)
+        return cls(ids, codes.astype(np.int32) if len(ids) < 2**31 else codes)
 
-    def decisions_until(self, cutoff: float) -> np.ndarray:
-        """Which of the arm's decisions were made at or before ``cutoff``."""
-        return np.asarray(self.data.time[self.rows] <= cutoff)
+    def present(self, decisions: np.ndarray) -> np.ndarray:
+        """Which units made any of the ``decisions`` (a mask over all), by number."""
+        return np.bincount(self.codes[decisions], minlength=len(self.ids)) > 0
 
-    def units_among(self, decisions: np.ndarray) -> int:
-        """How many distinct units made the ``decisions`` (a mask over the arm's)."""
-        return int(np.count_nonzero(np.bincount(self.codes[decisions], minlength=self.units)))
+    def count(self, decisions: np.ndarray) -> int:
+        """How many distinct units made the ``decisions`` (a mask over all)."""
+        return int(np.count_nonzero(self.present(decisions)))
 
-    def sample(self, values: np.ndarray, per: str, decisions: np.ndarray) -> UnitSample:
-        """`unit_sample` of the ``decisions`` (a mask over the arm's), ``values`` over all rows."""
+    def sample(
+        self,
+        values: np.ndarray,
+        per: str,
+        decisions: np.ndarray,
+        covariates: dict[int, float] | None = None,
+    ) -> UnitSample:
+        """Per-unit sums of the ``decisions`` (a mask over all), and per-unit decision counts for
+        per-decision metrics, units in the order of their ids."""
         codes = self.codes[decisions]
-        sums = np.bincount(codes, weights=values[self.rows[decisions]], minlength=self.units)
-        counts = np.bincount(codes, minlength=self.units)
+        sums = np.bincount(codes, weights=values[decisions], minlength=len(self.ids))
+        counts = np.bincount(codes, minlength=len(self.ids))
         seen = counts > 0
-        return UnitSample(sums[seen], counts[seen].astype(float) if per == "decision" else None)
+        covariate = None
+        if covariates is not None:
+            covariate = np.array([covariates.get(int(u), 0.0) for u in self.ids[seen]])
+        return UnitSample(sums[seen], counts[seen].astype(float) if per == "decision" else None, covariate)
+
+    def earliest_decisions(self, time: np.ndarray) -> np.ndarray:
+        """By number: the row of the unit's earliest decision (the first logged of equal times)."""
+        earliest = np.full(len(self.ids), np.inf)
+        np.minimum.at(earliest, self.codes, time)
+        candidates = np.flatnonzero(time == earliest[self.codes])
+        rows = np.full(len(self.ids), len(time), dtype=np.int64)
+        np.minimum.at(rows, self.codes[candidates], candidates)
+        return rows
 
 
 def pre_period_covariates(use_case: UseCaseConfig, data: LoggedDecisions, metric: Metric) -> dict[int, float]:
