@@ -209,7 +209,8 @@ class ExperimentWatch:
             champion_metadata(self._registry, self._use_case_name, list(self._use_case.outcomes)),
         )
         say("reading decisions")
-        self._gatherer.read_decisions(self._decisions.read_new(), workers=self._workers)
+        read = self._gatherer.read_decisions(self._decisions.read_new_parts(), workers=self._workers)
+        self._decisions.count_read(read)
         say("joining feedback")
         self._gatherer.read_feedback(self._feedback.read_new())
         now = time.time() if as_of is None else as_of

@@ -39,6 +39,10 @@ class HashSample:
         if len(self._waiting_records) >= self.size:
             self._merge()
 
+    def bound(self) -> int | None:
+        """The largest hash kept once the sample is full: only smaller ones can enter (None: any)."""
+        return self._bound
+
     def hashes(self) -> np.ndarray:
         self._merge()
         return self._hashes

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from closedloop.contracts import (
     decode_decision_header,
     decode_feedback,
 )
+from closedloop.eventlog import SealedSegment
 
 from ._hashing import candidate_hashes, id_hashes
 
@@ -204,7 +205,6 @@ class ReportReader:
 
 
 Event = TypeVar("Event")
-Batch = TypeVar("Batch")
 
 
 def _readable(decode: Callable[[bytes], Event], record: bytes) -> Event | None:
@@ -243,33 +243,72 @@ def release_workers() -> None:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-class _Reading(Generic[Batch]):
-    """Batches through worker processes, a bounded number in flight, results in order."""
+Part = list[bytes] | SealedSegment
+"""A part of the decision log: records in hand, or a sealed segment file to read whole."""
 
-    def __init__(self, read: Callable[[Sequence[bytes]], Batch], workers: int) -> None:
+
+@dataclass
+class ReadPart:
+    """One part of the log read and decoded."""
+
+    records: list[bytes]
+    """The records the off-policy sample may take (``batch.chosen`` indexes them): all of a part
+    read here; of a segment read by a worker, those of the decisions under the sample's bound."""
+    batch: DecisionBatch
+    count: int
+    """How many records the part held."""
+
+
+def _read_here(reader: DecisionReader, part: Part) -> ReadPart:
+    records = part.read() if isinstance(part, SealedSegment) else part
+    return ReadPart(records, reader.read(records), len(records))
+
+
+def _read_sealed(reader: DecisionReader, segment: SealedSegment, bound: int | None) -> ReadPart:
+    """In a worker: a whole segment read and decoded, sending back the records of only the
+    decisions the sample may still take (hashes under ``bound``; None: all)."""
+    records = segment.read()
+    batch = reader.read(records)
+    hashes = batch.columns["decision"]
+    wanted = np.arange(len(hashes)) if bound is None else np.flatnonzero(hashes < bound)
+    which = np.full(len(hashes), -1, dtype=np.int64)
+    which[wanted] = np.arange(len(wanted))
+    sampled = [records[i] for i in batch.chosen[wanted].tolist()]
+    batch.chosen = which
+    return ReadPart(sampled, batch, len(records))
+
+
+class _Reading:
+    """Parts through worker processes, a bounded number in flight, results in order."""
+
+    def __init__(self, reader: DecisionReader, workers: int) -> None:
         self._workers = workers
         self._pool = _pool(workers)
-        self._read = read
+        self._reader = reader
         self._limit = 2 * workers
-        self._flight: deque[tuple[list[bytes], Future[Batch]]] = deque()
+        self._flight: deque[tuple[list[bytes] | None, Future[Any]]] = deque()
 
-    def put(self, records: list[bytes]) -> Iterator[tuple[list[bytes], Batch]]:
-        """Send a batch; yields the results that must be taken to keep the flight bounded."""
-        self._flight.append((records, self._pool.submit(self._read, records)))
+    def put(self, part: Part, bound: int | None) -> Iterator[ReadPart]:
+        """Send a part; yields the results that must be taken to keep the flight bounded."""
+        if isinstance(part, SealedSegment):
+            self._flight.append((None, self._pool.submit(_read_sealed, self._reader, part, bound)))
+        else:  # records in hand stay here: only their columns come back
+            self._flight.append((part, self._pool.submit(self._reader.read, part)))
         while len(self._flight) > self._limit:
             yield self._take()
 
-    def drain(self) -> Iterator[tuple[list[bytes], Batch]]:
+    def drain(self) -> Iterator[ReadPart]:
         while self._flight:
             yield self._take()
 
-    def _take(self) -> tuple[list[bytes], Batch]:
+    def _take(self) -> ReadPart:
         records, future = self._flight.popleft()
         try:
-            return records, future.result()
+            result = future.result()
         except BrokenProcessPool:  # a worker died (killed, out of memory): the next read starts anew
             _POOLS.pop(self._workers, None)
             raise
+        return result if records is None else ReadPart(records, result, len(records))
 
     def close(self) -> None:
         for _, future in self._flight:
@@ -278,28 +317,31 @@ class _Reading(Generic[Batch]):
 
 
 def in_order(
-    read: Callable[[Sequence[bytes]], Batch],
-    batches: Iterable[list[bytes]],
+    reader: DecisionReader,
+    parts: Iterable[Part],
     *,
     workers: int | None = None,
-) -> Iterator[tuple[list[bytes], Batch]]:
-    """(records, read(records)) for each batch, in order: in this process until `PARALLEL_AFTER`
-    records have been read, then in ``workers`` processes (by default one per core, at most 4;
-    1: never)."""
+    bound: Callable[[], int | None] = lambda: None,
+) -> Iterator[ReadPart]:
+    """Each part read and decoded, in order: in this process until `PARALLEL_AFTER` records have
+    been read, then in ``workers`` processes (by default one per core, at most 4; 1: never),
+    which read sealed segments themselves. ``bound``: the largest decision hash the off-policy
+    sample may still take (None: any), asked as each part is sent."""
     workers = workers if workers is not None else min(os.cpu_count() or 1, 4)
     parallel_after = PARALLEL_AFTER
     seen = 0
-    reading: _Reading[Batch] | None = None
+    reading: _Reading | None = None
     try:
-        for records in batches:
+        for part in parts:
             if reading is None and (workers < 2 or seen < parallel_after):
-                if workers > 1 and seen < parallel_after // 2 <= seen + len(records):
+                read = _read_here(reader, part)
+                if workers > 1 and seen < parallel_after // 2 <= seen + read.count:
                     _warm(workers)
-                seen += len(records)
-                yield records, read(records)
+                seen += read.count
+                yield read
                 continue
-            reading = reading or _Reading(read, workers)
-            yield from reading.put(records)
+            reading = reading or _Reading(reader, workers)
+            yield from reading.put(part, bound())
         if reading is not None:
             yield from reading.drain()
     finally:

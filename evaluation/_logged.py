@@ -31,6 +31,7 @@ from ._hashing import id_hashes
 from ._log_batches import (
     DecisionBatch,
     DecisionReader,
+    Part,
     ReportBatch,
     ReportReader,
     in_order,
@@ -211,14 +212,18 @@ class Gatherer:
         the service when reported) is kept too: the join decides whether its decision is here."""
         self._add_report_batch(self._report_reader.read(list(records)))
 
-    def read_decisions(self, batches: Iterable[list[bytes]], *, workers: int | None = None) -> None:
-        """Gather a stream of decision batches; a long one in ``workers`` processes (`in_order`),
-        which are stopped once it is read."""
+    def read_decisions(self, parts: Iterable[Part], *, workers: int | None = None) -> int:
+        """Gather a stream of decision batches or sealed log segments; a long one in ``workers``
+        processes (`in_order`), which are stopped once it is read. Returns how many records
+        were read."""
+        read = 0
         try:
-            for records, batch in in_order(self._decision_reader.read, batches, workers=workers):
-                self._add_decision_batch(records, batch)
+            for part in in_order(self._decision_reader, parts, workers=workers, bound=self._sample.bound):
+                self._add_decision_batch(part.records, part.batch)
+                read += part.count
         finally:
             release_workers()
+        return read
 
     def read_feedback(self, batches: Iterable[list[bytes]]) -> None:
         """Gather a stream of feedback batches, in this process: a report is a fifth of a

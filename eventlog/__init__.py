@@ -5,7 +5,8 @@ it is acknowledged, and shipped to Kafka by a background thread that survives br
 processes sharing an outbox directory each write a slot of their own and ship what a stopped one left.
 `FileEventLog` keeps the same events in segment files for embedded runs. `open_event_log` picks one
 from the infrastructure settings; `scan_topic` reads a whole topic once, for analyses, and
-`TopicReader` reads it again and again, each time only what is new (for pollers);
+`TopicReader` reads it again and again, each time only what is new (for pollers), the embedded
+log's sealed segments handed out as files to read elsewhere if asked (`SealedSegment`);
 `seek_to_first_record` is how every Kafka reader starts from the beginning.
 """
 
@@ -13,7 +14,7 @@ from ._logs import EventLog, FileEventLog, KafkaEventLog, KeyedRecord, ensure_to
 from ._open import open_event_log
 from ._outbox import decode_record, encode_record
 from ._scan import TopicReader, scan_topic, seek_to_first_record
-from ._segments import Position, SegmentLog
+from ._segments import Position, SealedSegment, SegmentLog
 
 __all__ = [
     "EventLog",
@@ -21,6 +22,7 @@ __all__ = [
     "KafkaEventLog",
     "KeyedRecord",
     "Position",
+    "SealedSegment",
     "SegmentLog",
     "TopicReader",
     "decode_record",

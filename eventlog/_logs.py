@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ._outbox import Checkpoint, RecordFuture, Shipper, encode_record
-from ._segments import Position, SegmentLog
+from ._segments import Position, SealedSegment, SegmentLog
 from ._slots import claim_slot, existing_slots, open_stranded, slot_directory
 
 logger = logging.getLogger(__name__)
@@ -266,6 +266,10 @@ class FileEventLog:
 
     def read(self, topic: str, start: Position, *, max_records: int = 10_000) -> tuple[list[bytes], Position]:
         return self.topic(topic).read(start, max_records=max_records)
+
+    def sealed_segments(self, topic: str, start: Position) -> list[SealedSegment]:
+        """The topic's segments no writer appends to any more, from ``start`` on."""
+        return self.topic(topic).sealed_from(start)
 
     def topic(self, name: str) -> SegmentLog:
         log = self._topics.get(name)

@@ -14,7 +14,7 @@ from typing import Any
 from closedloop.contracts import InfrastructureConfig
 
 from ._logs import FileEventLog
-from ._segments import Position
+from ._segments import Position, SealedSegment
 
 BATCH_RECORDS = 20_000
 """Records per batch a reader yields, unless told otherwise."""
@@ -64,6 +64,19 @@ class TopicReader:
             self.records_read += len(batch)
             yield batch
 
+    def read_new_parts(self) -> Iterator[list[bytes] | SealedSegment]:
+        """What `read_new` reads, with the embedded log's sealed segments as they are, to be read
+        whole by whoever takes them (`SealedSegment.read`): in another process, a segment costs
+        the sender a path instead of its records. Nothing yielded here counts in
+        `records_read`: the taker reports what it read (`count_read`)."""
+        if isinstance(self._source, _FileReader):
+            yield from self._source.sealed_segments()
+        yield from self._source.read_new()
+
+    def count_read(self, records: int) -> None:
+        """Records the taker of `read_new_parts` read."""
+        self.records_read += records
+
     def close(self) -> None:
         self._source.close()
 
@@ -76,11 +89,17 @@ class _FileReader:
         self._log: FileEventLog | None = None
         self._position = Position(0, 0)
 
+    def sealed_segments(self) -> Iterator[SealedSegment]:
+        """The sealed segments past the position, each skipped over as it is handed out."""
+        log = self._opened()
+        for segment in log.sealed_segments(self._topic, self._position) if log else []:
+            self._position = Position(segment.number + 1, 0)
+            yield segment
+
     def read_new(self) -> Iterator[list[bytes]]:
+        self._log = self._opened()
         if self._log is None:
-            if not self._directory.exists():  # nothing was ever logged: do not create the directory
-                return
-            self._log = FileEventLog(self._directory, read_only=True)
+            return
         while True:
             records, self._position = self._log.read(
                 self._topic, self._position, max_records=self._batch_records
@@ -88,6 +107,11 @@ class _FileReader:
             if not records:
                 return
             yield records
+
+    def _opened(self) -> FileEventLog | None:
+        if self._log is None and self._directory.exists():  # nothing logged: create no directory
+            self._log = FileEventLog(self._directory, read_only=True)
+        return self._log
 
     def close(self) -> None:
         if self._log is not None:

@@ -40,6 +40,37 @@ class Position:
     offset: int
 
 
+@dataclass(frozen=True)
+class SealedSegment:
+    """A segment file no writer appends to any more (a later one exists), from ``start`` on: a
+    part of a log that any process can read whole by its path alone (a report's decoding
+    workers read the segments themselves instead of being sent their records)."""
+
+    path: Path
+    number: int
+    start: int = 0
+
+    def read(self) -> list[bytes]:
+        """The records from ``start`` to the end of the file. A sealed segment holds only whole
+        records: one that does not parse is corruption, logged as an error, and the rest of the
+        segment is skipped (a reader goes on with the next)."""
+        records: list[bytes] = []
+        position = Position(self.number, self.start)
+        size = self.path.stat().st_size
+        while position.offset < size:
+            chunk, position = _read_frames(self.path, position, size, 1 << 62)
+            if not chunk:
+                logger.error(
+                    "unreadable record in %s at byte %d: the %d bytes after it are skipped",
+                    self.path,
+                    position.offset,
+                    size - position.offset,
+                )
+                break
+            records.extend(chunk)
+        return records
+
+
 class SegmentLog:
     def __init__(
         self,
@@ -148,6 +179,15 @@ class SegmentLog:
         for segment in self.segments():
             if segment < position.segment and segment != self._active:
                 self._path(segment).unlink(missing_ok=True)
+
+    def sealed_from(self, start: Position) -> list[SealedSegment]:
+        """The sealed segments from ``start`` on (the first from its offset), oldest first."""
+        active, _ = self._bounds()
+        return [
+            SealedSegment(self._path(number), number, start.offset if number == start.segment else 0)
+            for number in self.segments()
+            if start.segment <= number < active
+        ]
 
     def segments(self) -> list[int]:
         return sorted(int(p.stem) for p in self.directory.glob(f"*{_SUFFIX}"))

@@ -3,6 +3,7 @@ logs: lift, segments that gain and lose, SRM, off-policy values, and clear notes
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from closedloop.contracts import (
 from closedloop.decision_service import DecisionEngine, open_engine
 from closedloop.evaluation import ExperimentReport, analyze_experiment
 from closedloop.evaluation import _log_batches as log_batches
-from closedloop.eventlog import FileEventLog, Position
+from closedloop.eventlog import FileEventLog, Position, SegmentLog
 from closedloop.eventlog import _scan as scan
 from closedloop.registry import LocalModelRegistry, open_registry, start_experiment
 
@@ -243,31 +244,63 @@ def test_zero_or_missing_propensities_are_left_out_with_a_note(tmp_path: Path) -
 def test_a_long_log_read_in_worker_processes_gives_the_same_report(
     analysed: tuple[ClosedLoopConfig, ExperimentReport], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Past `PARALLEL_AFTER` records the decisions' read goes to worker processes, batch by batch, in order:
-    here after the first 2,000 records of batches of 1,000, with a decision logged twice across
-    the switch and a record no version wrote. Every figure of the report is the same as read
-    in this process."""
+    """Past `PARALLEL_AFTER` records the decisions' read goes to worker processes, in order: here
+    after the first 2,000 records, with a decision logged twice across the switch and a record no
+    version wrote; the log's sealed segments are read by the workers themselves, the active one
+    sent in batches of 1,000. Every figure of the report is the same as read in this process."""
     config, original = analysed
-    log = FileEventLog(config.infrastructure.data_path / "events")
     topics = Topics(config.infrastructure.topic_prefix)
-    [first] = log.read(topics.decisions, Position(0, 0), max_records=1)[0]
-    log.append(topics.decisions, [("again", first), ("junk", b'{"not": "an event"}')])
+    records = _resegmented(config.infrastructure.data_path / "events" / topics.decisions, 300_000)
+    log = FileEventLog(config.infrastructure.data_path / "events")
+    log.append(topics.decisions, [("again", records[0]), ("junk", b'{"not": "an event"}')])
     log.close()
     monkeypatch.setattr(log_batches, "PARALLEL_AFTER", 2_000)
     monkeypatch.setattr(scan, "BATCH_RECORDS", 1_000)
-    pools: list[int] = []
+    sent: list[str] = []
 
-    class Counted(log_batches._Reading):  # type: ignore[type-arg]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            pools.append(1)
-            super().__init__(*args, **kwargs)
+    class Counted(log_batches._Reading):
+        def put(self, part: Any, bound: int | None) -> Any:
+            sent.append(type(part).__name__)
+            return super().put(part, bound)
 
     monkeypatch.setattr(log_batches, "_Reading", Counted)
     as_of = (T0 + timedelta(days=2)).timestamp()
     alone = analyze_experiment(config, "by_quality", as_of=as_of, workers=1)
     parallel = analyze_experiment(config, "by_quality", as_of=as_of, workers=2)
-    assert (
-        len(pools) == 1
-    )  # the decisions' read went to workers (reports are read in process); workers=1 none
+    assert "SealedSegment" in sent, sent  # workers=1 sent nothing
+    assert "list" in sent, sent
     assert parallel.model_dump() == alone.model_dump()
     assert [arm.decisions for arm in parallel.arms] == [arm.decisions for arm in original.arms]  # once
+
+
+def _resegmented(topic: Path, segment_bytes: int) -> list[bytes]:
+    """The topic's records written again in segments of about ``segment_bytes``; returns them."""
+    records, _ = SegmentLog(topic, read_only=True).read(Position(0, 0), max_records=1 << 30)
+    shutil.rmtree(topic)
+    log = SegmentLog(topic, segment_bytes=segment_bytes)
+    for start in range(0, len(records), 100):
+        log.append(records[start : start + 100])
+    log.close()
+    assert len(SegmentLog(topic, read_only=True).segments()) > 3
+    return records
+
+
+def test_a_corrupt_sealed_segment_is_skipped_past_with_an_error_and_the_rest_is_read(
+    analysed: tuple[ClosedLoopConfig, ExperimentReport], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record that does not parse in a sealed segment (a flipped byte on disk): the report
+    logs where, skips the rest of that segment and reads every later segment."""
+    config, original = analysed
+    topic = config.infrastructure.data_path / "events" / Topics(config.infrastructure.topic_prefix).decisions
+    _resegmented(topic, 300_000)
+    corrupt = SegmentLog(topic, read_only=True).sealed_from(Position(0, 0))[1]
+    held = len(corrupt.read())
+    data = bytearray(corrupt.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    corrupt.path.write_bytes(bytes(data))
+    report = analyze_experiment(config, "by_quality", as_of=(T0 + timedelta(days=2)).timestamp())
+    assert "unreadable record in" in caplog.text
+    assert str(corrupt.path) in caplog.text
+    assert 0 < len(corrupt.read()) < held  # what comes before the flipped byte still reads
+    before = sum(arm.decisions for arm in original.arms)
+    assert before - held < sum(arm.decisions for arm in report.arms) < before
