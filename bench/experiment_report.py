@@ -12,7 +12,9 @@ the whole log, both without the detailed parts (as the tuner asks).
     cd bench && ../.venv/bin/python experiment_report.py [--decisions 1000000] [--poll-decisions 10000]
 
 The events are written by a process of its own; the peak memory printed is that of the analysis
-and its worker processes together (`closedloop.evaluation` decodes a long log in workers).
+and its worker processes together (`closedloop.evaluation` decodes a long log in workers), as
+proportional set sizes (a page shared by N processes counts 1/N: the workers share their imported
+modules with the fork server) and, beside it, resident sizes summed (shared pages in each).
 """
 
 from __future__ import annotations
@@ -147,13 +149,27 @@ def closing_time(decisions: int) -> float:
     return (T0 + timedelta(seconds=decisions * 0.5, hours=2)).timestamp()
 
 
+def _pss(pid: int) -> int:
+    """The process's proportional set size: its own pages, plus each page it shares with N
+    processes counted 1/N (what summing processes' memory should count: RSS counts a page the
+    decoding workers share with their fork server once in each)."""
+    with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
+        for line in rollup:
+            if line.startswith(b"Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 class PeakMemory:
-    """The largest resident memory of this process and its children together, sampled."""
+    """The largest memory of this process and its children together, sampled: proportional set
+    sizes summed (``peak``), and resident set sizes summed (``peak_rss``, shared pages counted in
+    every process that maps them)."""
 
     def __init__(self, interval: float = 0.1) -> None:
         self.peak = 0
+        self.peak_rss = 0
         self.by_step: dict[str, int] = {}
-        """Step (as `mark` named it) -> the largest memory seen while it ran."""
+        """Step (as `mark` named it) -> the largest memory (PSS) seen while it ran."""
         self._step = "(start)"
         self._interval = interval
         self._done = threading.Event()
@@ -162,11 +178,13 @@ class PeakMemory:
     def _sample(self) -> None:
         me = psutil.Process()
         while not self._done.is_set():
-            total = me.memory_info().rss
+            total, rss = _pss(me.pid), me.memory_info().rss
             for child in me.children(recursive=True):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    total += child.memory_info().rss
+                with contextlib.suppress(psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+                    rss += child.memory_info().rss
+                    total += _pss(child.pid)
             self.peak = max(self.peak, total)
+            self.peak_rss = max(self.peak_rss, rss)
             self.by_step[self._step] = max(self.by_step.get(self._step, 0), total)
             self._done.wait(self._interval)
 
@@ -240,10 +258,11 @@ def main() -> None:
             f"analysis of {sum(a.decisions for a in report.arms):,} decisions: {analysis:.1f} s "
             f"({sum(a.decisions for a in report.arms) / analysis:,.0f} decisions/s); report files {rendering:.1f} s"
         )
-        print(f"peak RSS: {rss_before:.0f} MiB before the analysis, {rss_after:.0f} MiB after")
+        print(f"this process's peak RSS: {rss_before:.0f} MiB before the analysis, {rss_after:.0f} MiB after")
         print(
             f"peak memory of the analysis with its worker processes (sampled every 0.1 s): "
-            f"{peak.peak / 2**20:,.0f} MiB"
+            f"{peak.peak / 2**20:,.0f} MiB proportional (shared pages once), "
+            f"{peak.peak_rss / 2**20:,.0f} MiB resident summed (shared pages in each process)"
         )
         print(f"OPE sample: {report.ope.sample if report.ope else 0}; notes: {report.notes}")
         if args.poll_decisions:

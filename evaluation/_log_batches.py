@@ -55,6 +55,21 @@ class DecisionBatch:
     unreadable: int = 0
 
 
+    @classmethod
+    def joined(cls, batches: list[DecisionBatch], reader: DecisionReader) -> DecisionBatch:
+        """One batch of several read in turn (their ``chosen`` already numbered as one)."""
+        if not batches:
+            return reader.read([])
+        pre_keys = [key for key in batches[0].pre]
+        return cls(
+            {key: np.concatenate([b.columns[key] for b in batches]) for key in batches[0].columns},
+            np.concatenate([b.chosen for b in batches]),
+            {key: np.concatenate([b.pre[key] for b in batches]) for key in pre_keys},
+            sum(b.other_phases for b in batches),
+            sum(b.unreadable for b in batches),
+        )
+
+
 @dataclass
 class ReportBatch:
     """What one batch of feedback records adds."""
@@ -220,8 +235,11 @@ _POOLS: dict[int, ProcessPoolExecutor] = {}
 def _pool(workers: int) -> ProcessPoolExecutor:
     """A pool of ``workers`` processes, started on first use and kept until `release_workers`."""
     if workers not in _POOLS:
-        # forkserver: a console reads in a process with threads, which fork would copy mid-state
+        # forkserver: a console reads in a process with threads, which fork would copy mid-state.
+        # The server imports this module once and the workers it forks share those pages (each
+        # worker importing them again held ~140 MB of its own).
         context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
         _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context)
     return _POOLS[workers]
 
@@ -265,17 +283,23 @@ def _read_here(reader: DecisionReader, part: Part) -> ReadPart:
 
 
 def _read_sealed(reader: DecisionReader, segment: SealedSegment, bound: int | None) -> ReadPart:
-    """In a worker: a whole segment read and decoded, sending back the records of only the
+    """In a worker: a whole segment read and decoded a chunk at a time (a 64 MB segment's records
+    and events held at once cost a worker ~150 MB more), sending back the records of only the
     decisions the sample may still take (hashes under ``bound``; None: all)."""
-    records = segment.read()
-    batch = reader.read(records)
-    hashes = batch.columns["decision"]
-    wanted = np.arange(len(hashes)) if bound is None else np.flatnonzero(hashes < bound)
-    which = np.full(len(hashes), -1, dtype=np.int64)
-    which[wanted] = np.arange(len(wanted))
-    sampled = [records[i] for i in batch.chosen[wanted].tolist()]
-    batch.chosen = which
-    return ReadPart(sampled, batch, len(records))
+    batches: list[DecisionBatch] = []
+    sampled: list[bytes] = []
+    count = 0
+    for records in segment.chunks():
+        batch = reader.read(records)
+        hashes = batch.columns["decision"]
+        wanted = np.arange(len(hashes)) if bound is None else np.flatnonzero(hashes < bound)
+        which = np.full(len(hashes), -1, dtype=np.int64)
+        which[wanted] = len(sampled) + np.arange(len(wanted))
+        sampled.extend(records[i] for i in batch.chosen[wanted].tolist())
+        batch.chosen = which
+        batches.append(batch)
+        count += len(records)
+    return ReadPart(sampled, DecisionBatch.joined(batches, reader), count)
 
 
 class _Reading:

@@ -17,7 +17,7 @@ import logging
 import os
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,10 +51,13 @@ class SealedSegment:
     start: int = 0
 
     def read(self) -> list[bytes]:
-        """The records from ``start`` to the end of the file. A sealed segment holds only whole
-        records: one that does not parse is corruption, logged as an error, and the rest of the
-        segment is skipped (a reader goes on with the next)."""
-        records: list[bytes] = []
+        """The records from ``start`` to the end of the file (see `chunks`)."""
+        return [record for chunk in self.chunks() for record in chunk]
+
+    def chunks(self) -> Iterator[list[bytes]]:
+        """The records from ``start`` on, a read of up to 16 MB at a time. A sealed segment holds
+        only whole records: one that does not parse is corruption, logged as an error, and the
+        rest of the segment is skipped (a reader goes on with the next)."""
         position = Position(self.number, self.start)
         size = self.path.stat().st_size
         while position.offset < size:
@@ -66,9 +69,8 @@ class SealedSegment:
                     position.offset,
                     size - position.offset,
                 )
-                break
-            records.extend(chunk)
-        return records
+                return
+            yield chunk
 
 
 class SegmentLog:
