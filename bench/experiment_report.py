@@ -10,6 +10,7 @@ an `ExperimentWatch` poll (which had read the log before) are compared with a fr
 the whole log, both without the detailed parts (as the tuner asks).
 
     cd bench && ../.venv/bin/python experiment_report.py [--decisions 1000000] [--poll-decisions 10000]
+        [--events-dir DIR]  # keep the events and analyse them again in a later run (A/B)
 
 The events are written by a process of its own; the peak memory printed is that of the analysis
 and its worker processes together (`closedloop.evaluation` decodes a long log in workers), as
@@ -215,26 +216,37 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=200_000)
     parser.add_argument("--poll-decisions", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: per core)")
+    parser.add_argument(
+        "--events-dir",
+        type=Path,
+        default=None,
+        help="keep the events here and analyse those already there (written once for A/B runs)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        directory = Path(folder)
+        directory = args.events_dir or Path(folder)
         config = parse_config(CONFIG, environ={})
         config = config.model_copy(
             update={"infrastructure": config.infrastructure.model_copy(update={"data_dir": str(directory)})}
         )
         registry = LocalModelRegistry(directory / "registry")
-        champion(registry)
-        start_experiment(
-            registry, "shop", "big", config.use_cases["shop"].experiments["big"], now=T0.timestamp()
-        )
-        started = time.perf_counter()
-        # In a process of its own, so that this one's memory is the analysis's alone.
-        writer = multiprocessing.get_context("spawn").Process(
-            target=write_events, args=(directory, args.decisions, args.units)
-        )
-        writer.start()
-        writer.join()
-        print(f"wrote {args.decisions:,} decisions in {time.perf_counter() - started:.1f} s")
+        if (directory / "events").exists():
+            print(
+                f"analysing the events already in {directory} (written with --decisions {args.decisions:,})"
+            )
+        else:
+            champion(registry)
+            start_experiment(
+                registry, "shop", "big", config.use_cases["shop"].experiments["big"], now=T0.timestamp()
+            )
+            started = time.perf_counter()
+            # In a process of its own, so that this one's memory is the analysis's alone.
+            writer = multiprocessing.get_context("spawn").Process(
+                target=write_events, args=(directory, args.decisions, args.units)
+            )
+            writer.start()
+            writer.join()
+            print(f"wrote {args.decisions:,} decisions in {time.perf_counter() - started:.1f} s")
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         marks: list[tuple[str, float]] = []  # (step, when it began)
         started = time.perf_counter()
