@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import multiprocessing.forkserver
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -255,10 +256,17 @@ def _warm(workers: int) -> None:
 
 
 def release_workers() -> None:
-    """Stop the decoding processes (a report calls it when it has read its logs)."""
+    """Stop the decoding processes and their fork server (a report calls it when it has read its
+    logs): the server holds the imported modules its workers shared, ~250 MB once they are gone."""
+    if not _POOLS:
+        return
     while _POOLS:
         _, pool = _POOLS.popitem()
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
+    # The standard library has no public way to stop its fork server; the next pool starts another.
+    stop = getattr(multiprocessing.forkserver._forkserver, "_stop", None)
+    if stop is not None:
+        stop()
 
 
 Part = list[bytes] | SealedSegment
