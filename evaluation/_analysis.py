@@ -212,7 +212,7 @@ class ExperimentWatch:
         read = self._gatherer.read_decisions(self._decisions.read_new_parts(), workers=self._workers)
         self._decisions.count_read(read)
         say("joining feedback")
-        self._gatherer.read_feedback(self._feedback.read_new())
+        self._feedback.count_read(self._gatherer.read_feedback(self._feedback.read_new_parts()))
         now = time.time() if as_of is None else as_of
         data = self._gatherer.finish(as_of=now, last=last)
         return _report(

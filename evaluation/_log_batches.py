@@ -55,7 +55,6 @@ class DecisionBatch:
     other_phases: int = 0
     unreadable: int = 0
 
-
     @classmethod
     def joined(cls, batches: list[DecisionBatch], reader: DecisionReader) -> DecisionBatch:
         """One batch of several read in turn (their ``chosen`` already numbered as one)."""
@@ -80,6 +79,18 @@ class ReportBatch:
     activated: np.ndarray
     abandoned: np.ndarray
     unreadable: int = 0
+
+    @classmethod
+    def joined(cls, batches: list[ReportBatch], reader: ReportReader) -> ReportBatch:
+        """One batch of several read in turn."""
+        if not batches:
+            return reader.read([])
+        return cls(
+            {key: np.concatenate([b.columns[key] for b in batches]) for key in batches[0].columns},
+            np.concatenate([b.activated for b in batches]),
+            np.concatenate([b.abandoned for b in batches]),
+            sum(b.unreadable for b in batches),
+        )
 
 
 @dataclass(frozen=True)
@@ -310,42 +321,52 @@ def _read_sealed(reader: DecisionReader, segment: SealedSegment, bound: int | No
     return ReadPart(sampled, DecisionBatch.joined(batches, reader), count)
 
 
-class _Reading:
-    """Parts through worker processes, a bounded number in flight, results in order."""
+class _Flight:
+    """Tasks in worker processes, a bounded number in flight, results in order; each task's
+    result comes with what the sender kept of it."""
 
-    def __init__(self, reader: DecisionReader, workers: int) -> None:
+    def __init__(self, workers: int) -> None:
         self._workers = workers
         self._pool = _pool(workers)
-        self._reader = reader
         self._limit = 2 * workers
-        self._flight: deque[tuple[list[bytes] | None, Future[Any]]] = deque()
+        self._tasks: deque[tuple[Any, Future[Any]]] = deque()
 
-    def put(self, part: Part, bound: int | None) -> Iterator[ReadPart]:
-        """Send a part; yields the results that must be taken to keep the flight bounded."""
-        if isinstance(part, SealedSegment):
-            self._flight.append((None, self._pool.submit(_read_sealed, self._reader, part, bound)))
-        else:  # records in hand stay here: only their columns come back
-            self._flight.append((part, self._pool.submit(self._reader.read, part)))
-        while len(self._flight) > self._limit:
+    def put(self, kept: Any, task: Callable[..., Any], *args: Any) -> Iterator[tuple[Any, Any]]:
+        """Send a task; yields the results that must be taken to keep the flight bounded."""
+        self._tasks.append((kept, self._pool.submit(task, *args)))
+        while len(self._tasks) > self._limit:
             yield self._take()
 
-    def drain(self) -> Iterator[ReadPart]:
-        while self._flight:
+    def drain(self) -> Iterator[tuple[Any, Any]]:
+        while self._tasks:
             yield self._take()
 
-    def _take(self) -> ReadPart:
-        records, future = self._flight.popleft()
+    def _take(self) -> tuple[Any, Any]:
+        kept, future = self._tasks.popleft()
         try:
-            result = future.result()
+            return kept, future.result()
         except BrokenProcessPool:  # a worker died (killed, out of memory): the next read starts anew
             _POOLS.pop(self._workers, None)
             raise
-        return result if records is None else ReadPart(records, result, len(records))
 
     def close(self) -> None:
-        for _, future in self._flight:
+        for _, future in self._tasks:
             future.cancel()
-        self._flight.clear()
+        self._tasks.clear()
+
+
+def _read_part(reader: DecisionReader, flight: _Flight, part: Part, bound: int | None) -> Iterator[ReadPart]:
+    """Send a part to the workers: a sealed segment to read whole, or records in hand (which stay
+    here: only their columns come back); yields the parts read that the flight gives back."""
+    if isinstance(part, SealedSegment):
+        sent = flight.put(None, _read_sealed, reader, part, bound)
+    else:
+        sent = flight.put(part, reader.read, part)
+    yield from (_read_result(kept, result) for kept, result in sent)
+
+
+def _read_result(kept: list[bytes] | None, result: Any) -> ReadPart:
+    return result if kept is None else ReadPart(kept, result, len(kept))
 
 
 def in_order(
@@ -362,20 +383,50 @@ def in_order(
     workers = workers if workers is not None else min(os.cpu_count() or 1, 4)
     parallel_after = PARALLEL_AFTER
     seen = 0
-    reading: _Reading | None = None
+    flight: _Flight | None = None
     try:
         for part in parts:
-            if reading is None and (workers < 2 or seen < parallel_after):
+            if flight is None and (workers < 2 or seen < parallel_after):
                 read = _read_here(reader, part)
                 if workers > 1 and seen < parallel_after // 2 <= seen + read.count:
                     _warm(workers)
                 seen += read.count
                 yield read
                 continue
-            reading = reading or _Reading(reader, workers)
-            yield from reading.put(part, bound())
-        if reading is not None:
-            yield from reading.drain()
+            flight = flight or _Flight(workers)
+            yield from _read_part(reader, flight, part, bound())
+        if flight is not None:
+            yield from (_read_result(kept, result) for kept, result in flight.drain())
     finally:
-        if reading is not None:
-            reading.close()
+        if flight is not None:
+            flight.close()
+
+
+def reports_in_order(reader: ReportReader, parts: Iterable[Part]) -> Iterator[tuple[ReportBatch, int]]:
+    """Each part's reports and how many records it held, in order: sealed segments in the
+    decoding workers if a decisions' read left them running, everything else in this process."""
+    workers = next(iter(_POOLS), None)
+    flight = _Flight(workers) if workers is not None else None
+    try:
+        for part in parts:
+            if flight is not None and isinstance(part, SealedSegment):
+                yield from (result for _, result in flight.put(None, _read_reports, reader, part))
+                continue
+            if flight is not None:  # the records in hand come after what is in flight
+                yield from (result for _, result in flight.drain())
+            records = part.read() if isinstance(part, SealedSegment) else part
+            yield reader.read(records), len(records)
+        if flight is not None:
+            yield from (result for _, result in flight.drain())
+    finally:
+        if flight is not None:
+            flight.close()
+
+
+def _read_reports(reader: ReportReader, segment: SealedSegment) -> tuple[ReportBatch, int]:
+    """In a worker: a whole segment's reports, read and decoded a chunk at a time."""
+    batches, count = [], 0
+    for records in segment.chunks():
+        batches.append(reader.read(records))
+        count += len(records)
+    return ReportBatch.joined(batches, reader), count

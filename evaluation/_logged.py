@@ -36,6 +36,7 @@ from ._log_batches import (
     ReportReader,
     in_order,
     release_workers,
+    reports_in_order,
 )
 
 OPE_SAMPLE = 50_000
@@ -214,24 +215,31 @@ class Gatherer:
 
     def read_decisions(self, parts: Iterable[Part], *, workers: int | None = None) -> int:
         """Gather a stream of decision batches or sealed log segments; a long one in ``workers``
-        processes (`in_order`), which are stopped once it is read. Returns how many records
-        were read."""
+        processes (`in_order`), kept for `read_feedback`. Returns how many records were read."""
         read = 0
         try:
             for part in in_order(self._decision_reader, parts, workers=workers, bound=self._sample.bound):
                 self._add_decision_batch(part.records, part.batch)
                 read += part.count
-        finally:
+        except BaseException:
             release_workers()
+            raise
         return read
 
-    def read_feedback(self, batches: Iterable[list[bytes]]) -> None:
-        """Gather a stream of feedback batches, in this process: a report is a fifth of a
-        decision's bytes to decode, and decoding workers (~300 MiB each) held through this read
-        made it a report's peak of memory. Then the reads' freed buffers go back to the OS."""
-        for records in batches:
-            self._add_report_batch(self._report_reader.read(records))
+    def read_feedback(self, parts: Iterable[Part]) -> int:
+        """Gather a stream of feedback batches or sealed log segments — the segments in the
+        decoding workers if the decisions' read started them — then stop the workers (held
+        through the join, they made it a report's peak of memory) and hand the reads' freed
+        buffers back to the OS. Returns how many records were read."""
+        read = 0
+        try:
+            for batch, count in reports_in_order(self._report_reader, parts):
+                self._add_report_batch(batch)
+                read += count
+        finally:
+            release_workers()
         return_freed_memory()
+        return read
 
     def _add_decision_batch(self, records: list[bytes], batch: DecisionBatch) -> None:
         self.unreadable += batch.unreadable

@@ -247,10 +247,12 @@ def test_a_long_log_read_in_worker_processes_gives_the_same_report(
     """Past `PARALLEL_AFTER` records the decisions' read goes to worker processes, in order: here
     after the first 2,000 records, with a decision logged twice across the switch and a record no
     version wrote; the log's sealed segments are read by the workers themselves, the active one
-    sent in batches of 1,000. Every figure of the report is the same as read in this process."""
+    sent in batches of 1,000; the reports' sealed segments go to the same workers. Every figure
+    of the report is the same as read in this process."""
     config, original = analysed
     topics = Topics(config.infrastructure.topic_prefix)
     records = _resegmented(config.infrastructure.data_path / "events" / topics.decisions, 300_000)
+    _resegmented(config.infrastructure.data_path / "events" / topics.feedback, 20_000)
     log = FileEventLog(config.infrastructure.data_path / "events")
     log.append(topics.decisions, [("again", records[0]), ("junk", b'{"not": "an event"}')])
     log.close()
@@ -258,17 +260,17 @@ def test_a_long_log_read_in_worker_processes_gives_the_same_report(
     monkeypatch.setattr(scan, "BATCH_RECORDS", 1_000)
     sent: list[str] = []
 
-    class Counted(log_batches._Reading):
-        def put(self, part: Any, bound: int | None) -> Any:
-            sent.append(type(part).__name__)
-            return super().put(part, bound)
+    class Counted(log_batches._Flight):
+        def put(self, kept: Any, task: Any, *args: Any) -> Any:
+            sent.append(task.__name__)
+            return super().put(kept, task, *args)
 
-    monkeypatch.setattr(log_batches, "_Reading", Counted)
+    monkeypatch.setattr(log_batches, "_Flight", Counted)
     as_of = (T0 + timedelta(days=2)).timestamp()
     alone = analyze_experiment(config, "by_quality", as_of=as_of, workers=1)
+    assert not sent
     parallel = analyze_experiment(config, "by_quality", as_of=as_of, workers=2)
-    assert "SealedSegment" in sent, sent  # workers=1 sent nothing
-    assert "list" in sent, sent
+    assert {"_read_sealed", "read", "_read_reports"} <= set(sent), sent  # segments, the active one's batches
     assert parallel.model_dump() == alone.model_dump()
     assert [arm.decisions for arm in parallel.arms] == [arm.decisions for arm in original.arms]  # once
 
