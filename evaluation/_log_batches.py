@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, TypeVar
 
 import numpy as np
@@ -37,8 +38,11 @@ from closedloop.eventlog import SealedSegment
 from ._hashing import candidate_hashes, id_hashes
 
 PARALLEL_AFTER = 1_000_000
-"""Records read in this process before the rest of a stream goes to worker processes: a worker
-imports this program's modules anew (seconds, and ~300 MiB each), worth it only for long reads."""
+"""Records read in this process before the rest of a stream goes to worker processes: starting
+them costs seconds, worth it only for long reads."""
+PARALLEL_AFTER_BYTES = 256 * 2**20
+"""Sealed log segments of at least this many bytes ahead: a read long enough for workers from
+the start (a quarter of a million decisions of ~1 KB; the log's size is known before reading)."""
 Columns = dict[str, np.ndarray]
 
 
@@ -377,13 +381,17 @@ def in_order(
     bound: Callable[[], int | None] = lambda: None,
 ) -> Iterator[ReadPart]:
     """Each part read and decoded, in order: in this process until `PARALLEL_AFTER` records have
-    been read, then in ``workers`` processes (by default one per core, at most 4; 1: never),
-    which read sealed segments themselves. ``bound``: the largest decision hash the off-policy
+    been read (or not at all when the sealed segments ahead hold `PARALLEL_AFTER_BYTES`), then in
+    ``workers`` processes (by default one per core, at most 4; 1: never), which read sealed
+    segments themselves. ``bound``: the largest decision hash the off-policy
     sample may still take (None: any), asked as each part is sent."""
     workers = workers if workers is not None else min(os.cpu_count() or 1, 4)
     parallel_after = PARALLEL_AFTER
     seen = 0
     flight: _Flight | None = None
+    sealed, parts = _sealed_ahead(parts)
+    if workers > 1 and sealed >= PARALLEL_AFTER_BYTES:  # a long log's size is known: no need to wait
+        flight = _Flight(workers)
     try:
         for part in parts:
             if flight is None and (workers < 2 or seen < parallel_after):
@@ -400,6 +408,17 @@ def in_order(
     finally:
         if flight is not None:
             flight.close()
+
+
+def _sealed_ahead(parts: Iterable[Part]) -> tuple[int, Iterator[Part]]:
+    """The bytes of the sealed segments at the front of ``parts``, and the parts (unchanged)."""
+    front: list[Part] = []
+    rest = iter(parts)
+    for part in rest:
+        front.append(part)
+        if not isinstance(part, SealedSegment):
+            break
+    return sum(part.size for part in front if isinstance(part, SealedSegment)), chain(front, rest)
 
 
 def reports_in_order(reader: ReportReader, parts: Iterable[Part]) -> Iterator[tuple[ReportBatch, int]]:

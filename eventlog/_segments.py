@@ -50,6 +50,11 @@ class SealedSegment:
     number: int
     start: int = 0
 
+    @property
+    def size(self) -> int:
+        """Its bytes from ``start`` on."""
+        return max(0, self.path.stat().st_size - self.start)
+
     def read(self) -> list[bytes]:
         """The records from ``start`` to the end of the file (see `chunks`)."""
         return [record for chunk in self.chunks() for record in chunk]

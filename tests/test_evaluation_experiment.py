@@ -251,7 +251,8 @@ def test_a_long_log_read_in_worker_processes_gives_the_same_report(
     of the report is the same as read in this process."""
     config, original = analysed
     topics = Topics(config.infrastructure.topic_prefix)
-    records = _resegmented(config.infrastructure.data_path / "events" / topics.decisions, 300_000)
+    decisions = config.infrastructure.data_path / "events" / topics.decisions
+    records = _resegmented(decisions, 300_000)
     _resegmented(config.infrastructure.data_path / "events" / topics.feedback, 20_000)
     log = FileEventLog(config.infrastructure.data_path / "events")
     log.append(topics.decisions, [("again", records[0]), ("junk", b'{"not": "an event"}')])
@@ -271,6 +272,12 @@ def test_a_long_log_read_in_worker_processes_gives_the_same_report(
     assert not sent
     parallel = analyze_experiment(config, "by_quality", as_of=as_of, workers=2)
     assert {"_read_sealed", "read", "_read_reports"} <= set(sent), sent  # segments, the active one's batches
+    sealed = len(SegmentLog(decisions, read_only=True).sealed_from(Position(0, 0)))
+    assert 0 < sent.count("_read_sealed") < sealed  # the first 2,000 records were read here
+    sent.clear()
+    monkeypatch.setattr(log_batches, "PARALLEL_AFTER_BYTES", 1)  # a log known long: workers at once
+    assert analyze_experiment(config, "by_quality", as_of=as_of, workers=2).model_dump() == alone.model_dump()
+    assert sent.count("_read_sealed") == sealed
     assert parallel.model_dump() == alone.model_dump()
     assert [arm.decisions for arm in parallel.arms] == [arm.decisions for arm in original.arms]  # once
 
