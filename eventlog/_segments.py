@@ -59,14 +59,15 @@ class SealedSegment:
         """The records from ``start`` to the end of the file (see `chunks`)."""
         return [record for chunk in self.chunks() for record in chunk]
 
-    def chunks(self) -> Iterator[list[bytes]]:
-        """The records from ``start`` on, a read of up to 16 MB at a time. A sealed segment holds
-        only whole records: one that does not parse is corruption, logged as an error, and the
-        rest of the segment is skipped (a reader goes on with the next)."""
+    def chunks(self, max_bytes: int | None = None) -> Iterator[list[bytes]]:
+        """The records from ``start`` on, a read of up to ``max_bytes`` (16 MB) at a time (a record
+        larger than that is read alone). A sealed segment holds only whole records: one that
+        does not parse is corruption, logged as an error, and the rest of the segment is skipped
+        (a reader goes on with the next)."""
         position = Position(self.number, self.start)
         size = self.path.stat().st_size
         while position.offset < size:
-            chunk, position = _read_frames(self.path, position, size, 1 << 62)
+            chunk, position = _read_frames(self.path, position, size, 1 << 62, max_bytes=max_bytes)
             if not chunk:
                 logger.error(
                     "unreadable record in %s at byte %d: the %d bytes after it are skipped",
@@ -286,12 +287,20 @@ def _claim_writer(directory: Path) -> int:
     return descriptor
 
 
-def _read_frames(path: Path, start: Position, end: int | None, limit: int) -> tuple[list[bytes], Position]:
+def _read_frames(
+    path: Path, start: Position, end: int | None, limit: int, *, max_bytes: int | None = None
+) -> tuple[list[bytes], Position]:
     records: list[bytes] = []
+    read = _MAX_READ if max_bytes is None else max_bytes
     with path.open("rb") as file:
         file.seek(start.offset)
-        want = _MAX_READ if end is None else min(_MAX_READ, max(0, end - start.offset))
+        want = read if end is None else min(read, max(0, end - start.offset))
         data = file.read(want)
+        if len(data) >= _HEADER.size:  # a first record longer than one read: read it whole
+            (length, _) = _HEADER.unpack_from(data, 0)
+            missing = _HEADER.size + length - len(data)
+            if missing > 0 and (end is None or start.offset + _HEADER.size + length <= end):
+                data += file.read(missing)
     offset = 0
     while len(records) < limit and offset + _HEADER.size <= len(data):
         length, crc = _HEADER.unpack_from(data, offset)

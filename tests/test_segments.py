@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from closedloop.contracts import ConfigError
-from closedloop.eventlog import Position, SegmentLog
+from closedloop.eventlog import Position, SealedSegment, SegmentLog
 from closedloop.eventlog import _segments as segments_module
 
 
@@ -131,3 +131,24 @@ def test_frames_carry_zlib_s_crc_32_so_logs_of_earlier_versions_read_on(tmp_path
     log.close()
     tail = (tmp_path / f"{0:016d}.seg").read_bytes()[len(frames) :]
     assert tail == struct.pack(">II", 3, zlib.crc32(b"now")) + b"now"
+
+
+@pytest.mark.parametrize("max_bytes", [50, 700, None])
+def test_a_sealed_segment_reads_whole_in_chunks_even_records_longer_than_one(
+    tmp_path: Path, max_bytes: int | None
+) -> None:
+    """A sealed segment read a chunk at a time (`SealedSegment.chunks`): every record in order,
+    a record longer than one chunk read whole; the active segment is not among the sealed."""
+    log = SegmentLog(tmp_path, segment_bytes=2000, fsync_interval=0)
+    written = [bytes([65 + i % 26]) * (10 + (i * 37) % 300) for i in range(60)]
+    for record in written:
+        log.append([record])
+    sealed = log.sealed_from(Position(0, 0))
+    assert len(sealed) == len(log.segments()) - 1 >= 3
+    read = [record for segment in sealed for chunk in segment.chunks(max_bytes) for record in chunk]
+    active, _ = log.read(Position(log.segments()[-1], 0), max_records=1000)
+    assert read + active == written
+    middle = sealed[1]
+    [first, *_] = next(SealedSegment(middle.path, middle.number).chunks(max_bytes))
+    assert first == written[len([r for s in sealed[:1] for r in s.read()])]
+    log.close()
