@@ -1,13 +1,16 @@
 """Logged records to compact columns, a batch at a time, in this process or in worker processes.
 
-Decoding is most of what reading a large log costs (a decision's JSON, ~1 KB, in msgspec; about
-7 µs on this project's machine), and it is independent batch by batch: a reader here is a small
+Decoding is most of what reading a large log costs (a decision's JSON, ~1 KB, in msgspec; a few
+µs on this project's machine), and it is independent batch by batch: a reader here is a small
 picklable description of what to keep, `read` turns one batch of records into numpy columns,
-and `in_order` runs it over a stream of batches in worker processes once the stream turns out
-to be long, handing the results back in log order (the gatherer keeps the first copy of a
-decision logged twice, so order matters). A short read stays in this process: starting workers
-costs more than it saves under a million records. The workers start in the background half way
-there, and `release_workers` stops them once a report has read its decisions.
+and `in_order` runs it over a stream of parts in worker processes once the stream turns out to
+be long (or is known to be: the embedded log's sealed segments ahead are large), handing the
+results back in log order (the gatherer keeps the first copy of a decision logged twice, so
+order matters). A sealed segment goes to a worker as its path (`SealedSegment`): the worker reads
+and decodes it and sends back columns, not records. A short read stays in this process: starting
+workers costs more than it saves under a million records. The workers start in the background
+half way there, read the reports' segments too (`reports_in_order`), and `release_workers` stops
+them, with their fork server, once a report has read its logs.
 """
 
 from __future__ import annotations
