@@ -224,6 +224,7 @@ class Gatherer:
         except BaseException:
             release_workers()
             raise
+        return_freed_memory()  # the workers' results, copied into the columns: before the reports
         return read
 
     def read_feedback(self, parts: Iterable[Part]) -> int:
