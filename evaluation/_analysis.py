@@ -416,7 +416,7 @@ def _metric_results(
         for code, arm in enumerate(data.arms):
             mask = data.arm == code
             if mask.any():
-                samples[arm] = units.sample(values, metric.per, mask, covariates)
+                samples[arm] = units.sample(values, metric.per, mask, covariates=covariates)
         arm_metrics = [_arm_metric(arm, samples.get(arm)) for arm in data.arms if arm in samples]
         comparisons = []
         for arm in _compared_arms(current):

@@ -450,7 +450,7 @@ def _read_reports(reader: ReportReader, segment: SealedSegment) -> tuple[ReportB
     workers read reports, the report's process holds every decision's columns: the workers'
     memory is the read's peak)."""
     batches, count = [], 0
-    for records in segment.chunks(4 * 2**20):
+    for records in segment.chunks(max_bytes=4 * 2**20):
         batches.append(reader.read(records))
         count += len(records)
     return ReportBatch.joined(batches, reader), count

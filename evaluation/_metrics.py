@@ -75,6 +75,7 @@ class UnitNumbers:
         values: np.ndarray,
         per: str,
         decisions: np.ndarray,
+        *,
         covariates: dict[int, float] | None = None,
     ) -> UnitSample:
         """Per-unit sums of the ``decisions`` (a mask over all), and per-unit decision counts for

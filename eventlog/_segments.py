@@ -59,7 +59,7 @@ class SealedSegment:
         """The records from ``start`` to the end of the file (see `chunks`)."""
         return [record for chunk in self.chunks() for record in chunk]
 
-    def chunks(self, max_bytes: int | None = None) -> Iterator[list[bytes]]:
+    def chunks(self, *, max_bytes: int | None = None) -> Iterator[list[bytes]]:
         """The records from ``start`` on, a read of up to ``max_bytes`` (16 MB) at a time (a record
         larger than that is read alone). A sealed segment holds only whole records: one that
         does not parse is corruption, logged as an error, and the rest of the segment is skipped

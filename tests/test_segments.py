@@ -145,10 +145,10 @@ def test_a_sealed_segment_reads_whole_in_chunks_even_records_longer_than_one(
         log.append([record])
     sealed = log.sealed_from(Position(0, 0))
     assert len(sealed) == len(log.segments()) - 1 >= 3
-    read = [record for segment in sealed for chunk in segment.chunks(max_bytes) for record in chunk]
+    read = [record for segment in sealed for chunk in segment.chunks(max_bytes=max_bytes) for record in chunk]
     active, _ = log.read(Position(log.segments()[-1], 0), max_records=1000)
     assert read + active == written
     middle = sealed[1]
-    [first, *_] = next(SealedSegment(middle.path, middle.number).chunks(max_bytes))
+    [first, *_] = next(SealedSegment(middle.path, middle.number).chunks(max_bytes=max_bytes))
     assert first == written[len([r for s in sealed[:1] for r in s.read()])]
     log.close()

@@ -42,7 +42,7 @@ def test_samples_equal_the_units_sorted_anew(
     for arm in range(3):
         mask = (data.arm == arm) & (data.time <= cutoff)
         unique, inverse = np.unique(data.unit[mask], return_inverse=True)
-        got = numbers.sample(data.values, per, mask, covariates)
+        got = numbers.sample(data.values, per, mask, covariates=covariates)
         assert (
             got.sums.tolist()
             == np.bincount(inverse, weights=data.values[mask], minlength=len(unique)).tolist()
