@@ -303,9 +303,10 @@ class ReadPart:
     """How many records the part held."""
 
 
-def _read_here(reader: DecisionReader, part: Part) -> ReadPart:
-    records = part.read() if isinstance(part, SealedSegment) else part
-    return ReadPart(records, reader.read(records), len(records))
+def _batches_here(part: Part) -> Iterable[list[bytes]]:
+    """A part read in this process: a sealed segment a read (16 MB) at a time, as the records of
+    the active segment come in batches; never a whole 64 MB segment's records and events at once."""
+    return part.chunks() if isinstance(part, SealedSegment) else [part]
 
 
 def _read_sealed(reader: DecisionReader, segment: SealedSegment, bound: int | None) -> ReadPart:
@@ -398,11 +399,11 @@ def in_order(
     try:
         for part in parts:
             if flight is None and (workers < 2 or seen < parallel_after):
-                read = _read_here(reader, part)
-                if workers > 1 and seen < parallel_after // 2 <= seen + read.count:
-                    _warm(workers)
-                seen += read.count
-                yield read
+                for records in _batches_here(part):
+                    if workers > 1 and seen < parallel_after // 2 <= seen + len(records):
+                        _warm(workers)
+                    seen += len(records)
+                    yield ReadPart(records, reader.read(records), len(records))
                 continue
             flight = flight or _Flight(workers)
             yield from _read_part(reader, flight, part, bound())
@@ -436,8 +437,7 @@ def reports_in_order(reader: ReportReader, parts: Iterable[Part]) -> Iterator[tu
                 continue
             if flight is not None:  # the records in hand come after what is in flight
                 yield from (result for _, result in flight.drain())
-            records = part.read() if isinstance(part, SealedSegment) else part
-            yield reader.read(records), len(records)
+            yield from ((reader.read(records), len(records)) for records in _batches_here(part))
         if flight is not None:
             yield from (result for _, result in flight.drain())
     finally:
