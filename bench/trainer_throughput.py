@@ -5,7 +5,8 @@ per decision to keep the log at ~1 GB) and feedback for ~30% of them to the embe
 then times the trainer: the join (events -> examples and labels in SQL), closing the windows
 (defaults), and training + gating one 100-tree LightGBM model on every labelled example.
 
-    .venv/bin/python bench/trainer_throughput.py [--decisions 1000000] [--database-url URL]
+    cd bench && ../.venv/bin/python trainer_throughput.py [--decisions 1000000] [--database-url URL]
+        [--events-dir DIR]  # keep the events and join them again in a later run (A/B)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from closedloop.contracts import (
     encode_decision,
     encode_feedback,
 )
-from closedloop.eventlog import FileEventLog
+from closedloop.eventlog import FileEventLog, Position
 from closedloop.registry import LocalModelRegistry
 from closedloop.trainer import ExampleStore, FileEventSource, Trainer
 
@@ -87,21 +88,42 @@ def write_events(log: FileEventLog, topics: Topics, decisions: int, seed: int = 
     return feedback_count
 
 
+def records_in(log: FileEventLog, topic: str) -> int:
+    count, position = 0, Position(0, 0)
+    while True:
+        records, position = log.read(topic, position, max_records=100_000)
+        if not records:
+            return count
+        count += len(records)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--decisions", type=int, default=1_000_000)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--events-dir",
+        type=Path,
+        default=None,
+        help="keep the events here and join those already there (written once for A/B runs)",
+    )
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="closedloop-bench-"))
     config = bench_config(data_dir=str(directory))
     topics = Topics(config.infrastructure.topic_prefix)
-    log = FileEventLog(directory / "events")
-
-    started = time.perf_counter()
-    feedback = write_events(log, topics, args.decisions)
-    print(
-        f"wrote {args.decisions:,} decisions and {feedback:,} feedback events in {time.perf_counter() - started:.1f}s"
-    )
+    events = args.events_dir or directory / "events"
+    written = events.exists()
+    log = FileEventLog(events)
+    if written:
+        feedback = records_in(log, topics.feedback)
+        print(f"joining the events already in {events} (written with --decisions {args.decisions:,})")
+    else:
+        started = time.perf_counter()
+        feedback = write_events(log, topics, args.decisions)
+        print(
+            f"wrote {args.decisions:,} decisions and {feedback:,} feedback events "
+            f"in {time.perf_counter() - started:.1f}s"
+        )
 
     store = ExampleStore.from_url(args.database_url or f"sqlite:///{directory / 'metadata.db'}")
     trainer = Trainer(

@@ -209,6 +209,8 @@ def test_the_gate_refuses_a_model_trained_on_shuffled_labels(tmp_path: Path, dat
     versions = {v.version: v.metadata for v in trainer.registry.versions("pick", "click")}
     assert versions[worse.version or ""]["status"] == "rejected"
     assert versions[champion]["lineage"]["rows_train"] == 2400
+    # the judged model is the one early stopping kept: it learned the earliest 85% of the 2,400
+    assert versions[champion]["lineage"]["rows_judged_model"] == 2040
     trainer.close()
     log.close()
 

@@ -39,6 +39,7 @@ from ._training import (
     constant_predictions,
     evaluate,
     fit,
+    fit_to_judge,
     lightgbm_params,
 )
 from ._training_rows import ReadRows, TrainingRows
@@ -261,7 +262,7 @@ class Trainer:
         train, holdout = everything.split_by_time(rules.holdout_fraction)
         params = lightgbm_params(use_case, outcome, self._seed)
         label_range = [float(q) for q in np.percentile(train.labels, [5, 95])]
-        booster = fit(
+        booster, learned = fit_to_judge(
             train,
             encoder,
             params,
@@ -280,7 +281,7 @@ class Trainer:
             "params": {**params, "num_trees": judged_trees},
             "data_profile": profile(train.features, encoder, unknown),
             "gain_importance": gain_importance(booster),
-            "lineage": self._lineage(train, holdout, read, verdict),
+            "lineage": self._lineage(train, holdout, read, verdict, judged_rows=learned),
         }
         decision = verdict.decision
         pinned = self.registry.pinned(name, outcome_name) if decision.passed else None
@@ -375,7 +376,9 @@ class Trainer:
             parent=parent,
         )
 
-    def _lineage(self, train: Dataset, holdout: Dataset, read: ReadRows, verdict: _Verdict) -> dict[str, Any]:
+    def _lineage(
+        self, train: Dataset, holdout: Dataset, read: ReadRows, verdict: _Verdict, *, judged_rows: int
+    ) -> dict[str, Any]:
         """Where the model's data came from: its time span, rows, parent and source offsets."""
         return {
             "data_from": _iso(float(train.decided_at[0])),
@@ -383,6 +386,7 @@ class Trainer:
             "holdout_from": _iso(float(holdout.decided_at[0])),
             "rows_train": len(train),
             "rows_holdout": len(holdout),
+            "rows_judged_model": judged_rows,  # the earliest training rows the judged model learned
             "refit_on_all_rows": verdict.decision.passed,
             "rows_read": read.read,
             "incremental_read": read.incremental,

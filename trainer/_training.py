@@ -121,12 +121,45 @@ def fit(
     return engine.trees(data, encoder, params, num_trees)
 
 
+def fit_to_judge(
+    data: Dataset,
+    encoder: FeatureEncoder,
+    params: dict[str, Any],
+    num_trees: int | None,
+    *,
+    max_trees: int = 1000,
+    engine: FitEngine = LOCAL,
+) -> tuple[lgb.Booster, int]:
+    """A model for the gate to judge, and how many of ``data``'s rows it learned from.
+
+    When early stopping searches all of ``data`` here, the model it stopped is the one judged
+    (it learned the earliest ``1 - VALIDATION_FRACTION`` of the rows): fitting another on every
+    row only to judge it cost a third of a retrain (``bench/trainer_throughput.py``), and the
+    published model is refitted on all rows anyway. Otherwise (trees fixed, a search on a
+    sample, too few rows) the model is fitted on all of ``data`` with the engine."""
+    if num_trees is None and engine.search_rows is None:
+        stopped = _early_stopped(data, encoder, params, max_trees)
+        if stopped is not None:
+            booster, learned = stopped
+            return booster, learned
+    return fit(data, encoder, params, num_trees, max_trees=max_trees, engine=engine), len(data)
+
+
 def trees_by_early_stopping(
     data: Dataset, encoder: FeatureEncoder, params: dict[str, Any], max_trees: int
 ) -> int:
+    stopped = _early_stopped(data, encoder, params, max_trees)
+    return min(max_trees, 100) if stopped is None else stopped[0].num_trees()
+
+
+def _early_stopped(
+    data: Dataset, encoder: FeatureEncoder, params: dict[str, Any], max_trees: int
+) -> tuple[lgb.Booster, int] | None:
+    """The model early stopping keeps (the latest ``VALIDATION_FRACTION`` of the rows watched, the
+    rest learned; cut to its best number of trees) and the rows it learned; None for too few rows."""
     earlier, later = data.split_by_time(VALIDATION_FRACTION)
     if len(later) < 50 or len(earlier) < 50:
-        return min(max_trees, 100)
+        return None
     train = _lightgbm_data(earlier, encoder)
     valid = lgb.Dataset(later.features, later.labels, reference=train)
     booster = lgb.train(
@@ -136,7 +169,10 @@ def trees_by_early_stopping(
         valid_sets=[valid],
         callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
     )
-    return max(1, int(booster.best_iteration or max_trees))
+    best = max(1, int(booster.best_iteration or max_trees))
+    if booster.num_trees() > best:
+        booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    return booster, len(earlier)
 
 
 def _lightgbm_data(data: Dataset, encoder: FeatureEncoder) -> lgb.Dataset:
