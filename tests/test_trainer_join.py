@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from conftest import Database, make_config
-from events import T0, decision_event, feedback_event
+from events import T0, activation_event, decision_event, feedback_event
 
 from closedloop.contracts import RetrainTrigger, Topics
 from closedloop.eventlog import FileEventLog
@@ -104,6 +104,45 @@ def test_feedback_is_joined_once_within_its_window_and_silence_gets_the_default(
     counters = trainer.store.counters()
     assert counters["decisions"] == 4
     assert counters["defaults_applied"] == 2
+    trainer.close()
+    log.close()
+
+
+def test_a_redelivered_decision_is_judged_by_what_the_database_holds(
+    tmp_path: Path, database: Database
+) -> None:
+    """A batch whose decisions are all new labels their reports from the batch itself; one that
+    redelivers a stored decision must not: the stored one may have been abandoned or labelled
+    since, which its logged event does not say."""
+    topics = Topics("closedloop")
+    log = FileEventLog(tmp_path / "events")
+    trainer = _trainer(tmp_path, database, log, Clock())
+    log.append(topics.decisions, [(d, decision_event(d)) for d in ("gone", "clicked")])
+    log.append(
+        topics.feedback,
+        [
+            ("gone", activation_event("gone", "abandon", seconds=5)),
+            ("clicked", feedback_event("f-1", "clicked", {"click": 1}, seconds=60)),
+        ],
+    )
+    counts = trainer.catch_up(timeout=0)
+    assert (counts["decisions_abandoned"], counts["feedback_joined"]) == (1, 1)
+
+    # Both decisions again (a producer's retry), a new one, and reports for all three.
+    log.append(topics.decisions, [(d, decision_event(d)) for d in ("gone", "clicked", "new")])
+    log.append(
+        topics.feedback,
+        [
+            ("gone", feedback_event("f-2", "gone", {"click": 1}, seconds=70)),
+            ("clicked", feedback_event("f-3", "clicked", {"click": 0}, seconds=80)),
+            ("new", feedback_event("f-4", "new", {"click": 1}, seconds=90)),
+        ],
+    )
+    counts = trainer.catch_up(timeout=0)
+    assert counts["feedback_for_abandoned"] == 1
+    assert counts["feedback_duplicate"] == 1  # clicked has its label
+    assert counts["feedback_joined"] == 1  # new
+    assert _labels(trainer) == {"clicked": (1.0, "feedback"), "new": (1.0, "feedback")}
     trainer.close()
     log.close()
 

@@ -205,20 +205,22 @@ def _insert(connection: Connection, table: sa.Table) -> Any:
 
 def insert_ignoring_duplicates(
     connection: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]
-) -> None:
-    """Insert, skipping rows whose key exists (the table's unique constraint, or its primary key).
+) -> int:
+    """Insert, skipping rows whose key exists (the table's unique constraint, or its primary key);
+    returns how many were inserted (both drivers sum an executemany's row counts).
 
     The statement is compiled once per table and columns and the rows go to the driver's
     executemany as they are: SQLAlchemy's per-row parameter processing took half of every
     insert's time in the trainer's join (bench/trainer_throughput.py). The values are plain
     strings, numbers, booleans and None, which both drivers take without processing."""
     if not rows:
-        return
+        return 0
     sql, names = _compiled_insert(connection, table, tuple(rows[0]))
     if names is None:  # a named paramstyle (psycopg's): the rows themselves
-        connection.exec_driver_sql(sql, [dict(row) for row in rows])
+        result = connection.exec_driver_sql(sql, [dict(row) for row in rows])
     else:
-        connection.exec_driver_sql(sql, [tuple(row[name] for name in names) for row in rows])
+        result = connection.exec_driver_sql(sql, [tuple(row[name] for name in names) for row in rows])
+    return int(result.rowcount)
 
 
 _COMPILED: dict[tuple[str, str, tuple[str, ...]], tuple[str, tuple[str, ...] | None]] = {}
