@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -725,16 +724,20 @@ class ExampleStore:
             .limit(limit)
         )
         with self.engine.connect() as connection:
-            rows = list(connection.execute(query))
-            rows.reverse()
-            in_blocks = [i for i, row in enumerate(rows) if row.block is not None]
-            needed = sorted({rows[i].block for i in in_blocks})
+            # Fetched at once, oldest first: row by row took twice as long.
+            rows = connection.execute(query).all()[::-1]
+            decided_at, _, values, block_ids, keys = zip(*rows, strict=True) if rows else ((),) * 5
+            if None in block_ids:  # rows stored before blocks
+                in_blocks: Sequence[int] = [i for i, block in enumerate(block_ids) if block is not None]
+            else:
+                in_blocks = range(len(rows))
+            needed = sorted(set(block_ids) - {None})
             blocks = [decode_block(data) for data in _block_data(connection, needed).values()]
-        features = _features_of(rows, in_blocks, blocks)
+        taken = take_rows(blocks, keys if len(in_blocks) == len(rows) else [keys[i] for i in in_blocks])
         return LabelledRows(
-            np.fromiter((row.decided_at for row in rows), dtype=np.float64, count=len(rows)),
-            np.fromiter((row.value for row in rows), dtype=np.float64, count=len(rows)),
-            features,
+            np.array(decided_at, dtype=np.float64),
+            np.array(values, dtype=np.float64),
+            _with_json_features(rows, in_blocks, taken),
         )
 
     def labels_of(self, use_case: str) -> list[dict[str, Any]]:
@@ -819,12 +822,12 @@ def _block_data(connection: Connection, block_ids: Sequence[int]) -> dict[int, b
     return dict(sorted(found.items()))
 
 
-def _features_of(
-    rows: Sequence[Any], in_blocks: Sequence[int], blocks: Sequence[pa.Table]
+def _with_json_features(
+    rows: Sequence[Any], in_blocks: Sequence[int], taken: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """Feature name -> the values of ``rows``: from their blocks, or, for rows stored before
-    blocks, from their JSON (the columns those rows touch become objects)."""
-    taken = take_rows(blocks, [rows[i].decision_id for i in in_blocks])
+    """Feature name -> the values of ``rows``: ``taken`` from their blocks for the rows
+    ``in_blocks``, and for rows stored before blocks, from their JSON (the columns those rows
+    touch become objects)."""
     if len(in_blocks) == len(rows):
         return taken
     columns: dict[str, np.ndarray] = {}

@@ -12,6 +12,7 @@ everything again. At most ``limit`` rows are kept: the latest, the training wind
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -66,7 +67,9 @@ class TrainingRows:
                 cached.through, cached.final_labels = through, count
                 cached.unknown += unknown
                 return ReadRows(cached.data, Counter(cached.unknown), len(rows), True)
-        rows = self._store.labelled_examples(use_case, outcome, limit=self._limit)
+        rows = self._store.labelled_examples_between(
+            use_case, outcome, after=-math.inf, until=through, limit=self._limit
+        )
         data, unknown = _encoded(rows, encoder)
         if self._cache_enabled:
             self._cache[(use_case, outcome)] = _Cached(data, through, count, unknown)
