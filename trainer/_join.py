@@ -83,7 +83,7 @@ class Joiner:
         tops = [row for row in rows if row["slot"] == 0]
         # Every example new (the usual): what the batch's reports and activations need to know
         # of these decisions is in hand, not in the database (a lookup cost a tenth of the join).
-        fresh = _as_known(tops) if inserted == len(rows) else {}
+        fresh = {row["decision_id"]: row for row in tops} if inserted == len(rows) else {}
         counts["decisions"] += len(tops)
         counts["examples"] += len(rows)
         counts["decisions_inactive"] += sum(row["status"] == "inactive" for row in tops)
@@ -114,7 +114,10 @@ class Joiner:
 
     @staticmethod
     def _activate(
-        connection: Connection, kinds: Activations, counts: Counter[str], fresh: Mapping[str, KnownDecision]
+        connection: Connection,
+        kinds: Activations,
+        counts: Counter[str],
+        fresh: Mapping[str, Mapping[str, Any]],
     ) -> None:
         """Apply activations and abandonments; those of decisions not read yet wait for them."""
         if not kinds:
@@ -215,7 +218,7 @@ class Joiner:
         connection: Connection,
         reports: list[_Feedback],
         counts: Counter[str],
-        fresh: Mapping[str, KnownDecision],
+        fresh: Mapping[str, Mapping[str, Any]],
     ) -> None:
         if not reports:
             return
@@ -290,30 +293,21 @@ class Joiner:
         counts["feedback_waiting"] += len(waiting)
 
 
-def _as_known(tops: list[dict[str, Any]]) -> dict[str, KnownDecision]:
-    """The decisions of the batch's top-slot example rows, as `ExampleStore.known_decisions`
-    would read them back."""
-    return {
-        row["decision_id"]: KnownDecision(
-            row["use_case"],
-            row["decided_at"],
-            row["status"],
-            row["choice"],
-            tuple(orjson.loads(row["shown"])) if row["shown"] else None,
-        )
-        for row in tops
-    }
-
-
 def _known(
-    connection: Connection, decision_ids: Iterable[str], fresh: Mapping[str, KnownDecision]
+    connection: Connection, decision_ids: Iterable[str], fresh: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, KnownDecision]:
-    """The stored decisions among ``decision_ids``: those of ``fresh`` (stored by this batch) as
-    they are, the others looked up."""
+    """The stored decisions among ``decision_ids``: those of ``fresh`` (the top-slot example rows
+    this batch stored) from their rows, the others looked up."""
     asked = set(decision_ids)
-    known = {i: fresh[i] for i in asked if i in fresh}
+    known = {i: _as_known(fresh[i]) for i in asked if i in fresh}
     known.update(ExampleStore.known_decisions(connection, asked - known.keys()))
     return known
+
+
+def _as_known(row: Mapping[str, Any]) -> KnownDecision:
+    """A top-slot example row as `ExampleStore.known_decisions` reads it back."""
+    shown = tuple(orjson.loads(row["shown"])) if row["shown"] else None
+    return KnownDecision(row["use_case"], row["decided_at"], row["status"], row["choice"], shown)
 
 
 def _decoded(decode: Callable[[bytes], Event], raw: bytes, counts: Counter[str]) -> Event | None:

@@ -17,6 +17,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -218,7 +219,9 @@ def insert_ignoring_duplicates(
     if names is None:  # a named paramstyle (psycopg's): the rows themselves
         result = connection.exec_driver_sql(sql, [dict(row) for row in rows])
     else:
-        result = connection.exec_driver_sql(sql, [tuple(row[name] for name in names) for row in rows])
+        # itemgetter of several names makes each row's tuple in C (of one name, the bare value)
+        values = list(map(itemgetter(*names), rows)) if len(names) > 1 else [(row[names[0]],) for row in rows]
+        result = connection.exec_driver_sql(sql, values)
     return int(result.rowcount)
 
 
