@@ -93,9 +93,8 @@ def test_a_store_reads_json_rows_and_block_rows_alike(tmp_path: Path) -> None:
         "propensity": 0.5,
     }
     with store.transaction() as connection:
-        block = ExampleStore.add_feature_block(
-            connection, "feed", ["new1", "new2"], logged[1:], categorical=frozenset(["country", "topic"])
-        )
+        data = encode_block(["new1", "new2"], logged[1:], categorical=frozenset(["country", "topic"]))
+        block = ExampleStore.add_feature_block(connection, "feed", 2, data)
         rows = [  # one row stored before blocks (its JSON), two in a block
             {
                 **common,

@@ -37,6 +37,7 @@ from closedloop.contracts import (
 )
 from closedloop.policy import FeatureEncoder
 
+from ._feature_blocks import encode_block
 from ._store import (
     ExampleStore,
     KnownDecision,
@@ -64,6 +65,20 @@ class _Feedback:
     candidate: str | None
 
 
+@dataclass
+class PreparedBatch:
+    """A batch of events decoded and shaped for storing: everything that needs no database
+    (`Joiner.prepare`), so that it can be done elsewhere while the previous batch is stored."""
+
+    rows: list[dict[str, Any]]
+    """Example rows, without their feature block."""
+    blocks: dict[str, tuple[int, bytes]]
+    """use case -> its examples' feature block: how many rows, the encoded block."""
+    activations: Activations
+    reports: list[_Feedback]
+    counts: Counter[str]
+
+
 class Joiner:
     def __init__(self, config: ClosedLoopConfig, encoders: Mapping[str, FeatureEncoder]) -> None:
         self._encoders = encoders
@@ -71,6 +86,10 @@ class Joiner:
 
     def apply(self, connection: Connection, decisions: list[bytes], feedback: list[bytes]) -> Counter[str]:
         """Store a batch of events; returns counts of what happened to them."""
+        return self.store(connection, self.prepare(decisions, feedback))
+
+    def prepare(self, decisions: list[bytes], feedback: list[bytes]) -> PreparedBatch:
+        """Decode a batch and shape its examples, feature blocks and reports."""
         counts: Counter[str] = Counter()
         rows: list[dict[str, Any]] = []
         features: dict[str, list[dict[str, FeatureValue]]] = {}
@@ -78,7 +97,28 @@ class Joiner:
             event = _decoded(decode_training_decision, raw, counts)
             if event is not None:
                 rows.extend(self._examples(event, counts, features.setdefault(event.use_case, [])))
-        self._store_features(connection, rows, features)
+        activations: Activations = {}
+        reports: list[_Feedback] = []
+        for raw in feedback:
+            report = _decoded(decode_feedback, raw, counts)
+            if report is None:
+                continue
+            if report.activation is not None:
+                kinds = activations.setdefault(report.decision_id, {})
+                kinds.setdefault(report.activation, report.timestamp.timestamp())
+            else:
+                reports.extend(self._feedback(report, counts))
+        return PreparedBatch(rows, self._blocks(rows, features), activations, reports, counts)
+
+    def store(self, connection: Connection, batch: PreparedBatch) -> Counter[str]:
+        """Store a prepared batch in the connection's transaction; returns what happened to it."""
+        counts, rows = batch.counts, batch.rows
+        blocks = {
+            use_case: ExampleStore.add_feature_block(connection, use_case, count, data)
+            for use_case, (count, data) in batch.blocks.items()
+        }
+        for row in rows:
+            row["block"] = blocks[row["use_case"]]
         inserted = insert_ignoring_duplicates(connection, examples, rows)
         tops = [row for row in rows if row["slot"] == 0]
         # Every example new (the usual): what the batch's reports and activations need to know
@@ -91,21 +131,17 @@ class Joiner:
         # Activations and early feedback from earlier batches whose decision arrived now, before
         # this batch's: the first report in log order is the one that counts.
         activations = ExampleStore.take_pending_activations(connection, arrived)
+        for decision_id, kinds in batch.activations.items():
+            earlier = activations.setdefault(decision_id, {})
+            for kind, at in kinds.items():
+                earlier.setdefault(kind, at)
         reports = [
             _Feedback(
                 p["feedback_id"], p["decision_id"], p["outcome"], p["value"], p["happened_at"], p["candidate"]
             )
             for p in ExampleStore.take_pending(connection, arrived)
         ]
-        for raw in feedback:
-            report = _decoded(decode_feedback, raw, counts)
-            if report is None:
-                continue
-            if report.activation is not None:
-                kinds = activations.setdefault(report.decision_id, {})
-                kinds.setdefault(report.activation, report.timestamp.timestamp())
-            else:
-                reports.extend(self._feedback(report, counts))
+        reports.extend(batch.reports)
         self._activate(connection, activations, counts, fresh)
         for activated_or_abandoned in activations:
             fresh.pop(activated_or_abandoned, None)  # their status is the database's now
@@ -140,23 +176,17 @@ class Joiner:
         insert_ignoring_duplicates(connection, pending_activations, waiting)
         counts["activations_waiting"] += len(waiting)
 
-    def _store_features(
-        self,
-        connection: Connection,
-        rows: list[dict[str, Any]],
-        features: dict[str, list[dict[str, FeatureValue]]],
-    ) -> None:
-        """One feature block per use case of the batch; each example row names its block."""
-        blocks: dict[str, int] = {}
+    def _blocks(
+        self, rows: list[dict[str, Any]], features: dict[str, list[dict[str, FeatureValue]]]
+    ) -> dict[str, tuple[int, bytes]]:
+        """One feature block per use case of the batch, its rows in the order of ``rows``."""
+        blocks: dict[str, tuple[int, bytes]] = {}
         for use_case, logged in features.items():
             if logged:
                 keys = [row["decision_id"] for row in rows if row["use_case"] == use_case]
                 categorical = frozenset(self._encoders[use_case].categorical_features)
-                blocks[use_case] = ExampleStore.add_feature_block(
-                    connection, use_case, keys, logged, categorical=categorical
-                )
-        for row in rows:
-            row["block"] = blocks[row["use_case"]]
+                blocks[use_case] = (len(keys), encode_block(keys, logged, categorical=categorical))
+        return blocks
 
     def _examples(
         self, event: TrainingDecision, counts: Counter[str], features: list[dict[str, FeatureValue]]

@@ -25,10 +25,10 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from closedloop.contracts import Attribution, ConfigError, FeatureValue
+from closedloop.contracts import Attribution, ConfigError
 from closedloop.metadata import open_database
 
-from ._feature_blocks import BlockRows, decode_block, encode_block, take_rows
+from ._feature_blocks import BlockRows, decode_block, take_rows
 
 metadata = sa.MetaData()
 
@@ -424,19 +424,12 @@ class ExampleStore:
         return found
 
     @staticmethod
-    def add_feature_block(
-        connection: Connection,
-        use_case: str,
-        keys: Sequence[str],
-        rows: Sequence[Mapping[str, FeatureValue]],
-        *,
-        categorical: frozenset[str],
-    ) -> int:
-        """Store the features of a batch's examples of the use case; returns the block's id."""
-        data = encode_block(keys, rows, categorical=categorical)
+    def add_feature_block(connection: Connection, use_case: str, rows: int, data: bytes) -> int:
+        """Store the features of a batch's examples of the use case (``data``: `encode_block`'s,
+        of ``rows`` examples); returns the block's id."""
         statement = (
             sa.insert(feature_blocks)
-            .values(use_case=use_case, rows=len(keys), data=data)
+            .values(use_case=use_case, rows=rows, data=data)
             .returning(feature_blocks.c.block_id)
         )
         return int(connection.execute(statement).scalar_one())
