@@ -133,13 +133,16 @@ class SegmentLog:
             self._appended.notify_all()
             return Position(self._active, self._size)
 
-    def read(self, start: Position, *, max_records: int = 10_000) -> tuple[list[bytes], Position]:
-        """Records from ``start`` on (at most ``max_records``) and the position after the last."""
+    def read(
+        self, start: Position, *, max_records: int = 10_000, until: Position | None = None
+    ) -> tuple[list[bytes], Position]:
+        """Records from ``start`` on (at most ``max_records``, and only those ending by ``until``)
+        and the position after the last."""
         records: list[bytes] = []
         position = start
         while len(records) < max_records:
             active, size = self._bounds()
-            if position.segment > active:
+            if position.segment > active or (until is not None and position >= until):
                 break
             path = self._path(position.segment)
             if not path.exists():
@@ -149,10 +152,14 @@ class SegmentLog:
                 position = Position(later[0], 0)
                 continue
             end = size if position.segment == active and size >= 0 else None
+            if until is not None and position.segment == until.segment:
+                end = until.offset if end is None else min(end, until.offset)
             chunk, position = _read_frames(path, position, end, max_records - len(records))
             records.extend(chunk)
             if position.segment == active or len(records) >= max_records:
                 break
+            if until is not None and position.segment == until.segment:
+                break  # the next record ends past ``until``
             if position.offset < path.stat().st_size:
                 if not chunk:  # a sealed segment that does not parse on: never skip past it
                     logger.error("unreadable record in %s at byte %d", path, position.offset)
@@ -177,6 +184,37 @@ class SegmentLog:
             return (segments[-1] if segments else 0), -1
         with self._lock:
             return self._active, self._size
+
+    def share_before(self, position: Position) -> float:
+        """The share of the log's bytes that lies before ``position`` (1.0 for an empty log)."""
+        sizes = self._sizes()
+        total = sum(sizes.values())
+        before = sum(size for number, size in sizes.items() if number < position.segment)
+        before += min(position.offset, sizes.get(position.segment, 0))
+        return 1.0 if total == 0 else before / total
+
+    def position_at(self, share: float) -> Position:
+        """The position ``share`` of the way through the log's bytes (inside a record, maybe)."""
+        sizes = self._sizes()
+        left = share * sum(sizes.values())
+        for number, size in sizes.items():
+            if left <= size:
+                return Position(number, int(left))
+            left -= size
+        active, size = self._bounds()
+        return Position(active, max(size, 0))
+
+    def _sizes(self) -> dict[int, int]:
+        """segment -> its size in bytes, oldest first (the active one's as written so far)."""
+        active, size = self._bounds()
+        sizes = {}
+        for number in self.segments():
+            path = self._path(number)
+            if number == active and size >= 0:
+                sizes[number] = size
+            elif path.exists():
+                sizes[number] = path.stat().st_size
+        return sizes
 
     def end(self) -> Position:
         with self._lock:

@@ -330,3 +330,47 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
     with engine.begin() as connection:
         connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
     engine.dispose()
+
+
+def trainer_killed_once_stored(
+    script: str, config_file: Path, database: Database, *, decisions: int, seconds: float = 60
+) -> set[int]:
+    """Run ``script`` (a trainer: argv config file, database schema) until the database holds
+    ``decisions`` decisions, then kill it with SIGKILL; returns the processes it had started."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from closedloop.trainer import ExampleStore
+
+    process = subprocess.Popen([sys.executable, "-c", script, str(config_file), database.schema or ""])
+    store = ExampleStore.from_url(database.url, schema=database.schema)
+    try:
+        deadline = time.monotonic() + seconds
+        while store.counters().get("decisions", 0) < decisions:
+            assert process.poll() is None, "the trainer process died on its own"
+            assert time.monotonic() < deadline, "the trainer process stored too little"
+            time.sleep(0.02)
+        return descendants(process.pid)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        store.close()
+
+
+def descendants(pid: int) -> set[int]:
+    """The processes descended from ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found

@@ -152,3 +152,39 @@ def test_a_sealed_segment_reads_whole_in_chunks_even_records_longer_than_one(
     [first, *_] = next(SealedSegment(middle.path, middle.number).chunks(max_bytes=max_bytes))
     assert first == written[len([r for s in sealed[:1] for r in s.read()])]
     log.close()
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_read_until_a_position_takes_the_records_that_end_by_it(tmp_path: Path, read_only: bool) -> None:
+    """What the trainer reads feedback with: as far through its log as the decisions are through
+    theirs (`share_before`, `position_at`), never a record that ends past the bound, on any
+    segment, and on to the end once the bound is the end."""
+    writer = SegmentLog(tmp_path, segment_bytes=2000, fsync_interval=0)
+    written = [f"record-{i:04d}".encode() * (1 + i % 5) for i in range(300)]
+    for start in range(0, len(written), 10):
+        writer.append(written[start : start + 10])
+    log = SegmentLog(tmp_path, read_only=True) if read_only else writer
+    assert len(log.segments()) > 5
+    assert log.share_before(Position(0, 0)) == 0.0
+    assert log.share_before(log.position_at(1.0)) == 1.0
+    ends = []  # every record's end position
+    record, position = log.read(Position(0, 0), max_records=1)
+    while record:
+        ends.append(position)
+        record, position = log.read(position, max_records=1)
+    total = sum((tmp_path / name).stat().st_size for name in os.listdir(tmp_path) if name.endswith(".seg"))
+    for share in [0.0, 0.013, 0.25, 0.5, 0.61, 0.999, 1.0]:
+        until = log.position_at(share)
+        assert abs(log.share_before(until) - share) * total < 1  # to the byte
+        taken: list[bytes] = []
+        position = Position(0, 0)
+        while True:
+            chunk, position = log.read(position, max_records=7, until=until)
+            if not chunk:
+                break
+            taken.extend(chunk)
+        whole = sum(end <= until for end in ends)  # the records that end by the bound
+        assert taken == written[:whole]
+    if read_only:
+        log.close()
+    writer.close()

@@ -3,15 +3,12 @@ counted exactly once, because examples, labels and offsets are committed togethe
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Broker, Database, make_config
+from conftest import Broker, Database, make_config, trainer_killed_once_stored
 from events import decision_event, feedback_event
 
 from closedloop.contracts import ClosedLoopConfig, Topics
@@ -74,20 +71,10 @@ def test_a_killed_trainer_resumes_without_losing_or_double_counting(
     config_file = tmp_path / "closedloop.yaml"
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
 
-    process = subprocess.Popen(
-        [sys.executable, "-c", TRAINER_PROCESS, str(config_file), database.schema or ""]
-    )
+    trainer_killed_once_stored(TRAINER_PROCESS, config_file, database, decisions=1500)
     store = ExampleStore.from_url(database.url, schema=database.schema)
-    try:
-        deadline = time.monotonic() + 60
-        while _stored(store) < 1500:
-            assert process.poll() is None, "the trainer process died on its own"
-            assert time.monotonic() < deadline, "the trainer process stored nothing"
-            time.sleep(0.05)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
     assert _stored(store) < DECISIONS  # killed mid-stream
+    store.close()
 
     trainer = open_trainer(config, consumer_config=FAST_GROUP, database_schema=database.schema)
     try:
@@ -99,7 +86,6 @@ def test_a_killed_trainer_resumes_without_losing_or_double_counting(
         counters = trainer.store.counters()
     finally:
         trainer.close()
-        store.close()
     assert counters["decisions"] == DECISIONS
     assert labels == expected
     assert counters["feedback_joined"] == len(expected)

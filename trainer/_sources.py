@@ -97,12 +97,22 @@ class FileEventSource:
 
     def _read(self, max_records: int) -> EventBatch:
         batch = EventBatch()
-        # Decisions first, so that feedback read in the same batch finds its decision.
-        for topic, into in (
-            (self._topics.decisions, batch.decisions),
-            (self._topics.feedback, batch.feedback),
+        decisions, feedback = self._log.topic(self._topics.decisions), self._log.topic(self._topics.feedback)
+        # Decisions first, so that feedback read in the same batch finds its decision; feedback
+        # only as far through its log as the decisions are through theirs: logs appended side
+        # by side are read side by side, and a report read long before its decision would wait
+        # for it in the database (a long catch-up read the shorter feedback log ahead).
+        decided, decided_end = decisions.read(
+            self._positions[self._topics.decisions], max_records=max_records
+        )
+        until = feedback.position_at(decisions.share_before(decided_end))
+        reported, reported_end = feedback.read(
+            self._positions[self._topics.feedback], max_records=max_records, until=until
+        )
+        for topic, into, records, end in (
+            (self._topics.decisions, batch.decisions, decided, decided_end),
+            (self._topics.feedback, batch.feedback, reported, reported_end),
         ):
-            records, end = self._log.read(topic, self._positions[topic], max_records=max_records)
             into.extend(records)
             if records:
                 self._positions[topic] = end

@@ -27,8 +27,9 @@ from closedloop.registry import ModelRegistry, version_metadata
 from ._dask_engine import DaskEngine
 from ._data_profile import drift, gain_importance, profile
 from ._gate import GateDecision, gate
-from ._join import Joiner
+from ._join import Joiner, PreparedBatch
 from ._offpolicy_gate import off_policy_check
+from ._preparing import BatchPreparer, Prepared
 from ._sources import EventBatch, EventSource
 from ._status import TrainingStatus, is_due, training_status
 from ._store import ExampleStore, OffsetsMoved, TrainingRun
@@ -123,7 +124,10 @@ class Trainer:
         max_training_rows: int = 1_000_000,
         seed: int = 0,
         progress: Callable[[str], None] | None = None,
+        prepare_in_worker: bool = True,
     ) -> None:
+        """``prepare_in_worker``: prepare large batches in a worker process while the previous
+        one is stored (`BatchPreparer`)."""
         self.config = config
         self.store = store
         self.source = source
@@ -137,6 +141,7 @@ class Trainer:
         self._progress = progress or (lambda message: logger.info("%s", message))
         self._encoders = {name: FeatureEncoder(uc) for name, uc in config.use_cases.items()}
         self._joiner = Joiner(config, self._encoders)
+        self._preparer = BatchPreparer(config, self._joiner, worker=prepare_in_worker)
         self.caught_up = False
         """Whether the last `catch_up` read the source to its end."""
         self._leader: ProcessLock | None = None
@@ -149,18 +154,22 @@ class Trainer:
     def consume(self, *, max_records: int = 5000, timeout: float = 0.0) -> Counter[str]:
         """Read and store one batch; its offsets are committed in the same transaction."""
         batch = self.source.poll(max_records, timeout)
-        return self._store_batch(batch) if batch else Counter()
+        if not batch:
+            return Counter()
+        return self._store_batch(batch, self._joiner.prepare(batch.decisions, batch.feedback)) or Counter()
 
-    def _store_batch(self, batch: EventBatch) -> Counter[str]:
+    def _store_batch(self, batch: EventBatch, prepared: PreparedBatch) -> Counter[str] | None:
+        """Store a prepared batch; None if another trainer stored it (the source then reads on
+        from the stored offsets)."""
         try:
             with self.store.transaction() as connection:
-                counts = self._joiner.apply(connection, batch.decisions, batch.feedback)
+                counts = self._joiner.store(connection, prepared)
                 ExampleStore.move_offsets(connection, self.source.name, batch.starts, batch.positions)
                 ExampleStore.add_to_counters(connection, counts)
         except OffsetsMoved as moved:
             logger.info("%s: another trainer stored this batch; reading on from the stored offsets", moved)
             self.source.seek(self.store.offsets(self.source.name))
-            return Counter()
+            return None
         self.source.committed(batch.positions)
         return counts
 
@@ -170,14 +179,24 @@ class Trainer:
         """Consume until the source is read to its end; sets ``caught_up``.
 
         ``timeout``: how long one poll waits for new events; ``patience``: how long to keep polling
-        a source that has not yet shown its end (a consumer still joining its group).
+        a source that has not yet shown its end (a consumer still joining its group). Each batch
+        is read, and begins to be prepared, before the one before it is stored.
         """
         total: Counter[str] = Counter()
         deadline = time.monotonic() + patience
+        ahead: tuple[EventBatch, Prepared] | None = None
         while True:
             batch = self.source.poll(max_records, timeout)
+            following = (batch, self._preparer.start(batch.decisions, batch.feedback)) if batch else None
+            if ahead is not None:
+                previous, prepared = ahead
+                counts = self._store_batch(previous, prepared())
+                if counts is None:
+                    following = None  # the source went back to the stored offsets: read again
+                else:
+                    total.update(counts)
+            ahead = following
             if batch:
-                total.update(self._store_batch(batch))
                 continue
             self.caught_up = batch.at_end
             if batch.at_end or time.monotonic() > deadline:
@@ -451,6 +470,7 @@ class Trainer:
         return self._leader is not None
 
     def close(self) -> None:
+        self._preparer.close()
         if self._dask is not None:
             self._dask.close()
         if self._leader is not None:
