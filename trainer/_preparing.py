@@ -63,10 +63,13 @@ class BatchPreparer:
             )
         return self._pool
 
-    def close(self) -> None:
+    def release(self) -> None:
+        """Stop the worker, if one runs (a trainer keeping up does not need its memory)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+    close = release
 
 
 _JOINER: Joiner | None = None

@@ -200,6 +200,7 @@ class Trainer:
                 continue
             self.caught_up = batch.at_end
             if batch.at_end or time.monotonic() > deadline:
+                self._preparer.release()  # caught up: batches are small again
                 return total
 
     def close_windows(self) -> int:
