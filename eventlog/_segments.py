@@ -159,7 +159,9 @@ class SegmentLog:
             if position.segment == active or len(records) >= max_records:
                 break
             if until is not None and position.segment == until.segment:
-                break  # the next record ends past ``until``
+                if not chunk or position >= until:
+                    break  # at ``until``, or the next record ends past it
+                continue  # one read returns at most _MAX_READ bytes: on toward ``until``
             if position.offset < path.stat().st_size:
                 if not chunk:  # a sealed segment that does not parse on: never skip past it
                     logger.error("unreadable record in %s at byte %d", path, position.offset)
