@@ -4,9 +4,9 @@ Decoding a batch and shaping its examples, feature blocks and reports (`Joiner.p
 two thirds of the join's time and needs no database; storing it (`Joiner.store`) is the rest.
 During a long catch-up the trainer hands batch k+1 to one worker process and stores batch k
 meanwhile, so that both cores work: 38,697 -> 47,479 events/s catching up on a 300,000-decision
-log of the trainer bench, the worker's start included (BENCHMARKS.md). Batches smaller than ``WORKER_FROM_RECORDS`` (a trainer keeping
-up with live traffic) are prepared in the trainer's own process: a worker costs more to feed
-than it saves on them, and starting one takes a second or two.
+log of the trainer bench, the worker's start included (BENCHMARKS.md). Batches smaller than
+``WORKER_FROM_RECORDS`` (a trainer keeping up with live traffic) are prepared in the trainer's own
+process: a worker costs more to feed than it saves on them, and starting one takes a second or two.
 
 Batches are still stored one at a time, in the order they were read, each in its own transaction
 with its offsets: the join's exactly-once rules are those of a trainer without a worker.
