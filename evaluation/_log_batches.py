@@ -37,6 +37,7 @@ from closedloop.contracts import (
     decode_feedback,
 )
 from closedloop.eventlog import SealedSegment
+from closedloop.metadata import exit_with
 
 from ._hashing import candidate_hashes, id_hashes
 
@@ -259,7 +260,9 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         # worker importing them again held ~140 MB of its own).
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([__name__])
-        _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        _POOLS[workers] = ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=exit_with, initargs=(os.getpid(),)
+        )
     return _POOLS[workers]
 
 

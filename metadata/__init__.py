@@ -6,10 +6,13 @@
   a CLI command
 - `ProcessLock`: a named lock that lives as long as the process holding it (one tuner per run,
   one leading trainer)
+- `exit_with(pid)`: a worker pool's initializer that ends the worker once the process that
+  started it is gone (a trainer's preparing worker, a report's decoding workers)
 """
 
 from ._audit import AuditEntry, AuditLog, local_actor
 from ._database import open_database
 from ._locks import ProcessLock
+from ._processes import exit_with
 
-__all__ = ["AuditEntry", "AuditLog", "ProcessLock", "local_actor", "open_database"]
+__all__ = ["AuditEntry", "AuditLog", "ProcessLock", "exit_with", "local_actor", "open_database"]

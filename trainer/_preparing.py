@@ -17,12 +17,11 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
 from closedloop.contracts import ClosedLoopConfig
+from closedloop.metadata import exit_with
 from closedloop.policy import FeatureEncoder
 
 from ._join import Joiner, PreparedBatch
@@ -79,19 +78,7 @@ _JOINER: Joiner | None = None
 def _start_worker(config: ClosedLoopConfig, trainer: int) -> None:
     global _JOINER
     _JOINER = Joiner(config, {name: FeatureEncoder(use_case) for name, use_case in config.use_cases.items()})
-    threading.Thread(target=_exit_with, args=(trainer,), name="trainer-watch", daemon=True).start()
-
-
-def _exit_with(trainer: int) -> None:
-    """End the worker once the trainer is gone. A worker of a trainer killed with SIGKILL would
-    otherwise wait for work forever (it holds its own queue's other end), and keep its fork
-    server and the resource tracker alive with it."""
-    while True:
-        time.sleep(0.5)
-        try:
-            os.kill(trainer, 0)
-        except ProcessLookupError:
-            os._exit(0)
+    exit_with(trainer)  # a trainer killed with SIGKILL would leave it waiting for work forever
 
 
 def _prepare(decisions: list[bytes], feedback: list[bytes]) -> PreparedBatch:
