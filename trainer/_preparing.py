@@ -28,8 +28,10 @@ from ._join import Joiner, PreparedBatch
 
 logger = logging.getLogger(__name__)
 
-WORKER_FROM_RECORDS = 10_000
-"""Batches of at least this many events are prepared by the worker process."""
+WORKER_FROM_RECORDS = 5_000
+"""Batches of at least this many events are prepared by the worker process: a full batch of
+`Trainer.catch_up`'s default size, which only a backlog fills (at that size the worker took a
+1M-decision catch-up from 31,775 to 53,620 events/s)."""
 
 Prepared = Callable[[], PreparedBatch]
 """Waits for a batch's preparation and returns it."""
