@@ -153,3 +153,33 @@ def test_a_trainer_killed_while_its_worker_prepares_resumes_exactly_once(
     assert counters["decisions"] == 20_000
     assert labels == expected
     assert counters["feedback_joined"] == len(expected)
+
+
+def test_a_batch_another_trainer_stored_is_read_again_from_the_stored_offsets(
+    tmp_path: Path, database: Database
+) -> None:
+    """Two trainers on one log and database (as after a rebalance): the one that read a batch
+    another already stored drops it (its offsets moved), reads on from the stored offsets, and
+    does not take the end of its stale read for the end of the log."""
+    config = make_config(tmp_path)
+    first = _write_log(config, 600, chunk=100)
+    stale = _trainer(config, database, tmp_path, worker=False)  # positioned at the start
+    current = _trainer(config, database, tmp_path, worker=False)
+    current.catch_up(timeout=0, max_records=10_000)
+    topics = Topics(config.infrastructure.topic_prefix)
+    log = FileEventLog(config.infrastructure.data_path / "events")
+    log.append(topics.decisions, [(f"n{i}", decision_event(f"n{i}", seconds=700 + i)) for i in range(50)])
+    log.append(
+        topics.feedback,
+        [(f"n{i}", feedback_event(f"g{i}", f"n{i}", {"click": 1.0}, seconds=710 + i)) for i in range(50)],
+    )
+    log.close()
+
+    counts = stale.catch_up(timeout=0, max_records=10_000)  # one batch: the old events and the new
+
+    assert stale.caught_up
+    assert (counts["decisions"], counts["feedback_joined"]) == (50, 50)  # only the new ones
+    assert _labels(stale) == first | {f"n{i}": 1.0 for i in range(50)}
+    assert stale.store.counters()["decisions"] == 650
+    stale.close()
+    current.close()

@@ -70,8 +70,6 @@ class BatchPreparer:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    close = release
-
 
 _JOINER: Joiner | None = None
 """The worker's joiner, made once from the trainer's configuration."""

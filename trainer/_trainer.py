@@ -188,15 +188,16 @@ class Trainer:
         while True:
             batch = self.source.poll(max_records, timeout)
             following = (batch, self._preparer.start(batch.decisions, batch.feedback)) if batch else None
+            moved = False
             if ahead is not None:
                 previous, prepared = ahead
                 counts = self._store_batch(previous, prepared())
-                if counts is None:
-                    following = None  # the source went back to the stored offsets: read again
-                else:
-                    total.update(counts)
-            ahead = following
-            if batch:
+                moved = counts is None
+                total.update(counts or Counter())
+            # Moved: the source went back to the stored offsets, so what it read ahead, and
+            # whether it was at the end, no longer hold.
+            ahead = None if moved else following
+            if batch or moved:
                 continue
             self.caught_up = batch.at_end
             if batch.at_end or time.monotonic() > deadline:
@@ -471,7 +472,7 @@ class Trainer:
         return self._leader is not None
 
     def close(self) -> None:
-        self._preparer.close()
+        self._preparer.release()
         if self._dask is not None:
             self._dask.close()
         if self._leader is not None:
