@@ -27,7 +27,5 @@ def _watch(parent: int) -> None:
         time.sleep(_INTERVAL)
         try:
             os.kill(parent, 0)
-        except ProcessLookupError:
-            os._exit(0)
-        except PermissionError:  # the pid now belongs to another user's process: ours is gone
+        except (ProcessLookupError, PermissionError):  # gone (or its pid now another user's)
             os._exit(0)

@@ -76,6 +76,9 @@ def test_batches_prepared_in_the_worker_are_stored_as_if_prepared_here(
     tmp_path: Path, database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(preparing, "WORKER_FROM_RECORDS", 1)  # every batch to the worker
+    handed = []  # a spy: each batch handed to the worker process (which really prepares it)
+    to_worker = preparing.BatchPreparer._worker
+    monkeypatch.setattr(preparing.BatchPreparer, "_worker", lambda self: handed.append(1) or to_worker(self))
     config = make_config(tmp_path)
     expected = _write_log(config, 3000, chunk=250)
     here = Database(f"sqlite:///{tmp_path / 'prepared-here.db'}", None)
@@ -86,6 +89,9 @@ def test_batches_prepared_in_the_worker_are_stored_as_if_prepared_here(
         results.append((counts, _labels(trainer), trainer.store.counters()))
         trainer.close()
     (in_worker, labels, counters), (in_process, labels_here, counters_here) = results
+    assert (
+        len(handed) == 8
+    )  # every batch of the first trainer (3,000 decisions 400 at a time), none of the second
     assert labels == labels_here == expected
     assert counters == counters_here
     assert in_worker == in_process

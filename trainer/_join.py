@@ -329,15 +329,9 @@ def _known(
     """The stored decisions among ``decision_ids``: those of ``fresh`` (the top-slot example rows
     this batch stored) from their rows, the others looked up."""
     asked = set(decision_ids)
-    known = {i: _as_known(fresh[i]) for i in asked if i in fresh}
+    known = {i: KnownDecision.of(fresh[i]) for i in asked if i in fresh}
     known.update(ExampleStore.known_decisions(connection, asked - known.keys()))
     return known
-
-
-def _as_known(row: Mapping[str, Any]) -> KnownDecision:
-    """A top-slot example row as `ExampleStore.known_decisions` reads it back."""
-    shown = tuple(orjson.loads(row["shown"])) if row["shown"] else None
-    return KnownDecision(row["use_case"], row["decided_at"], row["status"], row["choice"], shown)
 
 
 def _decoded(decode: Callable[[bytes], Event], raw: bytes, counts: Counter[str]) -> Event | None:

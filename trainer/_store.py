@@ -307,6 +307,12 @@ class KnownDecision:
     shown: tuple[str, ...] | None = None
     """A ranking decided with slots: its shown candidates, top first; None: only the choice."""
 
+    @classmethod
+    def of(cls, row: Mapping[Any, Any]) -> KnownDecision:
+        """The decision of its top-slot example row (``shown`` as stored: JSON, or None)."""
+        shown = tuple(orjson.loads(row["shown"])) if row["shown"] else None
+        return cls(row["use_case"], row["decided_at"], row["status"], row["choice"], shown)
+
     def examples(self, decision_id: str) -> list[str]:
         """The keys of the decision's examples, one per shown slot."""
         return [example_key(decision_id, slot) for slot in range(len(self.shown or (None,)))]
@@ -409,18 +415,7 @@ class ExampleStore:
         )
         query = sa.select(*columns).where(examples.c.slot == 0)
         for rows in _select_in(connection, "known_decisions", query, examples.c.decision_id, decision_ids):
-            found.update(
-                {
-                    row.decision_id: KnownDecision(
-                        row.use_case,
-                        row.decided_at,
-                        row.status,
-                        row.choice,
-                        tuple(orjson.loads(row.shown)) if row.shown else None,
-                    )
-                    for row in rows
-                }
-            )
+            found.update({row.decision_id: KnownDecision.of(row._mapping) for row in rows})
         return found
 
     @staticmethod
