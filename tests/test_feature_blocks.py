@@ -120,8 +120,14 @@ def test_a_store_reads_json_rows_and_block_rows_alike(tmp_path: Path) -> None:
                     "source": "feedback",
                     "feedback_id": None,
                     "labelled_at": 1.0,
+                    "decided_at": decided_at,
+                    "block": in_block,
                 }
-                for key, value in (("old", 1.0), ("new1", 0.0), ("new2", 1.0))
+                for key, value, decided_at, in_block in (
+                    ("old", 1.0, 100.0, None),
+                    ("new1", 0.0, 200.0, block),
+                    ("new2", 1.0, 300.0, block),
+                )
             ],
         )
         ExampleStore.close_windows(connection, "feed", Attribution.of(config.use_cases["feed"]), 10_000.0)

@@ -360,6 +360,53 @@ def test_examples_stored_by_an_earlier_version_count_as_active(tmp_path: Path, d
     log.close()
 
 
+def test_labels_stored_by_an_earlier_version_get_their_decision_time_and_block(
+    tmp_path: Path, database: Database
+) -> None:
+    """Labels before 0.2 had no copy of their example's time and feature block: opening such a
+    store adds the columns filled from the examples and the time index (dropping the old one),
+    and a retrain reads exactly the rows it read before."""
+    log = FileEventLog(tmp_path / "events")
+    clock = Clock()
+    trainer = _trainer(tmp_path, database, log, clock)
+    _logged_pattern(log, 600)
+    clock.now = T0 + 600 + 30 * 60 + 61
+    trainer.catch_up(timeout=0)
+    trainer.close_windows()
+    before = trainer.store.labelled_examples("pick", "click", limit=10_000)
+    counts = trainer.store.label_counts("pick")
+    assert counts == {"click": 600}
+    with trainer.store.transaction() as connection:  # the table as 0.1 made it, with its labels
+        old = (
+            "decision_id VARCHAR(128), outcome VARCHAR(64), use_case VARCHAR(64) NOT NULL,"
+            " value FLOAT NOT NULL, source VARCHAR(16) NOT NULL, feedback_id VARCHAR(128),"
+            " labelled_at FLOAT NOT NULL, PRIMARY KEY (decision_id, outcome)"
+        )
+        columns = "decision_id, outcome, use_case, value, source, feedback_id, labelled_at"
+        connection.execute(sa.text(f"CREATE TABLE old_labels ({old})"))
+        connection.execute(sa.text(f"INSERT INTO old_labels SELECT {columns} FROM cl_labels"))
+        connection.execute(sa.text("DROP TABLE cl_labels"))
+        connection.execute(sa.text(f"CREATE TABLE cl_labels ({old})"))
+        connection.execute(sa.text(f"INSERT INTO cl_labels SELECT {columns} FROM old_labels"))
+        connection.execute(sa.text("DROP TABLE old_labels"))
+        connection.execute(sa.text("CREATE INDEX ix_cl_labels_use_case ON cl_labels (use_case, outcome)"))
+    trainer.close()
+
+    reopened = _trainer(tmp_path, database, log, clock)
+    indexes = {i["name"] for i in sa.inspect(reopened.store.engine).get_indexes("cl_labels", database.schema)}
+    assert "ix_cl_labels_time" in indexes
+    assert "ix_cl_labels_use_case" not in indexes
+    assert reopened.store.label_counts("pick") == counts
+    after = reopened.store.labelled_examples("pick", "click", limit=10_000)
+    np.testing.assert_array_equal(after.decided_at, before.decided_at)
+    np.testing.assert_array_equal(after.values, before.values)
+    assert after.features.keys() == before.features.keys()
+    for name, values in before.features.items():
+        np.testing.assert_array_equal(after.features[name], values)
+    reopened.close()
+    log.close()
+
+
 @pytest.mark.parametrize(("shift", "drifts"), [(0.0, False), (6.0, True)])
 def test_drift_of_the_newest_rows_is_measured_and_gates_when_asked(
     tmp_path: Path, database: Database, shift: float, drifts: bool

@@ -313,6 +313,8 @@ class Joiner:
                         "source": "feedback",
                         "feedback_id": report.feedback_id,
                         "labelled_at": report.happened_at,
+                        "decided_at": decided_at,
+                        "block": decision.block,
                     }
                 )
         insert_ignoring_duplicates(connection, labels, new_labels)

@@ -69,7 +69,12 @@ labels = sa.Table(
     sa.Column("source", sa.String(16), nullable=False),
     sa.Column("feedback_id", sa.String(128)),
     sa.Column("labelled_at", sa.Float, nullable=False),
-    sa.Index("ix_cl_labels_use_case", "use_case", "outcome"),
+    # The example's decision time and feature block, copied from its row: a retrain reads and
+    # counts its final labels by a range of this table's index alone (joined to cl_examples and
+    # sorted, the read was most of a retrain's own time at 1M rows: bench/trainer_throughput.py).
+    sa.Column("decided_at", sa.Float, nullable=False),
+    sa.Column("block", sa.Integer),
+    sa.Index("ix_cl_labels_time", "use_case", "outcome", "decided_at"),
 )
 
 feature_blocks = sa.Table(
@@ -306,12 +311,14 @@ class KnownDecision:
     choice: str | None
     shown: tuple[str, ...] | None = None
     """A ranking decided with slots: its shown candidates, top first; None: only the choice."""
+    block: int | None = None
+    """The feature block of its examples (every slot's: they were stored in one batch)."""
 
     @classmethod
     def of(cls, row: Mapping[Any, Any]) -> KnownDecision:
         """The decision of its top-slot example row (``shown`` as stored: JSON, or None)."""
         shown = tuple(orjson.loads(row["shown"])) if row["shown"] else None
-        return cls(row["use_case"], row["decided_at"], row["status"], row["choice"], shown)
+        return cls(row["use_case"], row["decided_at"], row["status"], row["choice"], shown, row["block"])
 
     def examples(self, decision_id: str) -> list[str]:
         """The keys of the decision's examples, one per shown slot."""
@@ -412,6 +419,7 @@ class ExampleStore:
             examples.c.status,
             examples.c.choice,
             examples.c.shown,
+            examples.c.block,
         )
         query = sa.select(*columns).where(examples.c.slot == 0)
         for rows in _select_in(connection, "known_decisions", query, examples.c.decision_id, decision_ids):
@@ -551,6 +559,8 @@ class ExampleStore:
                 sa.literal(default, sa.Float),
                 sa.literal("default", sa.String),
                 examples.c.decided_at + window,
+                examples.c.decided_at,
+                examples.c.block,
             ).where(
                 (examples.c.use_case == use_case)
                 & (examples.c.closed.is_(False))
@@ -560,7 +570,19 @@ class ExampleStore:
             )
             result = connection.execute(
                 sa.insert(labels)
-                .from_select(["decision_id", "outcome", "use_case", "value", "source", "labelled_at"], chosen)
+                .from_select(
+                    [
+                        "decision_id",
+                        "outcome",
+                        "use_case",
+                        "value",
+                        "source",
+                        "labelled_at",
+                        "decided_at",
+                        "block",
+                    ],
+                    chosen,
+                )
                 .returning(labels.c.decision_id)  # rowcount of INSERT ... SELECT is not reliable on psycopg
             )
             applied += len(result.all())
@@ -661,20 +683,15 @@ class ExampleStore:
     def label_counts(self, use_case: str) -> dict[str, int]:
         """outcome -> final labels: those of decisions whose window has closed, the examples
         `labelled_examples` can train on (an early positive inside an open window is not one yet)."""
-        query = (
-            sa.select(labels.c.outcome, sa.func.count())
-            .select_from(
-                labels.join(examples, labels.c.decision_id == examples.c.decision_id).join(
-                    window_marks,
-                    (window_marks.c.use_case == labels.c.use_case)
-                    & (window_marks.c.outcome == labels.c.outcome),
-                )
-            )
-            .where((labels.c.use_case == use_case) & (examples.c.decided_at <= window_marks.c.closed_before))
-            .group_by(labels.c.outcome)
+        query = sa.select(window_marks.c.outcome, window_marks.c.closed_before).where(
+            window_marks.c.use_case == use_case
         )
         with self.engine.connect() as connection:
-            return {outcome: int(count) for outcome, count in connection.execute(query)}
+            counts = {
+                outcome: _final_count(connection, use_case, outcome, closed_before)
+                for outcome, closed_before in connection.execute(query).all()
+            }
+        return {outcome: count for outcome, count in counts.items() if count}
 
     def labelled_examples(self, use_case: str, outcome: str, *, limit: int) -> LabelledRows:
         """The latest ``limit`` examples whose label for the outcome is final, oldest first.
@@ -698,12 +715,8 @@ class ExampleStore:
             ).scalar_one_or_none()
             if closed_before is None:
                 return None, 0
-            count = connection.execute(
-                sa.select(sa.func.count()).select_from(
-                    _final_labels(use_case, outcome, after=-math.inf, until=closed_before).subquery()
-                )
-            ).scalar_one()
-        return float(closed_before), int(count)
+            count = _final_count(connection, use_case, outcome, closed_before)
+        return float(closed_before), count
 
     def labelled_examples_between(
         self, use_case: str, outcome: str, *, after: float, until: float, limit: int
@@ -711,24 +724,25 @@ class ExampleStore:
         """The latest ``limit`` final examples decided in (``after``, ``until``], oldest first."""
         query = (
             _final_labels(use_case, outcome, after=after, until=until)
-            .order_by(examples.c.decided_at.desc())
+            .order_by(labels.c.decided_at.desc())
             .limit(limit)
         )
         with self.engine.connect() as connection:
             # Fetched at once, oldest first: row by row took twice as long.
             rows = connection.execute(query).all()[::-1]
-            decided_at, _, values, block_ids, keys = zip(*rows, strict=True) if rows else ((),) * 5
-            if None in block_ids:  # rows stored before blocks
+            decided_at, values, block_ids, keys = zip(*rows, strict=True) if rows else ((),) * 4
+            if None in block_ids:  # examples stored before blocks: their features are JSON
                 in_blocks: Sequence[int] = [i for i, block in enumerate(block_ids) if block is not None]
+                as_json = _json_features(connection, [keys[i] for i, b in enumerate(block_ids) if b is None])
             else:
-                in_blocks = range(len(rows))
+                in_blocks, as_json = range(len(rows)), {}
             needed = sorted(set(block_ids) - {None})
             blocks = [decode_block(data) for data in _block_data(connection, needed).values()]
         taken = take_rows(blocks, keys if len(in_blocks) == len(rows) else [keys[i] for i in in_blocks])
         return LabelledRows(
             np.array(decided_at, dtype=np.float64),
             np.array(values, dtype=np.float64),
-            _with_json_features(rows, in_blocks, taken),
+            _with_json_features(keys, in_blocks, taken, as_json),
         )
 
     def labels_of(self, use_case: str) -> list[dict[str, Any]]:
@@ -782,23 +796,34 @@ class ExampleStore:
 
 
 def _final_labels(use_case: str, outcome: str, *, after: float, until: float) -> sa.Select[Any]:
-    """Examples with their label for the outcome, decided in (``after``, ``until``]."""
-    window = (
-        (examples.c.decided_at <= until)
-        if after == -math.inf
-        else ((examples.c.decided_at > after) & (examples.c.decided_at <= until))
+    """(decided at, value, feature block, example key) of the outcome's labels of examples
+    decided in (``after``, ``until``]: a range of the labels' time index."""
+    return sa.select(labels.c.decided_at, labels.c.value, labels.c.block, labels.c.decision_id).where(
+        (labels.c.use_case == use_case) & (labels.c.outcome == outcome) & _decided_in(after, until)
     )
-    return (
-        sa.select(
-            examples.c.decided_at,
-            examples.c.features,
-            labels.c.value,
-            examples.c.block,
-            examples.c.decision_id,
-        )
-        .join(labels, labels.c.decision_id == examples.c.decision_id)
-        .where((labels.c.use_case == use_case) & (labels.c.outcome == outcome) & window)
+
+
+def _final_count(connection: Connection, use_case: str, outcome: str, until: float) -> int:
+    """How many labels of the outcome the examples decided by ``until`` have."""
+    query = sa.select(sa.func.count()).where(
+        (labels.c.use_case == use_case) & (labels.c.outcome == outcome) & _decided_in(-math.inf, until)
     )
+    return int(connection.execute(query).scalar_one())
+
+
+def _decided_in(after: float, until: float) -> sa.ColumnElement[bool]:
+    if after == -math.inf:
+        return labels.c.decided_at <= until
+    return (labels.c.decided_at > after) & (labels.c.decided_at <= until)
+
+
+def _json_features(connection: Connection, keys: Sequence[str]) -> dict[str, str]:
+    """example key -> its features as JSON (examples stored before feature blocks)."""
+    query = sa.select(examples.c.decision_id, examples.c.features)
+    found: dict[str, str] = {}
+    for rows in _select_in(connection, "json_features", query, examples.c.decision_id, keys):
+        found.update((row.decision_id, row.features) for row in rows)
+    return found
 
 
 def _block_data(connection: Connection, block_ids: Sequence[int]) -> dict[int, bytes]:
@@ -814,21 +839,21 @@ def _block_data(connection: Connection, block_ids: Sequence[int]) -> dict[int, b
 
 
 def _with_json_features(
-    rows: Sequence[Any], in_blocks: Sequence[int], taken: dict[str, np.ndarray]
+    keys: Sequence[str], in_blocks: Sequence[int], taken: dict[str, np.ndarray], as_json: Mapping[str, str]
 ) -> dict[str, np.ndarray]:
-    """Feature name -> the values of ``rows``: ``taken`` from their blocks for the rows
-    ``in_blocks``, and for rows stored before blocks, from their JSON (the columns those rows
-    touch become objects)."""
-    if len(in_blocks) == len(rows):
+    """Feature name -> the values of the examples ``keys``: ``taken`` from their blocks for those
+    ``in_blocks``, and for examples stored before blocks, from their JSON (``as_json``; the
+    columns those examples touch become objects)."""
+    if len(in_blocks) == len(keys):
         return taken
     columns: dict[str, np.ndarray] = {}
     for name, values in taken.items():
-        columns[name] = np.full(len(rows), None, dtype=object)
+        columns[name] = np.full(len(keys), None, dtype=object)
         columns[name][in_blocks] = values
-    for i, row in enumerate(rows):
-        if row.block is None:
-            for name, value in orjson.loads(row.features).items():
-                columns.setdefault(name, np.full(len(rows), None, dtype=object))[i] = value
+    for i, key in enumerate(keys):
+        if key in as_json:
+            for name, value in orjson.loads(as_json[key]).items():
+                columns.setdefault(name, np.full(len(keys), None, dtype=object))[i] = value
     return columns
 
 
@@ -862,11 +887,23 @@ _ADDED_COLUMNS = {
         "block INTEGER",
     ),
     pending_feedback: ("candidate VARCHAR(256)",),
+    labels: ("decided_at FLOAT", "block INTEGER"),  # after cl_examples' block, which fills it
 }
+_FILLED_IN = {
+    labels: (
+        "UPDATE cl_labels SET decided_at ="
+        " (SELECT e.decided_at FROM cl_examples e WHERE e.decision_id = cl_labels.decision_id),"
+        " block = (SELECT e.block FROM cl_examples e WHERE e.decision_id = cl_labels.decision_id)"
+    ),
+}
+"""What the added columns hold for the rows a table had (a label's example is always stored)."""
+_RETIRED_INDEXES = {labels: ("ix_cl_labels_use_case",)}
+"""Indexes of earlier versions that today's indexes of the table make redundant."""
 
 
 def _add_missing_columns(engine: Engine) -> None:
-    """Columns a store of an earlier version lacks, added with the values its rows had."""
+    """Columns a store of an earlier version lacks, added with the values its rows had, and the
+    table's indexes of today, in one transaction a table."""
     inspector = sa.inspect(engine)
     for table, columns in _ADDED_COLUMNS.items():
         present = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
@@ -876,6 +913,12 @@ def _add_missing_columns(engine: Engine) -> None:
         with engine.begin() as connection:
             for column in missing:
                 connection.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column}"))
+            if table in _FILLED_IN:
+                connection.execute(sa.text(_FILLED_IN[table]))
+            for retired in _RETIRED_INDEXES.get(table, ()):
+                connection.execute(sa.text(f"DROP INDEX IF EXISTS {retired}"))
+            for index in table.indexes:
+                index.create(connection, checkfirst=True)
 
 
 def _move_old_pending(engine: Engine) -> None:
