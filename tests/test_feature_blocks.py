@@ -50,10 +50,11 @@ def logged_rows(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(rows=logged_rows(), order=st.randoms())
+@given(rows=logged_rows(), order=st.randoms(), run=st.booleans())
 def test_a_block_encodes_to_the_rows_the_logged_dicts_encode_to(
-    tmp_path_factory: Any, rows: list[dict[str, Any]], order: Any
+    tmp_path_factory: Any, rows: list[dict[str, Any]], order: Any, run: bool
 ) -> None:
+    """Rows in any order, or a run of consecutive rows across the blocks (read as a slice)."""
     config = make_config(tmp_path_factory.mktemp("blocks"))
     by_rows, by_columns = FeatureEncoder(config.use_cases["feed"]), FeatureEncoder(config.use_cases["feed"])
     keys = [f"d{i}" for i in range(len(rows))]
@@ -63,7 +64,11 @@ def test_a_block_encodes_to_the_rows_the_logged_dicts_encode_to(
         decode_block(encode_block(keys[half:], rows[half:], categorical=frozenset(["country", "topic"]))),
     ]
     wanted = list(range(len(rows)))
-    order.shuffle(wanted)
+    if run:
+        first = order.randrange(len(rows))
+        wanted = wanted[first : order.randrange(first, len(rows)) + 1]
+    else:
+        order.shuffle(wanted)
 
     expected = by_rows.encode_logged([rows[i] for i in wanted])
     columns = take_rows(blocks, [keys[i] for i in wanted])

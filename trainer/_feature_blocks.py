@@ -89,8 +89,22 @@ def take_rows(blocks: Sequence[pa.Table], keys: Sequence[str]) -> dict[str, np.n
     if not pc.all(found).as_py():
         missing = keys[int(np.argmin(found.to_numpy(zero_copy_only=False)))]
         raise LookupError(f"example {missing!r} is in none of its feature blocks")
-    taken = table.drop_columns([KEY]).take(where)
+    features = table.drop_columns([KEY])
+    run = _run(where)
+    taken = features.take(where) if run is None else features.slice(*run)
     return {name: _as_numpy(taken.column(name)) for name in taken.column_names}
+
+
+def _run(where: pa.Array) -> tuple[int, int] | None:
+    """(first, length) when ``where`` is one run of consecutive rows (the usual read: every row
+    of the blocks in order), which a slice takes without a copy; take cost a fifth of a retrain's
+    read of 1M rows."""
+    positions = where.to_numpy(zero_copy_only=False)
+    if not len(positions) or positions[-1] - positions[0] != len(positions) - 1:
+        return None
+    if not (np.diff(positions) == 1).all():
+        return None
+    return int(positions[0]), len(positions)
 
 
 def _same_types(blocks: Sequence[pa.Table]) -> list[pa.Table]:

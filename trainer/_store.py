@@ -728,9 +728,12 @@ class ExampleStore:
             .limit(limit)
         )
         with self.engine.connect() as connection:
-            # Fetched at once, oldest first: row by row took twice as long.
-            rows = connection.execute(query).all()[::-1]
-            decided_at, values, block_ids, keys = zip(*rows, strict=True) if rows else ((),) * 4
+            rows = _driver_rows(connection, query)[::-1]  # oldest first
+            # a column at a time by itemgetter (in C): zip(*rows) took five times as long
+            decided_at, values = (
+                np.fromiter(map(itemgetter(i), rows), np.float64, len(rows)) for i in (0, 1)
+            )
+            block_ids, keys = (list(map(itemgetter(i), rows)) for i in (2, 3))
             if None in block_ids:  # examples stored before blocks: their features are JSON
                 in_blocks: Sequence[int] = [i for i, block in enumerate(block_ids) if block is not None]
                 as_json = _json_features(connection, [keys[i] for i, b in enumerate(block_ids) if b is None])
@@ -739,11 +742,7 @@ class ExampleStore:
             needed = sorted(set(block_ids) - {None})
             blocks = [decode_block(data) for data in _block_data(connection, needed).values()]
         taken = take_rows(blocks, keys if len(in_blocks) == len(rows) else [keys[i] for i in in_blocks])
-        return LabelledRows(
-            np.array(decided_at, dtype=np.float64),
-            np.array(values, dtype=np.float64),
-            _with_json_features(keys, in_blocks, taken, as_json),
-        )
+        return LabelledRows(decided_at, values, _with_json_features(keys, in_blocks, taken, as_json))
 
     def labels_of(self, use_case: str) -> list[dict[str, Any]]:
         with self.engine.connect() as connection:
@@ -801,6 +800,20 @@ def _final_labels(use_case: str, outcome: str, *, after: float, until: float) ->
     return sa.select(labels.c.decided_at, labels.c.value, labels.c.block, labels.c.decision_id).where(
         (labels.c.use_case == use_case) & (labels.c.outcome == outcome) & _decided_in(after, until)
     )
+
+
+def _driver_rows(connection: Connection, query: sa.Select[Any]) -> list[tuple[Any, ...]]:
+    """The rows of ``query``, fetched at once as the driver's tuples: a SQLAlchemy row object for
+    each of a million training rows took a third of a retrain's read (row by row, twice as long)."""
+    compiled = query.compile(dialect=connection.dialect)
+    order = compiled.positiontup
+    parameters = compiled.params if order is None else tuple(compiled.params[name] for name in order)
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(str(compiled), parameters)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
 
 
 def _final_count(connection: Connection, use_case: str, outcome: str, until: float) -> int:
