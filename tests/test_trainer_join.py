@@ -363,9 +363,10 @@ def test_examples_stored_by_an_earlier_version_count_as_active(tmp_path: Path, d
 def test_labels_stored_by_an_earlier_version_get_their_decision_time_and_block(
     tmp_path: Path, database: Database
 ) -> None:
-    """Labels before 0.2 had no copy of their example's time and feature block: opening such a
-    store adds the columns filled from the examples and the time index (dropping the old one),
-    and a retrain reads exactly the rows it read before."""
+    """Labels before 0.2 had no copy of their example's time and feature block, and the examples'
+    index of open windows held every row: opening such a store adds the columns filled from the
+    examples and today's indexes (dropping the old ones), and a retrain reads exactly the rows it
+    read before."""
     log = FileEventLog(tmp_path / "events")
     clock = Clock()
     trainer = _trainer(tmp_path, database, log, clock)
@@ -390,12 +391,23 @@ def test_labels_stored_by_an_earlier_version_get_their_decision_time_and_block(
         connection.execute(sa.text(f"INSERT INTO cl_labels SELECT {columns} FROM old_labels"))
         connection.execute(sa.text("DROP TABLE old_labels"))
         connection.execute(sa.text("CREATE INDEX ix_cl_labels_use_case ON cl_labels (use_case, outcome)"))
+        connection.execute(sa.text("DROP INDEX ix_cl_examples_unclosed"))
+        connection.execute(sa.text("DROP INDEX ix_cl_examples_decided"))
+        connection.execute(sa.text("CREATE INDEX ix_cl_examples_time ON cl_examples (use_case, decided_at)"))
+        connection.execute(
+            sa.text("CREATE INDEX ix_cl_examples_open ON cl_examples (use_case, closed, decided_at)")
+        )
     trainer.close()
 
     reopened = _trainer(tmp_path, database, log, clock)
     indexes = {i["name"] for i in sa.inspect(reopened.store.engine).get_indexes("cl_labels", database.schema)}
     assert "ix_cl_labels_time" in indexes
     assert "ix_cl_labels_use_case" not in indexes
+    indexes = {
+        i["name"] for i in sa.inspect(reopened.store.engine).get_indexes("cl_examples", database.schema)
+    }
+    assert {"ix_cl_examples_unclosed", "ix_cl_examples_decided"} <= indexes
+    assert not {"ix_cl_examples_open", "ix_cl_examples_time"} & indexes
     assert reopened.store.label_counts("pick") == counts
     after = reopened.store.labelled_examples("pick", "click", limit=10_000)
     np.testing.assert_array_equal(after.decided_at, before.decided_at)
@@ -404,6 +416,37 @@ def test_labels_stored_by_an_earlier_version_get_their_decision_time_and_block(
     for name, values in before.features.items():
         np.testing.assert_array_equal(after.features[name], values)
     reopened.close()
+    log.close()
+
+
+def test_closing_windows_reads_only_the_open_examples_index(tmp_path: Path) -> None:
+    """SQLite, which keeps no statistics, once took the index of every example's time to close
+    windows, and would read the whole history at each closing: its plans must name the index of
+    open windows alone."""
+    log = FileEventLog(tmp_path / "events")
+    clock = Clock()
+    trainer = _trainer(tmp_path, Database(f"sqlite:///{tmp_path / 'metadata.db'}", None), log, clock)
+    _logged_pattern(log, 50)
+    trainer.catch_up(timeout=0)
+    statements: list[tuple[str, object]] = []
+
+    def keep(_c: object, _cursor: object, statement: str, parameters: object, *_rest: object) -> None:
+        if statement.startswith(("UPDATE cl_examples", "INSERT INTO cl_labels")) and "closed" in statement:
+            statements.append((statement, parameters))
+
+    sa.event.listen(trainer.store.engine, "before_cursor_execute", keep)
+    clock.now = T0 + 50 + 30 * 60 + 61
+    assert trainer.close_windows() > 0
+    kinds = {statement.split()[0] for statement, _ in statements}
+    assert kinds == {"INSERT", "UPDATE"}  # the defaults, and marking the examples closed
+    with trainer.store.engine.connect() as connection:
+        for statement, parameters in statements:
+            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
+            [examples] = [step[-1] for step in plan if " cl_examples " in step[-1]]
+            assert examples.endswith("USING INDEX ix_cl_examples_unclosed (use_case=? AND decided_at<?)"), (
+                plan
+            )
+    trainer.close()
     log.close()
 
 
