@@ -6,7 +6,8 @@ processes sharing an outbox directory each write a slot of their own and ship wh
 `FileEventLog` keeps the same events in segment files for embedded runs. `open_event_log` picks one
 from the infrastructure settings; `scan_topic` reads a whole topic once, for analyses, and
 `TopicReader` reads it again and again, each time only what is new (for pollers), the embedded
-log's sealed segments handed out as files to read elsewhere if asked (`SealedSegment`);
+log's sealed segments handed out as files to read elsewhere if asked (`SealedSegment`), as are
+the records a reader found without reading them (`LogSlice`, from `SegmentLog.find`);
 `seek_to_first_record` is how every Kafka reader starts from the beginning.
 """
 
@@ -14,13 +15,14 @@ from ._logs import EventLog, FileEventLog, KafkaEventLog, KeyedRecord, ensure_to
 from ._open import open_event_log
 from ._outbox import decode_record, encode_record
 from ._scan import TopicReader, scan_topic, seek_to_first_record
-from ._segments import Position, SealedSegment, SegmentLog
+from ._segments import LogSlice, Position, SealedSegment, SegmentLog
 
 __all__ = [
     "EventLog",
     "FileEventLog",
     "KafkaEventLog",
     "KeyedRecord",
+    "LogSlice",
     "Position",
     "SealedSegment",
     "SegmentLog",

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from closedloop.contracts import ConfigError
+from closedloop.contracts import ClosedLoopError, ConfigError
 from closedloop.eventlog import Position, SealedSegment, SegmentLog
 from closedloop.eventlog import _segments as segments_module
+
+_HEADER_SIZE = 8  # a frame's length and CRC-32
 
 
 def _read_all(log: SegmentLog, batch: int) -> list[bytes]:
@@ -192,3 +194,46 @@ def test_a_read_until_a_position_takes_the_records_that_end_by_it(
     if read_only:
         log.close()
     writer.close()
+
+
+@pytest.mark.parametrize("max_records", [1, 7, 1000])
+def test_records_found_are_those_a_read_returns_and_any_process_reads_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_records: int
+) -> None:
+    """`find` walks the frames as `read` does without copying them out: the same count and end
+    from every start, within sealed segments several reads long, up to any bound, and stopping at
+    a record that fails its checksum; the slice found reads back to exactly those records."""
+    monkeypatch.setattr(segments_module, "_MAX_READ", 500)
+    log = SegmentLog(tmp_path, segment_bytes=2000, fsync_interval=0)
+    for start in range(0, 300, 25):
+        log.append([f"record-{i:05d}".encode() * 3 for i in range(start, start + 25)])
+    sealed = log.segments()[1]
+    frame = _HEADER_SIZE + len(b"record-00000" * 3)
+    with log._path(sealed).open("r+b") as file:  # the third record: one byte flipped
+        file.seek(2 * frame + _HEADER_SIZE)
+        file.write(b"R")
+    for until in (None, log.position_at(0.3), log.position_at(0.8)):
+        position = Position(0, 0)
+        while True:
+            records, end = log.read(position, max_records=max_records, until=until)
+            found = log.find(position, max_records=max_records, until=until)
+            assert (found.start, found.end, found.count) == (position, end, len(records))
+            assert found.read() == records
+            if not records:
+                break
+            position = end
+        stopped_at = Position(sealed, 2 * frame)
+        assert position == stopped_at or (until is not None and position < stopped_at)
+    log.close()
+
+
+def test_a_slice_whose_segment_is_gone_says_so(tmp_path: Path) -> None:
+    log = SegmentLog(tmp_path, segment_bytes=200, fsync_interval=0)
+    for i in range(20):
+        log.append([f"record-{i:05d}".encode() * 3])
+    found = log.find(Position(0, 0), max_records=1000)
+    assert found.count == 20
+    log._path(log.segments()[0]).unlink()
+    with pytest.raises(ClosedLoopError, match="not the 20"):
+        found.read()
+    log.close()

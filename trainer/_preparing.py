@@ -25,6 +25,7 @@ from closedloop.metadata import exit_with
 from closedloop.policy import FeatureEncoder
 
 from ._join import Joiner, PreparedBatch
+from ._sources import EventBatch
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +45,12 @@ class BatchPreparer:
         self._worker_allowed = worker
         self._pool: ProcessPoolExecutor | None = None
 
-    def start(self, decisions: list[bytes], feedback: list[bytes]) -> Prepared:
-        """Begin preparing a batch: in the worker if it is large, else here and now."""
-        if self._worker_allowed and len(decisions) + len(feedback) >= WORKER_FROM_RECORDS:
-            return self._worker().submit(_prepare, decisions, feedback).result
-        prepared = self._joiner.prepare(decisions, feedback)
+    def start(self, batch: EventBatch) -> Prepared:
+        """Begin preparing a batch: in the worker if it is large (which reads the records itself
+        when they are in the embedded log), else here and now."""
+        if self._worker_allowed and len(batch) >= WORKER_FROM_RECORDS:
+            return self._worker().submit(_prepare, batch).result
+        prepared = self._joiner.prepare(*batch.records())
         return lambda: prepared
 
     def _worker(self) -> ProcessPoolExecutor:
@@ -81,6 +83,6 @@ def _start_worker(config: ClosedLoopConfig, trainer: int) -> None:
     exit_with(trainer)  # a trainer killed with SIGKILL would leave it waiting for work forever
 
 
-def _prepare(decisions: list[bytes], feedback: list[bytes]) -> PreparedBatch:
+def _prepare(batch: EventBatch) -> PreparedBatch:
     assert _JOINER is not None, "the worker's initializer makes the joiner"
-    return _JOINER.prepare(decisions, feedback)
+    return _JOINER.prepare(*batch.records())

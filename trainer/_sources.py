@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from closedloop.contracts import Topics
-from closedloop.eventlog import FileEventLog, Position, ensure_topics, seek_to_first_record
+from closedloop.eventlog import FileEventLog, LogSlice, Position, ensure_topics, seek_to_first_record
 
 from ._store import SourceOffsets, StartOffsets
 
@@ -36,9 +36,19 @@ class EventBatch:
     has moved it, and this batch is dropped (`OffsetsMoved`)."""
     at_end: bool = False
     """Set on an empty batch when the source has been read to its end (not merely slow to answer)."""
+    found: tuple[LogSlice, LogSlice] | None = None
+    """The embedded log's decision and feedback records of the batch, found but not read yet
+    (`records` reads them; so does the preparing worker, in its own process)."""
 
     def __len__(self) -> int:
-        return len(self.decisions) + len(self.feedback)
+        found = len(self.found[0]) + len(self.found[1]) if self.found else 0
+        return len(self.decisions) + len(self.feedback) + found
+
+    def records(self) -> tuple[list[bytes], list[bytes]]:
+        """The batch's decision and feedback records, read now if they were only found."""
+        if self.found is None:
+            return self.decisions, self.feedback
+        return self.found[0].read(), self.found[1].read()
 
 
 class EventSource(Protocol):
@@ -102,19 +112,13 @@ class FileEventSource:
         # only as far through its log as the decisions are through theirs: logs appended side
         # by side are read side by side, and a report read long before its decision would wait
         # for it in the database (a long catch-up read the shorter feedback log ahead).
-        decided, decided_end = decisions.read(
-            self._positions[self._topics.decisions], max_records=max_records
-        )
-        until = feedback.position_at(decisions.share_before(decided_end))
-        reported, reported_end = feedback.read(
-            self._positions[self._topics.feedback], max_records=max_records, until=until
-        )
-        for topic, into, records, end in (
-            (self._topics.decisions, batch.decisions, decided, decided_end),
-            (self._topics.feedback, batch.feedback, reported, reported_end),
-        ):
-            into.extend(records)
-            if records:
+        decided = decisions.find(self._positions[self._topics.decisions], max_records=max_records)
+        until = feedback.position_at(decisions.share_before(decided.end))
+        reported = feedback.find(self._positions[self._topics.feedback], max_records=max_records, until=until)
+        batch.found = (decided, reported)
+        for topic, found in ((self._topics.decisions, decided), (self._topics.feedback, reported)):
+            if found.count:
+                end = found.end
                 self._positions[topic] = end
                 batch.starts[(topic, 0)] = self._stored.get((topic, 0))
                 batch.positions[(topic, 0)] = (end.segment << _SEGMENT_SHIFT) | end.offset

@@ -156,7 +156,7 @@ class Trainer:
         batch = self.source.poll(max_records, timeout)
         if not batch:
             return Counter()
-        return self._store_batch(batch, self._joiner.prepare(batch.decisions, batch.feedback)) or Counter()
+        return self._store_batch(batch, self._joiner.prepare(*batch.records())) or Counter()
 
     def _store_batch(self, batch: EventBatch, prepared: PreparedBatch) -> Counter[str] | None:
         """Store a prepared batch; None if another trainer stored it (the source then reads on
@@ -187,7 +187,7 @@ class Trainer:
         ahead: tuple[EventBatch, Prepared] | None = None
         while True:
             batch = self.source.poll(max_records, timeout)
-            following = (batch, self._preparer.start(batch.decisions, batch.feedback)) if batch else None
+            following = (batch, self._preparer.start(batch)) if batch else None
             moved = False
             if ahead is not None:
                 previous, prepared = ahead
