@@ -163,3 +163,9 @@ def test_a_feature_whose_type_changed_is_read_from_blocks_of_both_types(tmp_path
     rows = FeatureEncoder(config.use_cases["feed"]).encode_logged_columns(columns, 2)
     price = FeatureEncoder(config.use_cases["feed"]).feature_names.index("price")
     assert rows[:, price].tolist() == [4.0, 2.5]
+
+
+def test_a_block_of_examples_without_features_keeps_every_example() -> None:
+    block = decode_block(encode_block(["a", "b"], [{}, {}], categorical=frozenset()))
+    assert block.column_names == ["example key"]
+    assert block.column("example key").to_pylist() == ["a", "b"]

@@ -34,15 +34,23 @@ def encode_block(
 ) -> bytes:
     """The block of ``rows`` (each example's logged features, keyed as ``keys``)."""
     names = sorted({name for row in rows for name in row})
-    columns: dict[str, pa.Array] = {KEY: pa.array(keys, type=pa.string())}
-    for name in names:
-        values = [row.get(name) for row in rows]
-        columns[name] = _strings(values) if name in categorical else _floats(values)
-    table = pa.table(columns)
+    schema = pa.schema([(name, pa.string() if name in categorical else pa.float64()) for name in names])
+    try:  # every row at once, in C++: a third faster than a column at a time
+        features = pa.Table.from_pylist(list(rows), schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a value its column's type does not take as it is
+        features = pa.table(
+            {name: _column([row.get(name) for row in rows], name in categorical) for name in names}
+        )
+    columns = [pa.array(keys, type=pa.string()), *features.columns]  # (rows without features too)
+    table = pa.Table.from_arrays(columns, names=[KEY, *names])
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema, options=_WRITE_OPTIONS) as writer:
         writer.write_table(table)
     return bytes(sink.getvalue())
+
+
+def _column(values: list[FeatureValue], categorical: bool) -> pa.Array:
+    return _strings(values) if categorical else _floats(values)
 
 
 def _strings(values: list[FeatureValue]) -> pa.Array:
