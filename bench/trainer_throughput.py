@@ -3,9 +3,10 @@
 Writes N decision events (the benchmark use case: 10 context + 20 candidate features, 5 candidates
 per decision to keep the log at ~1 GB) and feedback for ~30% of them to the embedded event log,
 then times the trainer: the join (events -> examples and labels in SQL; batches of 20,000 records
-a log, so a worker process prepares each next batch while one is stored), closing the windows
-(defaults), and training + gating one LightGBM model on every labelled example (trees by early
-stopping; the gate judges the early-stopped model, the published one is refitted on all rows).
+a log, so a worker process reads and prepares each next batch while one is stored), closing the
+windows (defaults), and training + gating one LightGBM model on every labelled example (trees by
+early stopping; the gate judges the early-stopped model, the published one is refitted on all
+rows), with the retrain's steps as its report records them (read, fit, judge, refit, profile).
 Issue #16's targets: >= 200,000 events/s joined, <= 30 s from log to published model.
 
     cd bench && ../.venv/bin/python trainer_throughput.py [--decisions 1000000] [--database-url URL]
@@ -162,6 +163,8 @@ def main() -> None:
         f"train + gate + publish: {lineage['rows_train']:,} rows train, {lineage['rows_holdout']:,} held out, "
         f"{train:.1f}s; {run.version} promoted={run.promoted}, held-out AUC {run.report['metrics']['auc']:.3f}"
     )
+    steps = run.report.get("seconds", {})  # where the retrain's time went
+    print("  " + ", ".join(f"{step} {seconds:.1f}s" for step, seconds in steps.items()))
     database = directory / "metadata.db"
     if database.exists():
         print(f"metadata database (SQLite): {database.stat().st_size / 2**20:,.0f} MiB")

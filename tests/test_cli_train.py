@@ -63,6 +63,9 @@ def test_train_once_reads_the_event_files_trains_and_models_lists_the_lineage(tm
         version["metadata"]["lineage"]["rows_train"] + version["metadata"]["lineage"]["rows_holdout"] == 2000
     )
     assert version["metadata"]["metrics"]["auc"] > 0.8
+    seconds = version["metadata"]["seconds"]  # where the run's time went
+    assert list(seconds) == ["read", "fit", "judge", "refit", "profile"]
+    assert all(value >= 0 for value in seconds.values())
     runs = {(run["use_case"], run["outcome"]): run for run in models["training_runs"]}
     assert runs[("pick", "click")]["promoted"] is True
     assert runs[("feed", "click")]["version"] is None  # no data for it: recorded, not trained

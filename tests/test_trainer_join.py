@@ -3,6 +3,7 @@ missing feedback, each counted exactly once; and the gate refusing a worse model
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -241,7 +242,9 @@ def test_the_gate_refuses_a_model_trained_on_shuffled_labels(tmp_path: Path, dat
         )
     trainer.close()  # its cache of encoded rows holds the true labels: edits behind its back are unseen
     trainer = _trainer(tmp_path, database, log, clock)
+    started = time.perf_counter()
     [worse] = trainer.train("pick")
+    assert 0 < sum(worse.report["seconds"].values()) <= time.perf_counter() - started
     assert not worse.promoted
     assert "not credibly better than the constant baseline" in worse.reason
     assert trainer.registry.champion("pick", "click") == champion

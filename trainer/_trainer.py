@@ -66,6 +66,19 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
+class _Laps:
+    """How long each step of a retrain took, for its report: where a retrain's time goes."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._since = time.perf_counter()
+
+    def done(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self._since, 3)
+        self._since = now
+
+
 @dataclass
 class CycleReport:
     """What one `Trainer.run_once` did."""
@@ -264,7 +277,9 @@ class Trainer:
         outcome = use_case.outcomes[outcome_name]
         rules = use_case.promotion
         encoder = self._encoders[name]
+        laps = _Laps()
         read = self._rows.read(name, outcome_name, encoder)
+        laps.done("read")
         everything, unknown = read.data, read.unknown
         held_out = round(len(everything) * rules.holdout_fraction)
         if held_out < rules.min_examples:
@@ -291,12 +306,15 @@ class Trainer:
             max_trees=use_case.model.max_trees,
             engine=self._engine,
         )
+        laps.done("fit")
         verdict = self._judge(name, outcome_name, booster, train, holdout, label_range)
+        laps.done("judge")
         judged_trees = booster.num_trees()
         if verdict.decision.passed:
             # The gate judged a model of the earlier rows; the one published learns the held-out
             # (latest) rows too, with as many trees: the most recent data is the most telling.
             booster = fit(everything, encoder, params, judged_trees, engine=self._engine)
+        laps.done("refit")
         report: dict[str, Any] = {
             **verdict.report(),
             "params": {**params, "num_trees": judged_trees},
@@ -304,6 +322,10 @@ class Trainer:
             "gain_importance": gain_importance(booster),
             "lineage": self._lineage(train, holdout, read, verdict, judged_rows=learned),
         }
+        laps.done("profile")
+        # read: the rows read and encoded; fit: the model judged; judge: the gate; refit: the
+        # published model on every row (none when refused); profile: data profile, importance
+        report["seconds"] = laps.seconds
         decision = verdict.decision
         pinned = self.registry.pinned(name, outcome_name) if decision.passed else None
         promote = decision.passed and pinned is None
