@@ -192,22 +192,28 @@ class FeatureEncoder:
         (floats with NaN for missing numbers, objects for categories); a feature the columns
         lack is missing in every row."""
         specs = (*self._context, *self._candidate)
-        matrix = np.full((rows, self.base_feature_count), np.nan)
+        # One matrix of every column, filled in place: the base columns, then copies of them
+        # with the interactions and the slot, made a retrain touch twice the memory (at 1M rows
+        # 1.4 s of a 6 s read, mostly first-touch page faults; 0.13 -> 0.09 s once warm).
+        matrix = np.empty((rows, len(self.feature_names)))
+        base = matrix[:, : self.base_feature_count]
         for column, spec in enumerate(specs):
             values = columns.get(spec.name)
             if values is None:
-                continue
-            if spec.categories is None:
-                matrix[:, column] = _numbers(values)
+                base[:, column] = np.nan
+            elif spec.categories is None:
+                base[:, column] = _numbers(values)
             else:  # floats here were logged while the feature was numeric; NaN is a missing one
-                matrix[:, column] = [self._code(spec, None if v != v else v) for v in values]
+                base[:, column] = [self._code(spec, None if v != v else v) for v in values]
         if self._binary:
-            matrix[:, -1] = np.nan_to_num(_numbers(columns.get(ACTION_FEATURE, np.zeros(rows))), nan=0.0)
-        matrix = self._with_interactions(matrix)
-        if not self._ranked:
-            return matrix
-        slot = np.nan_to_num(_numbers(columns.get(SLOT_FEATURE, np.zeros(rows))), nan=0.0)
-        return np.hstack([matrix, slot.reshape(rows, 1)])
+            base[:, -1] = np.nan_to_num(_numbers(columns.get(ACTION_FEATURE, np.zeros(rows))), nan=0.0)
+        if self._pairs:
+            left, right = self._pair_columns
+            with np.errstate(over="ignore"):  # see _with_interactions
+                np.multiply(base[:, left], base[:, right], out=matrix[:, self._interaction_slice])
+        if self._ranked:
+            matrix[:, -1] = np.nan_to_num(_numbers(columns.get(SLOT_FEATURE, np.zeros(rows))), nan=0.0)
+        return matrix
 
     def _with_interactions(self, base: np.ndarray) -> np.ndarray:
         if not self._pairs:

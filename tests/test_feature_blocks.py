@@ -169,3 +169,18 @@ def test_a_block_of_examples_without_features_keeps_every_example() -> None:
     block = decode_block(encode_block(["a", "b"], [{}, {}], categorical=frozenset()))
     assert block.column_names == ["example key"]
     assert block.column("example key").to_pylist() == ["a", "b"]
+
+
+def test_binary_examples_encode_alike_by_rows_and_by_columns(tmp_path: Path) -> None:
+    """The yes/no use case: its action column and the interaction with it, from columns as from
+    the logged dicts (a missing day, a missing action)."""
+    from closedloop.policy import ACTION_FEATURE
+
+    config = make_config(tmp_path)
+    logged = [{"days": 3.0, ACTION_FEATURE: 1.0}, {ACTION_FEATURE: 0.0}, {"days": 12.5}]
+    keys = ["a", "b", "c"]
+    columns = take_rows([decode_block(encode_block(keys, logged, categorical=frozenset()))], keys)
+    by_columns = FeatureEncoder(config.use_cases["notify"]).encode_logged_columns(columns, len(keys))
+    by_rows = FeatureEncoder(config.use_cases["notify"]).encode_logged(logged)
+    assert by_columns.shape == (3, len(FeatureEncoder(config.use_cases["notify"]).feature_names))
+    np.testing.assert_array_equal(by_columns, by_rows)
