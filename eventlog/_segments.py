@@ -97,11 +97,15 @@ class LogSlice:
         return self.count
 
     def read(self) -> list[bytes]:
-        """The records; raises if the log no longer holds them as found (a segment deleted)."""
+        """The records; raises if the log no longer holds them as found (a segment deleted).
+        (A read of ``count`` records stops after the last: short of ``end`` when the walk that
+        found them went on past a segment's end to where the next begins.)"""
+        if not self.count:
+            return []
         records, end = SegmentLog(self.directory, read_only=True).read(
             self.start, max_records=self.count, until=self.end
         )
-        if len(records) != self.count or end != self.end:
+        if len(records) != self.count or end > self.end:
             raise ClosedLoopError(
                 f"{self.directory} holds {len(records)} readable records from {self.start} to {end}, "
                 f"not the {self.count} to {self.end} found there",

@@ -227,6 +227,24 @@ def test_records_found_are_those_a_read_returns_and_any_process_reads_them(
     log.close()
 
 
+def test_a_slice_ending_where_a_segment_begins_reads_back(tmp_path: Path) -> None:
+    """A walk bounded by the start of a segment ends there, past the end of the one before: the
+    slice reads its records back all the same (and an empty one reads none)."""
+    log = SegmentLog(tmp_path, segment_bytes=200, fsync_interval=0)
+    for i in range(20):
+        log.append([f"record-{i:05d}".encode() * 3])
+    second = log.segments()[1]
+    found = log.find(Position(0, 0), max_records=1000, until=Position(second, 0))
+    assert found.end == Position(second, 0)
+    records, _ = log.read(Position(0, 0), max_records=1000, until=Position(second, 0))
+    assert found.read() == records
+    assert len(records) == found.count > 0
+    empty = log.find(found.end, max_records=1000, until=found.end)
+    assert empty.count == 0
+    assert empty.read() == []
+    log.close()
+
+
 def test_a_slice_whose_segment_is_gone_says_so(tmp_path: Path) -> None:
     log = SegmentLog(tmp_path, segment_bytes=200, fsync_interval=0)
     for i in range(20):
