@@ -28,6 +28,8 @@ EVENTS = DECISIONS * 2  # each decision, and two copies of every other one's fee
 PARTITIONS = 4
 ASSIGNED = "reading partitions closedloop"
 HAZARD_SESSION_MS = 15_000
+SETTLE = 20.0
+"""Seconds from publishing events to the end of their windows (their delivery takes one or two)."""
 
 # A trainer that stores small batches, slowly, and runs a cycle (close windows, train: if it leads) when idle.
 TRAINER_PROCESS = """
@@ -50,20 +52,28 @@ while True:
 
 
 def _publish(config: ClosedLoopConfig, outbox: Path, numbers: range) -> dict[str, float]:
-    """Decisions long past their windows, feedback (sent twice) for every even one, all keyed by
-    decision id so that a decision and its feedback share a partition; returns the labels due."""
+    """Decisions whose windows end ``SETTLE`` seconds from now, feedback (sent twice) for every
+    even one, all keyed by decision id so that a decision and its feedback share a partition;
+    returns the labels due."""
     topics = Topics(config.infrastructure.topic_prefix)
     bootstrap = config.infrastructure.kafka_bootstrap or ""
     ensure_topics(bootstrap, [topics.decisions, topics.feedback], partitions=PARTITIONS)
     log = KafkaEventLog(bootstrap, outbox, topics=[topics.decisions, topics.feedback])
     expected: dict[str, float] = {}
     decisions, feedback = [], []
+    # Windows (30 min, plus the trainers' 60 s of lateness) end once every event is delivered: a
+    # report shipped before its decision waits for it, and with the events long past their
+    # windows a leader closing windows meanwhile expired it (seen: one label the default).
+    first = time.time() - T0 - 30 * 60 - 60 + SETTLE
     for i in numbers:
         decision_id = f"d{i}"
-        decisions.append((decision_id, decision_event(decision_id, seconds=i)))
+        decided = first + i / 1000
+        decisions.append((decision_id, decision_event(decision_id, seconds=decided)))
         if i % 2 == 0:
             expected[decision_id] = float(i % 4 == 0)
-            event = feedback_event(f"f{i}", decision_id, {"click": expected[decision_id]}, seconds=i + 10)
+            event = feedback_event(
+                f"f{i}", decision_id, {"click": expected[decision_id]}, seconds=decided + 10
+            )
             feedback.extend([(decision_id, event), (decision_id, event)])
         else:
             expected[decision_id] = 0.0  # the outcome's default, once every partition is read
