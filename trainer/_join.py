@@ -20,7 +20,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from sqlalchemy.engine import Connection
@@ -43,6 +43,7 @@ from ._store import (
     KnownDecision,
     example_key,
     examples,
+    insert_columns_ignoring_duplicates,
     insert_ignoring_duplicates,
     labels,
     pending_activations,
@@ -55,8 +56,7 @@ Activations = dict[str, dict[str, float]]
 """decision id -> activation kind ("activate", "abandon") -> when it was logged."""
 
 
-@dataclass(frozen=True)
-class _Feedback:
+class _Feedback(NamedTuple):
     feedback_id: str
     decision_id: str
     outcome: str
@@ -65,17 +65,42 @@ class _Feedback:
     candidate: str | None
 
 
+_Report = tuple[str, str, str, float, float, str | None]
+"""`_Feedback`'s fields: a plain tuple pickles in a fifth of the time of a named one."""
+
+_EXAMPLE_COLUMNS = (
+    "decision_id",
+    "use_case",
+    "decided_at",
+    "slot",
+    "choice",
+    "propensity",
+    "policy",
+    "arm",
+    "model_versions",
+    "status",
+    "shown",
+)
+"""The columns of `cl_examples` a batch's decisions fill in (``block`` once the batch's blocks are
+stored; ``closed`` and ``features`` are the same for every new example)."""
+
+
 @dataclass
 class PreparedBatch:
     """A batch of events decoded and shaped for storing: everything that needs no database
-    (`Joiner.prepare`), so that it can be done elsewhere while the previous batch is stored."""
+    (`Joiner.prepare`), so that it can be done elsewhere while the previous batch is stored.
 
-    rows: list[dict[str, Any]]
-    """Example rows, without their feature block."""
+    Column by column and in plain tuples: the worker pickles a batch for the trainer's process,
+    which unpickles it, and a dict per example row and an object per report cost both of them
+    three to five times more (20,000 rows: 35 -> 11 ms; 10,000 reports: 25 -> 5 ms)."""
+
+    examples: dict[str, list[Any]]
+    """`_EXAMPLE_COLUMNS` -> one value per example, in log order."""
     blocks: dict[str, tuple[int, bytes]]
     """use case -> its examples' feature block: how many rows, the encoded block."""
     activations: Activations
-    reports: list[_Feedback]
+    reports: list[_Report]
+    """`_Feedback`'s fields, in log order."""
     counts: Counter[str]
 
 
@@ -91,14 +116,14 @@ class Joiner:
     def prepare(self, decisions: list[bytes], feedback: list[bytes]) -> PreparedBatch:
         """Decode a batch and shape its examples, feature blocks and reports."""
         counts: Counter[str] = Counter()
-        rows: list[dict[str, Any]] = []
+        columns: dict[str, list[Any]] = {name: [] for name in _EXAMPLE_COLUMNS}
         features: dict[str, list[dict[str, FeatureValue]]] = {}
         for raw in decisions:  # one decoded event alive at a time: a batch of them taxes the GC
             event = _decoded(decode_training_decision, raw, counts)
             if event is not None:
-                rows.extend(self._examples(event, counts, features.setdefault(event.use_case, [])))
+                self._add_examples(event, counts, columns, features.setdefault(event.use_case, []))
         activations: Activations = {}
-        reports: list[_Feedback] = []
+        reports: list[_Report] = []
         for raw in feedback:
             report = _decoded(decode_feedback, raw, counts)
             if report is None:
@@ -108,26 +133,33 @@ class Joiner:
                 kinds.setdefault(report.activation, report.timestamp.timestamp())
             else:
                 reports.extend(self._feedback(report, counts))
-        return PreparedBatch(rows, self._blocks(rows, features), activations, reports, counts)
+        return PreparedBatch(columns, self._blocks(columns, features), activations, reports, counts)
 
     def store(self, connection: Connection, batch: PreparedBatch) -> Counter[str]:
         """Store a prepared batch in the connection's transaction; returns what happened to it."""
-        counts, rows = batch.counts, batch.rows
+        counts, columns = batch.counts, batch.examples
+        stored = len(columns["decision_id"])
         blocks = {
             use_case: ExampleStore.add_feature_block(connection, use_case, count, data)
             for use_case, (count, data) in batch.blocks.items()
         }
-        for row in rows:
-            row["block"] = blocks[row["use_case"]]
-        inserted = insert_ignoring_duplicates(connection, examples, rows)
-        tops = [row for row in rows if row["slot"] == 0]
+        new_examples = {
+            **columns,
+            "block": [blocks[use_case] for use_case in columns["use_case"]],
+            "closed": [False] * stored,
+            "features": [""] * stored,  # in the batch's feature block
+        }
+        inserted = insert_columns_ignoring_duplicates(connection, examples, new_examples)
+        tops = [i for i, slot in enumerate(columns["slot"]) if slot == 0]
+        arrived = [columns["decision_id"][i] for i in tops]
         # Every example new (the usual): what the batch's reports and activations need to know
         # of these decisions is in hand, not in the database (a lookup cost a tenth of the join).
-        fresh = {row["decision_id"]: row for row in tops} if inserted == len(rows) else {}
+        fresh = _FreshDecisions(
+            new_examples, dict(zip(arrived, tops, strict=True)) if inserted == stored else {}
+        )
         counts["decisions"] += len(tops)
-        counts["examples"] += len(rows)
-        counts["decisions_inactive"] += sum(row["status"] == "inactive" for row in tops)
-        arrived = [row["decision_id"] for row in tops]
+        counts["examples"] += stored
+        counts["decisions_inactive"] += sum(columns["status"][i] == "inactive" for i in tops)
         # Activations and early feedback from earlier batches whose decision arrived now, before
         # this batch's: the first report in log order is the one that counts.
         activations = ExampleStore.take_pending_activations(connection, arrived)
@@ -141,10 +173,9 @@ class Joiner:
             )
             for p in ExampleStore.take_pending(connection, arrived)
         ]
-        reports.extend(batch.reports)
+        reports.extend(map(_Feedback._make, batch.reports))
         self._activate(connection, activations, counts, fresh)
-        for activated_or_abandoned in activations:
-            fresh.pop(activated_or_abandoned, None)  # their status is the database's now
+        fresh.forget(activations)  # their status is the database's now
         self._label(connection, reports, counts, fresh)
         return counts
 
@@ -153,7 +184,7 @@ class Joiner:
         connection: Connection,
         kinds: Activations,
         counts: Counter[str],
-        fresh: Mapping[str, Mapping[str, Any]],
+        fresh: _FreshDecisions,
     ) -> None:
         """Apply activations and abandonments; those of decisions not read yet wait for them."""
         if not kinds:
@@ -177,35 +208,34 @@ class Joiner:
         counts["activations_waiting"] += len(waiting)
 
     def _blocks(
-        self, rows: list[dict[str, Any]], features: dict[str, list[dict[str, FeatureValue]]]
+        self, columns: Mapping[str, list[Any]], features: dict[str, list[dict[str, FeatureValue]]]
     ) -> dict[str, tuple[int, bytes]]:
-        """One feature block per use case of the batch, its rows in the order of ``rows``."""
+        """One feature block per use case of the batch, its rows in the order of the examples."""
         blocks: dict[str, tuple[int, bytes]] = {}
         for use_case, logged in features.items():
             if logged:
-                keys = [row["decision_id"] for row in rows if row["use_case"] == use_case]
+                keys = [
+                    key
+                    for key, of_use_case in zip(columns["decision_id"], columns["use_case"], strict=True)
+                    if of_use_case == use_case
+                ]
                 categorical = frozenset(self._encoders[use_case].categorical_features)
                 blocks[use_case] = (len(keys), encode_block(keys, logged, categorical=categorical))
         return blocks
 
-    def _examples(
-        self, event: TrainingDecision, counts: Counter[str], features: list[dict[str, FeatureValue]]
-    ) -> list[dict[str, Any]]:
-        """The decision's examples (their features appended to ``features``): its logged action,
-        or each shown slot of a ranking."""
+    def _add_examples(
+        self,
+        event: TrainingDecision,
+        counts: Counter[str],
+        columns: dict[str, list[Any]],
+        features: list[dict[str, FeatureValue]],
+    ) -> None:
+        """Append the decision's examples to ``columns`` and their features to ``features``: its
+        logged action, or each shown slot of a ranking."""
         encoder = self._encoders.get(event.use_case)
         if encoder is None:
             counts["decisions_of_unknown_use_case"] += 1
-            return []
-        common = {
-            "use_case": event.use_case,
-            "decided_at": event.timestamp.timestamp(),
-            "policy": event.policy,
-            "arm": event.arm,
-            "model_versions": orjson.dumps(event.model_versions).decode(),
-            "closed": False,
-            "status": "active" if event.active else "inactive",
-        }
+            return
         if not event.slots:
             logged = encoder.logged_example(event.context, event.shown_features(event.choice), event.choice)
             shown = [(event.choice, event.propensity, logged)]
@@ -219,27 +249,31 @@ class Joiner:
                 for k, slot in enumerate(event.slots)
             ]
         features.extend(logged for _, _, logged in shown)
-        return [
-            {
-                **common,
-                "decision_id": example_key(event.event_id, k),
-                "slot": k,
-                "shown": orjson.dumps([c for c, _, _ in shown]).decode() if k == 0 and event.slots else None,
-                "features": "",  # in the batch's feature block
-                "choice": candidate,
-                "propensity": propensity,
-            }
-            for k, (candidate, propensity, _) in enumerate(shown)
-        ]
+        count = len(shown)
+        columns["decision_id"].extend(example_key(event.event_id, k) for k in range(count))
+        columns["slot"].extend(range(count))
+        columns["choice"].extend(candidate for candidate, _, _ in shown)
+        columns["propensity"].extend(propensity for _, propensity, _ in shown)
+        # the top slot's row of a ranking decided with slots keeps its shown candidates
+        top_shown = orjson.dumps([c for c, _, _ in shown]).decode() if event.slots else None
+        columns["shown"].extend([top_shown] + [None] * (count - 1))
+        for name, value in (
+            ("use_case", event.use_case),
+            ("decided_at", event.timestamp.timestamp()),
+            ("policy", event.policy),
+            ("arm", event.arm),
+            ("model_versions", orjson.dumps(event.model_versions).decode()),
+            ("status", "active" if event.active else "inactive"),
+        ):
+            columns[name].extend([value] * count)
 
     @staticmethod
-    def _feedback(event: FeedbackEvent, counts: Counter[str]) -> list[_Feedback]:
+    def _feedback(event: FeedbackEvent, counts: Counter[str]) -> list[_Report]:
+        """The event's reports, one per outcome, as `_Feedback`'s fields."""
         counts["feedback_events"] += 1
         happened_at = event.timestamp.timestamp()
         return [
-            _Feedback(
-                event.event_id, event.decision_id, outcome, float(value), happened_at, event.candidate_id
-            )
+            (event.event_id, event.decision_id, outcome, float(value), happened_at, event.candidate_id)
             for outcome, value in event.outcomes.items()
         ]
 
@@ -248,7 +282,7 @@ class Joiner:
         connection: Connection,
         reports: list[_Feedback],
         counts: Counter[str],
-        fresh: Mapping[str, Mapping[str, Any]],
+        fresh: _FreshDecisions,
     ) -> None:
         if not reports:
             return
@@ -325,13 +359,33 @@ class Joiner:
         counts["feedback_waiting"] += len(waiting)
 
 
+class _FreshDecisions:
+    """The decisions a batch stored (every example of it new), by id: their top slot's example in
+    the batch's columns."""
+
+    def __init__(self, columns: Mapping[str, list[Any]], top_examples: dict[str, int]) -> None:
+        self._columns = columns
+        self._top_examples = top_examples
+
+    def __contains__(self, decision_id: object) -> bool:
+        return decision_id in self._top_examples
+
+    def forget(self, decision_ids: Iterable[str]) -> None:
+        for decision_id in decision_ids:
+            self._top_examples.pop(decision_id, None)
+
+    def decision(self, decision_id: str) -> KnownDecision:
+        index = self._top_examples[decision_id]
+        return KnownDecision.of({name: self._columns[name][index] for name in KnownDecision.COLUMNS})
+
+
 def _known(
-    connection: Connection, decision_ids: Iterable[str], fresh: Mapping[str, Mapping[str, Any]]
+    connection: Connection, decision_ids: Iterable[str], fresh: _FreshDecisions
 ) -> dict[str, KnownDecision]:
-    """The stored decisions among ``decision_ids``: those of ``fresh`` (the top-slot example rows
-    this batch stored) from their rows, the others looked up."""
+    """The stored decisions among ``decision_ids``: those of ``fresh`` from the batch's columns,
+    the others looked up."""
     asked = set(decision_ids)
-    known = {i: KnownDecision.of(fresh[i]) for i in asked if i in fresh}
+    known = {i: fresh.decision(i) for i in asked if i in fresh}
     known.update(ExampleStore.known_decisions(connection, asked - known.keys()))
     return known
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import orjson
@@ -242,6 +242,24 @@ def insert_ignoring_duplicates(
     return int(result.rowcount)
 
 
+def insert_columns_ignoring_duplicates(
+    connection: Connection, table: sa.Table, columns: Mapping[str, Sequence[Any]]
+) -> int:
+    """`insert_ignoring_duplicates` of rows given column by column (column name -> one value per
+    row, every column as long): each row's parameters are zipped from the columns in C."""
+    if not columns or not len(next(iter(columns.values()))):
+        return 0
+    names = tuple(columns)
+    sql, order = _compiled_insert(connection, table, names)
+    if order is None:  # a named paramstyle (psycopg's): a dict per row
+        rows: list[Any] = [
+            dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)
+        ]
+    else:
+        rows = list(zip(*(columns[name] for name in order), strict=True))
+    return int(connection.exec_driver_sql(sql, rows).rowcount)
+
+
 _COMPILED: dict[tuple[str, str, tuple[str, ...]], tuple[str, tuple[str, ...] | None]] = {}
 
 
@@ -325,6 +343,9 @@ class KnownDecision:
     """A ranking decided with slots: its shown candidates, top first; None: only the choice."""
     block: int | None = None
     """The feature block of its examples (every slot's: they were stored in one batch)."""
+
+    COLUMNS: ClassVar[tuple[str, ...]] = ("use_case", "decided_at", "status", "choice", "shown", "block")
+    """The columns of its top slot's example row that `of` reads."""
 
     @classmethod
     def of(cls, row: Mapping[Any, Any]) -> KnownDecision:
