@@ -6,10 +6,17 @@ bin of their own). The profile and the model's gain importance go into the linea
 compares the newest rows (the held-out ones) with the champion's profile by the population
 stability index, PSI = sum over bins of (new - old) * ln(new / old): under 0.1 is usually read as
 stable, over 0.25 as a shift. ``promotion.max_drift`` refuses a model above it.
+
+Quantiles and histograms come from at most `HISTOGRAM_ROWS` rows evenly spread over time (every
+k-th row); missing rates, ranges and means from every row. Over 800,000 rows the histograms took
+most of a profile's two seconds; from 100,000 rows a decile is off by about a thousandth of the
+rows, and sampling noise adds about 0.0001 to a PSI (bins / rows), a thousandth of the 0.1 read
+as stable.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +26,7 @@ import numpy as np
 from closedloop.policy import FeatureEncoder
 
 DECILES = np.linspace(0.1, 0.9, 9)
+HISTOGRAM_ROWS = 100_000
 _FLOOR = 1e-4
 """A bin share never counts as below this (an empty bin would make PSI infinite)."""
 
@@ -26,32 +34,58 @@ _FLOOR = 1e-4
 def profile(features: np.ndarray, encoder: FeatureEncoder, unknown: Mapping[str, int]) -> dict[str, Any]:
     """Per feature (interactions left out): what the rows looked like."""
     categorical = set(encoder.categorical_features)
+    stats = _ColumnStats(features[:, : encoder.base_feature_count])
     result: dict[str, Any] = {}
     for column, name in enumerate(encoder.feature_names[: encoder.base_feature_count]):
         values = features[:, column]
-        missing = np.isnan(values)
-        present = values[~missing]
-        entry: dict[str, Any] = {"missing_rate": float(missing.mean()) if len(values) else 0.0}
+        entry: dict[str, Any] = {"missing_rate": stats.missing_rate(column)}
+        sample = _sample(values)
         if name in categorical:
             entry["unknown_categories"] = int(unknown.get(name, 0))
-            edges: list[float] = sorted({float(v) for v in present})
-            entry["histogram"] = {"categories": edges, "shares": _category_shares(values, edges)}
+            edges: list[float] = np.unique(values[~np.isnan(values)]).tolist()  # every category seen
+            entry["histogram"] = {"categories": edges, "shares": _category_shares(sample, edges)}
         else:
             edges = []
-            if len(present):
+            if stats.present[column]:
+                present = sample[~np.isnan(sample)]
+                if not len(present):  # the few present values fell between the sampled rows
+                    present = values[~np.isnan(values)]
                 # One partition of the values for every quantile (three took a retrain's seconds).
                 p5, *deciles, p95 = np.quantile(present, [0.05, *DECILES, 0.95]).tolist()
                 entry.update(
-                    min=float(present.min()),
-                    max=float(present.max()),
-                    mean=float(present.mean()),
+                    min=float(stats.lows[column]),
+                    max=float(stats.highs[column]),
+                    mean=stats.mean(column),
                     p5=p5,
                     p95=p95,
                 )
                 edges = sorted(set(deciles))
-            entry["histogram"] = {"edges": edges, "shares": _numeric_shares(values, edges)}
+            entry["histogram"] = {"edges": edges, "shares": _numeric_shares(sample, edges)}
         result[name] = entry
     return result
+
+
+class _ColumnStats:
+    """Every column's count, range and sum of its present values, each in one pass over the rows
+    (a column of a row-major matrix at a time strides through all of it: 30 times slower)."""
+
+    def __init__(self, columns: np.ndarray) -> None:
+        self._columns = columns
+        self._rows = len(columns)
+        self.present = (~np.isnan(columns)).sum(axis=0)
+        nothing = np.full(columns.shape[1], np.nan)  # no rows: no range, no sum
+        self.lows = np.fmin.reduce(columns, axis=0) if self._rows else nothing  # fmin skips NaN
+        self.highs = np.fmax.reduce(columns, axis=0) if self._rows else nothing
+        self._sums = np.add.reduce(columns, axis=0) if self._rows else nothing  # NaN: one missing
+
+    def missing_rate(self, column: int) -> float:
+        return float(self._rows - self.present[column]) / self._rows if self._rows else 0.0
+
+    def mean(self, column: int) -> float:
+        """The mean of the column's present values (it has some)."""
+        if self.present[column] == self._rows:
+            return float(self._sums[column]) / self._rows
+        return float(np.nanmean(self._columns[:, column]))
 
 
 def drift(features: np.ndarray, encoder: FeatureEncoder, reference: Mapping[str, Any]) -> dict[str, float]:
@@ -61,7 +95,7 @@ def drift(features: np.ndarray, encoder: FeatureEncoder, reference: Mapping[str,
         histogram = (reference.get(name) or {}).get("histogram")
         if not histogram:
             continue
-        values = features[:, column]
+        values = _sample(features[:, column])
         if "categories" in histogram:
             new = _category_shares(values, histogram["categories"])
         else:
@@ -76,6 +110,11 @@ def gain_importance(booster: lgb.Booster) -> dict[str, float]:
     total = gains.sum()
     shares = gains / total if total > 0 else gains
     return {name: round(float(share), 6) for name, share in zip(booster.feature_name(), shares, strict=True)}
+
+
+def _sample(values: np.ndarray) -> np.ndarray:
+    """At most `HISTOGRAM_ROWS` of the values, evenly spread (a view: nothing is copied)."""
+    return values[:: math.ceil(len(values) / HISTOGRAM_ROWS)] if len(values) > HISTOGRAM_ROWS else values
 
 
 def _numeric_shares(values: np.ndarray, edges: list[float]) -> list[float]:
