@@ -34,6 +34,7 @@ from closedloop.contracts import (
     encode_feedback,
 )
 from closedloop.eventlog import FileEventLog, Position
+from closedloop.metadata import freeze_startup_objects
 from closedloop.registry import LocalModelRegistry
 from closedloop.trainer import ExampleStore, FileEventSource, Trainer
 
@@ -143,6 +144,7 @@ def main() -> None:
         clock=lambda: START + args.decisions * 0.01 + 3600,
         max_training_rows=args.decisions,
     )
+    freeze_startup_objects()  # as `closedloop train` does once it has started
     started = time.perf_counter()
     counts = trainer.catch_up(timeout=0, max_records=20_000)
     join = time.perf_counter() - started

@@ -200,12 +200,14 @@ def train(
 ) -> None:
     """Join logged outcomes to decisions, retrain LightGBM models, gate them and publish champions.
     Each cycle says what it did, and for a use case that did not train, why (what it waits for)."""
+    from closedloop.metadata import freeze_startup_objects
     from closedloop.trainer import TrainerMetrics, open_trainer
 
     configure_logging(log_level, log_format)
     loaded = load_config(config)
     log_start_trainer(loaded, lateness)
     trainer = open_trainer(loaded, group_id=group, lateness=lateness)
+    freeze_startup_objects()
     metrics = TrainerMetrics()
     if metrics_port is not None:
         metrics.serve(metrics_port, metrics_host)

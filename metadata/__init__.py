@@ -8,11 +8,21 @@
   one leading trainer)
 - `exit_with(pid)`: a worker pool's initializer that ends the worker once the process that
   started it is gone (a trainer's preparing worker, a report's decoding workers)
+- `freeze_startup_objects()`: a long-running process's start-up objects out of the garbage
+  collector's way (the trainer and its preparing worker)
 """
 
 from ._audit import AuditEntry, AuditLog, local_actor
 from ._database import open_database
 from ._locks import ProcessLock
-from ._processes import exit_with
+from ._processes import exit_with, freeze_startup_objects
 
-__all__ = ["AuditEntry", "AuditLog", "ProcessLock", "exit_with", "local_actor", "open_database"]
+__all__ = [
+    "AuditEntry",
+    "AuditLog",
+    "ProcessLock",
+    "exit_with",
+    "freeze_startup_objects",
+    "local_actor",
+    "open_database",
+]

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
 from closedloop.contracts import ClosedLoopConfig
-from closedloop.metadata import exit_with
+from closedloop.metadata import exit_with, freeze_startup_objects
 from closedloop.policy import FeatureEncoder
 
 from ._join import Joiner, PreparedBatch
@@ -81,6 +81,7 @@ def _start_worker(config: ClosedLoopConfig, trainer: int) -> None:
     global _JOINER
     _JOINER = Joiner(config, {name: FeatureEncoder(use_case) for name, use_case in config.use_cases.items()})
     exit_with(trainer)  # a trainer killed with SIGKILL would leave it waiting for work forever
+    freeze_startup_objects()
 
 
 def _prepare(batch: EventBatch) -> PreparedBatch:
