@@ -48,6 +48,7 @@ from closedloop.contracts import (
 )
 from closedloop.evaluation import ExperimentWatch, analyze_experiment, write_report_files
 from closedloop.eventlog import FileEventLog
+from closedloop.metadata import freeze_startup_objects
 from closedloop.registry import LocalModelRegistry, start_experiment
 
 CONFIG = """
@@ -247,6 +248,7 @@ def main() -> None:
             writer.start()
             writer.join()
             print(f"wrote {args.decisions:,} decisions in {time.perf_counter() - started:.1f} s")
+        freeze_startup_objects()  # as `closedloop console` and `closedloop report` do
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         marks: list[tuple[str, float]] = []  # (step, when it began)
         started = time.perf_counter()

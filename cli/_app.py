@@ -412,6 +412,7 @@ def console(
     import uvicorn
 
     from closedloop.console import create_console
+    from closedloop.metadata import freeze_startup_objects
 
     from ._serve import require_keys_off_loopback, tls_paths
 
@@ -421,6 +422,7 @@ def console(
     certfile, keyfile = tls_paths(_tls(ssl_certfile, ssl_keyfile))
     os.nice(nice)
     app_ = create_console(loaded)
+    freeze_startup_objects()  # reports over long logs: a full collection scanned all of it
     uvicorn.run(
         app_,
         host=host,
@@ -545,8 +547,10 @@ def report(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from closedloop.evaluation import analyze_experiment, write_report_files
+    from closedloop.metadata import freeze_startup_objects
 
     loaded = load_config(config)
+    freeze_startup_objects()  # a full collection in a long analysis scanned every module's objects
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, transient=True) as progress:
         task = progress.add_task("starting", total=None)
