@@ -37,7 +37,7 @@ from closedloop.contracts import (
     decode_feedback,
 )
 from closedloop.eventlog import SealedSegment
-from closedloop.metadata import exit_with
+from closedloop.metadata import exit_with, freeze_startup_objects
 
 from ._hashing import candidate_hashes, id_hashes
 
@@ -261,9 +261,14 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([__name__])
         _POOLS[workers] = ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=exit_with, initargs=(os.getpid(),)
+            max_workers=workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),)
         )
     return _POOLS[workers]
+
+
+def _start_worker(parent: int) -> None:
+    exit_with(parent)
+    freeze_startup_objects()  # what the fork server imported: out of every collection's way
 
 
 def _ready() -> None:

@@ -9,7 +9,8 @@
 - `exit_with(pid)`: a worker pool's initializer that ends the worker once the process that
   started it is gone (a trainer's preparing worker, a report's decoding workers)
 - `freeze_startup_objects()`: a long-running process's start-up objects out of the garbage
-  collector's way (the trainer and its preparing worker, the console, a report)
+  collector's way (the trainer and its preparing worker, the console, a report and its
+  decoding workers)
 """
 
 from ._audit import AuditEntry, AuditLog, local_actor

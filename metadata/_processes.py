@@ -42,7 +42,9 @@ def freeze_startup_objects() -> None:
     does; a catch-up that unpickles and stores large batches triggers such a collection every
     second or so. Frozen (`gc.freeze`), they are skipped: the trainer's process spent 2.6 s of a
     1,000,000-decision catch-up in full collections, 0.4 s after (bench/trainer_throughput.py),
-    and an experiment report over 1,000,000 decisions ran ~8% faster (bench/experiment_report.py).
+    and an experiment report over 1,000,000 decisions ran ~8% faster; over 10,000,000, whose
+    decoding workers freeze what their fork server imported, 91.5 / 86.0 -> 67.7 / 73.1 s
+    (bench/experiment_report.py).
     Called once per process, after a collection (so that no garbage is frozen): an object frozen
     is never collected, so one freed later as part of a reference cycle would stay (acyclic ones
     are freed by their reference count). `closedloop serve` does the same for its app (without
