@@ -40,7 +40,7 @@ def freeze_startup_objects() -> None:
     A full collection visits every object the collector tracks, and a process that imports
     LightGBM, pandas, SQLAlchemy and pyarrow tracks hundreds of thousands that live as long as it
     does; a catch-up that unpickles and stores large batches triggers such a collection every
-    second or so. Frozen (`gc.freeze`), they are skipped: the trainer's process spent 2.6 s of a
+    few seconds. Frozen (`gc.freeze`), they are skipped: the trainer's process spent 2.6 s of a
     1,000,000-decision catch-up in full collections, 0.4 s after (bench/trainer_throughput.py),
     and an experiment report over 1,000,000 decisions ran ~8% faster; over 10,000,000, whose
     decoding workers freeze what their fork server imported, 91.5 / 86.0 -> 67.7 / 73.1 s

@@ -67,7 +67,8 @@ def profile(features: np.ndarray, encoder: FeatureEncoder, unknown: Mapping[str,
 
 class _ColumnStats:
     """Every column's count, range and sum of its present values, each in one pass over the rows
-    (a column of a row-major matrix at a time strides through all of it: 30 times slower)."""
+    (a column of a row-major matrix at a time strides through all of it: the profile of 800,000
+    rows x 30 features took 1.06 s so, 0.36 s with these)."""
 
     def __init__(self, columns: np.ndarray) -> None:
         self._columns = columns
