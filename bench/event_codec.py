@@ -21,6 +21,7 @@ from _setup import CANDIDATE, CONTEXT
 from closedloop.contracts import (
     DecisionEvent,
     LoggedCandidate,
+    decision_header_decoder,
     decode_decision,
     decode_decision_header,
     decode_training_decision,
@@ -118,6 +119,7 @@ def main() -> None:
     stamp = datetime.now(UTC)
     records = [_codec_event(p, stamp) for p in parts]
     n = args.events
+    kept = decision_header_decoder(tuple(CONTEXT[:3]))  # what a report with 3 breakdowns reads
     rows = {
         "encode: codec (build DecisionEvent + encode_decision)": _microseconds(
             lambda i: _codec_event(parts[i % 200], stamp), n
@@ -130,6 +132,9 @@ def main() -> None:
         ),
         "decode: decode_decision_header (no candidates)": _microseconds(
             lambda i: decode_decision_header(records[i % 200]), n
+        ),
+        "decode: decision_header_decoder (3 context features kept)": _microseconds(
+            lambda i: kept(records[i % 200]), n
         ),
         "decode: decode_training_decision + the chosen features": _microseconds(
             lambda i: _training_view(records[i % 200]), n
@@ -151,10 +156,12 @@ def main() -> None:
         rows["decode floor: orjson.loads (untyped dicts)"],
     )
     header = rows["decode: decode_decision_header (no candidates)"]
+    kept_header = rows["decode: decision_header_decoder (3 context features kept)"]
     training = rows["decode: decode_training_decision + the chosen features"]
     print(f"ratio encode / floor: {encode / encode_floor:.2f}x")
     print(f"ratio decode / orjson.loads: {decode / loads:.2f}x; header / orjson.loads: {header / loads:.2f}x")
     print(f"ratio training view / decode_decision: {training / decode:.2f}x")
+    print(f"ratio header keeping 3 context features / whole header: {kept_header / header:.2f}x")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
   engine reads of either
 - the event codec: `DecisionEvent`, `FeedbackEvent` (and `DecisionHeader`, a decision without its
   candidates) written by `encode_decision` / `encode_feedback` and read by `decode_decision`,
-  `decode_decision_header`, `decode_feedback`, the only code that writes or reads a logged event
+  `decode_decision_header` (`decision_header_decoder`: keeping only some context features),
+  `decode_feedback`, the only code that writes or reads a logged event
 - the attribution rule: `Attribution` (which feedback counts for which decision), used by the
   trainer's and the evaluator's joins
 - names: `RegistryKeys`, `DecisionIndexKeys`, `AccessKeys`, `Topics`
@@ -76,6 +77,7 @@ from ._events import (
     LoggedCandidate,
     LoggedSlot,
     TrainingDecision,
+    decision_header_decoder,
     decode_decision,
     decode_decision_header,
     decode_feedback,
@@ -228,6 +230,7 @@ __all__ = [
     "UseCaseConfig",
     "ValueExpression",
     "config_json_schema",
+    "decision_header_decoder",
     "decode_decide_body",
     "decode_decision",
     "decode_decision_header",

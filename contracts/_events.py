@@ -4,7 +4,8 @@ Every decision and every outcome is logged as one JSON record (Kafka, or the emb
 files). The service encodes them here (`encode_decision`, `encode_feedback`); the trainer's join,
 the evaluator's log reader and the off-policy data loader decode them here into typed records
 (`decode_decision`, `decode_feedback`), `decode_decision_header` reads a decision without its
-candidates for readers that only count and group, and `decode_training_decision` leaves the
+candidates for readers that only count and group (`decision_header_decoder`: with only the context
+features they need), and `decode_training_decision` leaves the
 candidates' features encoded until the join asks for the shown ones. A new field changes this
 module and nothing else.
 
@@ -16,8 +17,10 @@ parsing it to dicts, and the header decode skips the candidates at a quarter of 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, ClassVar, Final, Literal, TypeVar
 
 import msgspec
 
@@ -105,6 +108,49 @@ class DecisionHeader(msgspec.Struct, frozen=True, kw_only=True):
     active: bool = True
     choice: str | None = None
     schema_version: Literal[1] = 1
+
+    def feature(self, name: str) -> FeatureValue:
+        """The context feature ``name`` as logged (None if it was not)."""
+        return self.context.get(name)
+
+
+class _KeptContext(msgspec.Struct, frozen=True):
+    """The base of a decision's context features kept by `decision_header_decoder`."""
+
+    attributes: ClassVar[dict[str, str]] = {}
+    """feature name -> its attribute (features are named freely; attributes are ``f<i>``)."""
+
+    def get(self, name: str) -> FeatureValue:
+        attribute = self.attributes.get(name)
+        value: FeatureValue = None if attribute is None else getattr(self, attribute)
+        return value
+
+
+@functools.cache
+def decision_header_decoder(context: tuple[str, ...]) -> Callable[[bytes], DecisionHeader]:
+    """A decoder of decision headers that keeps only the ``context`` features named (read them
+    with `DecisionHeader.feature`): the others are skipped, never built. The context's dict was
+    half of decoding a header of ``bench/experiment_report.py`` (1 KB, 5 candidates): 3.95 ->
+    2.78 us keeping all 3 of its features as fields. A feature kept must be a `FeatureValue`;
+    one not kept may hold anything."""
+    attributes = {name: f"f{i}" for i, name in enumerate(context)}
+    kept = msgspec.defstruct(
+        "KeptContext",
+        [(attribute, FeatureValue, None) for attribute in attributes.values()],
+        bases=(_KeptContext,),
+        rename={attribute: name for name, attribute in attributes.items()},
+        namespace={"attributes": attributes},
+        frozen=True,
+    )
+    header = msgspec.defstruct(
+        "DecisionHeaderKept",
+        [("context", kept)],
+        bases=(DecisionHeader,),
+        frozen=True,
+        kw_only=True,
+    )
+    decoder: msgspec.json.Decoder[DecisionHeader] = msgspec.json.Decoder(header)
+    return lambda record: _decoded(decoder, record, "decision")
 
 
 class _CandidateUnread(msgspec.Struct, frozen=True):

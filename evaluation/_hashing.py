@@ -21,15 +21,17 @@ def id_hash(text: str) -> int:
 
 @functools.lru_cache(maxsize=65_536)
 def _siphash(text: str) -> int:
-    return int(pd.util.hash_array(np.array([text], dtype=object))[0] >> np.uint64(1))
+    return int(_siphashes([text])[0])
 
 
 def id_hashes(texts: Sequence[str]) -> np.ndarray:
     """`id_hash` of each text, for a batch at once: the service's decision ids are random hex
     already (their first 16 digits are the hash); any other id is hashed by pandas' vectorised
     SipHash. Per id in Python, hashing was a fifth of reading a log (``bench/experiment_report.py``)."""
-    hashes = np.zeros(len(texts), dtype=np.int64)
     hexlike = [i for i, text in enumerate(texts) if len(text) == 32]
+    if not hexlike:  # no service decision ids (unit ids, candidates): all hashed at once
+        return _siphashes(texts)
+    hashes = np.zeros(len(texts), dtype=np.int64)
     parsed = _hex_prefixes([texts[i] for i in hexlike])
     other = [i for i, value in zip(hexlike, parsed, strict=True) if value < 0]
     hashes[hexlike] = parsed
@@ -37,9 +39,15 @@ def id_hashes(texts: Sequence[str]) -> np.ndarray:
         taken = set(hexlike)
         other += [i for i in range(len(texts)) if i not in taken]
     if other:
-        words = pd.util.hash_array(np.array([texts[i] for i in other], dtype=object))
-        hashes[other] = (words >> np.uint64(1)).astype(np.int64)
+        hashes[other] = _siphashes([texts[i] for i in other])
     return hashes
+
+
+def _siphashes(texts: Sequence[str]) -> np.ndarray:
+    """pandas' SipHash of each text, halved to 63 bits. Not categorized first: finding the
+    distinct texts before hashing them took 7/8 of the time, on unit ids as on other ids."""
+    words: np.ndarray = pd.util.hash_array(np.array(texts, dtype=object), categorize=False)
+    return (words >> np.uint64(1)).astype(np.int64)
 
 
 def _hex_prefixes(texts: list[str]) -> np.ndarray:

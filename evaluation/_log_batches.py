@@ -33,7 +33,7 @@ from closedloop.contracts import (
     DecisionHeader,
     EventFormatError,
     FeedbackEvent,
-    decode_decision_header,
+    decision_header_decoder,
     decode_feedback,
 )
 from closedloop.eventlog import SealedSegment
@@ -118,7 +118,8 @@ class DecisionReader:
     categories: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def read(self, records: Sequence[bytes]) -> DecisionBatch:
-        events: list[DecisionHeader | None] = [_readable(decode_decision_header, r) for r in records]
+        decode = decision_header_decoder(tuple(sorted({*self.breakdowns, *self.context_names})))
+        events: list[DecisionHeader | None] = [_readable(decode, r) for r in records]
         unreadable = sum(event is None for event in events)
         if self.experiment is None:
             since = self.since
@@ -160,7 +161,7 @@ class DecisionReader:
         }
         coded: dict[str, np.ndarray] = {}
         for name in {*self.breakdowns, *self.context_names}:
-            coded[name] = self._coded(name, [event.context.get(name) for event in kept])
+            coded[name] = self._coded(name, [event.feature(name) for event in kept])
         for i, name in enumerate(self.breakdowns):
             columns[f"breakdown{i}"] = coded[name]
         for i, name in enumerate(self.context_names):

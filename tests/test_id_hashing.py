@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import string
 
+import numpy as np
+import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,3 +24,10 @@ def test_a_batch_hashes_each_id_as_it_is_hashed_alone(ids: list[str]) -> None:
     batch = id_hashes(ids).tolist()
     assert batch == [id_hash(text) for text in ids]
     assert all(0 <= value < 2**63 for value in batch)
+
+
+@settings(max_examples=100, deadline=None)
+@given(ids=st.lists(other, max_size=30))
+def test_other_ids_get_pandas_siphash_halved(ids: list[str]) -> None:
+    reference = pd.util.hash_array(np.array(ids, dtype=object)) >> np.uint64(1)
+    assert id_hashes(ids).tolist() == reference.astype(np.int64).tolist()
