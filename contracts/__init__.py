@@ -9,7 +9,8 @@
 - the event codec: `DecisionEvent`, `FeedbackEvent` (and `DecisionHeader`, a decision without its
   candidates) written by `encode_decision` / `encode_feedback` and read by `decode_decision`,
   `decode_decision_header` (`decision_header_decoder`: keeping only some context features),
-  `decode_feedback`, the only code that writes or reads a logged event
+  `decode_feedback` (`FEEDBACK_DECODER`: a batch at a time; both are `RecordDecoder`s), the
+  only code that writes or reads a logged event
 - the attribution rule: `Attribution` (which feedback counts for which decision), used by the
   trainer's and the evaluator's joins
 - names: `RegistryKeys`, `DecisionIndexKeys`, `AccessKeys`, `Topics`
@@ -68,6 +69,7 @@ from ._errors import (
 )
 from ._events import (
     EVENT_SCHEMA_VERSION,
+    FEEDBACK_DECODER,
     ActivationKind,
     DecisionEvent,
     DecisionHeader,
@@ -76,6 +78,7 @@ from ._events import (
     FeedbackEvent,
     LoggedCandidate,
     LoggedSlot,
+    RecordDecoder,
     TrainingDecision,
     decision_header_decoder,
     decode_decision,
@@ -174,6 +177,7 @@ __all__ = [
     "ExperimentError",
     "ExperimentPhase",
     "Exploration",
+    "FEEDBACK_DECODER",
     "FROM_ENVIRONMENT",
     "Feature",
     "FeatureValue",
@@ -207,6 +211,7 @@ __all__ = [
     "PromotionGate",
     "RateLimit",
     "RateLimitedError",
+    "RecordDecoder",
     "RegistryKeys",
     "RequestConflictError",
     "RetrainTrigger",

@@ -25,16 +25,15 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from closedloop.contracts import (
+    FEEDBACK_DECODER,
     DecisionHeader,
-    EventFormatError,
     FeedbackEvent,
     decision_header_decoder,
-    decode_feedback,
 )
 from closedloop.eventlog import SealedSegment
 from closedloop.metadata import exit_with, freeze_startup_objects
@@ -119,7 +118,7 @@ class DecisionReader:
 
     def read(self, records: Sequence[bytes]) -> DecisionBatch:
         decode = decision_header_decoder(tuple(sorted({*self.breakdowns, *self.context_names})))
-        events: list[DecisionHeader | None] = [_readable(decode, r) for r in records]
+        events = decode.readable(records)
         unreadable = sum(event is None for event in events)
         if self.experiment is None:
             since = self.since
@@ -211,7 +210,7 @@ class ReportReader:
     outcomes: list[str]
 
     def read(self, records: Sequence[bytes]) -> ReportBatch:
-        parsed = [_readable(decode_feedback, record) for record in records]
+        parsed = FEEDBACK_DECODER.readable(records)
         events: list[FeedbackEvent] = [
             e for e in parsed if e is not None and (e.use_case == self.use_case or e.use_case is None)
         ]
@@ -238,16 +237,6 @@ class ReportReader:
             "time": np.array([events[i].timestamp.timestamp() for i in which.tolist()], dtype=np.float64),
         }
         return ReportBatch(columns, decisions[counts], decisions[abandoned], len(parsed) - len(events))
-
-
-Event = TypeVar("Event")
-
-
-def _readable(decode: Callable[[bytes], Event], record: bytes) -> Event | None:
-    try:
-        return decode(record)
-    except EventFormatError:
-        return None
 
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
