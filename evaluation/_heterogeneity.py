@@ -71,7 +71,7 @@ def _arm_heterogeneity(
     sums = np.bincount(inverse, weights=values[mask])
     counts = np.bincount(inverse).astype(float)
     treated = np.zeros(len(unique), dtype=bool)
-    treated[np.unique(inverse[data.arm[mask] == code])] = True
+    treated[inverse[data.arm[mask] == code]] = True  # np.unique first: 2 s of 10,000,000 decisions
     # Per-unit value linearized within its arm, so group means are the arms' ratio metric.
     outcome = np.empty(len(unique))
     for flag in (False, True):
