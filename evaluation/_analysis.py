@@ -563,20 +563,18 @@ def _timeline(
     if len(data.time) < 2:
         return []
     values = per_decision(use_case, metric, data.outcomes)
-    control = data.arms.index(current.control)
+    cutoffs = np.linspace(data.time.min(), data.time.max(), TIMELINE_POINTS + 1)[1:]
+    treated = [a for a in current.arms if a != current.control]
+    control, *arms = (
+        units.samples_through(values, metric.per, data.arm == data.arms.index(arm), data.time, cutoffs)
+        for arm in [current.control, *treated]
+    )
     points = []
-    for cutoff in np.linspace(data.time.min(), data.time.max(), TIMELINE_POINTS + 1)[1:]:
-        upto = data.time <= cutoff
-        c_mask = upto & (data.arm == control)
-        if np.count_nonzero(c_mask) < 2:
+    for cutoff, (c_count, c_sample), *samples in zip(cutoffs, control, *arms, strict=True):
+        if c_count < 2:
             continue
-        c_sample = units.sample(values, metric.per, c_mask)
-        for arm in [a for a in current.arms if a != current.control]:
-            t_mask = upto & (data.arm == data.arms.index(arm))
-            if np.count_nonzero(t_mask) < 2:
-                continue
-            t_sample = units.sample(values, metric.per, t_mask)
-            if c_sample.units < 2 or t_sample.units < 2:
+        for arm, (t_count, t_sample) in zip(treated, samples, strict=True):
+            if t_count < 2 or c_sample.units < 2 or t_sample.units < 2:
                 continue
             result = welch(c_sample.linearized(), t_sample.linearized())
             points.append(

@@ -67,3 +67,30 @@ def test_each_unit_s_earliest_decision_is_the_first_of_a_sort_by_unit_and_time(
     sorted_units = data.unit[order]
     expected = order[np.r_[True, sorted_units[1:] != sorted_units[:-1]]]
     assert numbers.earliest_decisions(data.time).tolist() == expected.tolist()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    decisions=st.integers(0, 300),
+    units=st.integers(1, 40),
+    cutoffs=st.lists(st.integers(-1, 21), min_size=1, max_size=6, unique=True).map(sorted),
+    per=st.sampled_from(["decision", "unit"]),
+)
+def test_samples_through_cutoffs_equal_a_sample_taken_anew_at_each(
+    seed: int, decisions: int, units: int, cutoffs: list[int], per: str
+) -> None:
+    data = _logged(seed, decisions, units)  # times on whole numbers: cutoffs fall on ties
+    numbers = UnitNumbers.of(data)
+    for arm in range(3):
+        grown = numbers.samples_through(
+            data.values, per, data.arm == arm, data.time, np.array(cutoffs, dtype=float)
+        )
+        for cutoff, (count, got) in zip(cutoffs, grown, strict=True):
+            mask = (data.arm == arm) & (data.time <= cutoff)
+            anew = numbers.sample(data.values, per, mask)
+            assert count == np.count_nonzero(mask)
+            np.testing.assert_allclose(got.sums, anew.sums, rtol=1e-12)
+            assert (got.counts.tolist() if got.counts is not None else None) == (
+                anew.counts.tolist() if anew.counts is not None else None
+            )
