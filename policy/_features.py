@@ -46,6 +46,9 @@ MAX_INTERACTIONS = 64
 _HUGE = 2**1000  # an int below it converts to a finite float
 BINARY_CANDIDATES = ("no", "yes")
 _FLOAT_ROWS = list[list[float]]
+_FILL_ROWS = 4096
+"""Rows of a training matrix filled together (`FeatureEncoder.encode_logged_columns`): a band of
+them, every column, stays in the CPU's cache while it is filled (4096 x 95 columns: 3 MB)."""
 
 
 @dataclass(frozen=True)
@@ -191,28 +194,37 @@ class FeatureEncoder:
         """`encode_logged` of examples given column-wise: feature name -> ``rows`` logged values
         (floats with NaN for missing numbers, objects for categories); a feature the columns
         lack is missing in every row."""
-        specs = (*self._context, *self._candidate)
-        # One matrix of every column, filled in place: the base columns, then copies of them
-        # with the interactions and the slot, made a retrain touch twice the memory (at 1M rows
-        # 1.4 s of a 6 s read, mostly first-touch page faults; 0.13 -> 0.09 s once warm).
-        matrix = np.empty((rows, len(self.feature_names)))
-        base = matrix[:, : self.base_feature_count]
-        for column, spec in enumerate(specs):
+        coded: list[np.ndarray | float] = []  # each base column's values (NaN: missing in every row)
+        for spec in (*self._context, *self._candidate):
             values = columns.get(spec.name)
             if values is None:
-                base[:, column] = np.nan
+                coded.append(math.nan)
             elif spec.categories is None:
-                base[:, column] = _numbers(values)
+                coded.append(_numbers(values))
             else:  # floats here were logged while the feature was numeric; NaN is a missing one
-                base[:, column] = [self._code(spec, None if v != v else v) for v in values]
+                coded.append(np.array([self._code(spec, None if v != v else v) for v in values]))
         if self._binary:
-            base[:, -1] = np.nan_to_num(_numbers(columns.get(ACTION_FEATURE, np.zeros(rows))), nan=0.0)
-        if self._pairs:
-            left, right = self._pair_columns
-            with np.errstate(over="ignore"):  # see _with_interactions
-                np.multiply(base[:, left], base[:, right], out=matrix[:, self._interaction_slice])
+            coded.append(np.nan_to_num(_numbers(columns.get(ACTION_FEATURE, np.zeros(rows))), nan=0.0))
+        slot = None
         if self._ranked:
-            matrix[:, -1] = np.nan_to_num(_numbers(columns.get(SLOT_FEATURE, np.zeros(rows))), nan=0.0)
+            slot = np.nan_to_num(_numbers(columns.get(SLOT_FEATURE, np.zeros(rows))), nan=0.0)
+        # One matrix of every column, filled in place (copies with the interactions and the slot
+        # made a retrain touch twice the memory), a band of rows at a time: filled a column at a
+        # time the row-major matrix went through memory once per column (1M rows x 30 columns,
+        # memory already touched: 0.23 -> 0.10 s; touching fresh memory costs this VM ~2 s alike).
+        matrix = np.empty((rows, len(self.feature_names)))
+        for start in range(0, rows, _FILL_ROWS):
+            end = start + _FILL_ROWS
+            band = matrix[start:end]
+            base = band[:, : self.base_feature_count]
+            for column, filling in enumerate(coded):
+                base[:, column] = filling if isinstance(filling, float) else filling[start:end]
+            if self._pairs:
+                left, right = self._pair_columns
+                with np.errstate(over="ignore"):  # see _with_interactions
+                    np.multiply(base[:, left], base[:, right], out=band[:, self._interaction_slice])
+            if slot is not None:
+                band[:, -1] = slot[start:end]
         return matrix
 
     def _with_interactions(self, base: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 import orjson
@@ -16,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from closedloop.contracts import Attribution
-from closedloop.policy import FeatureEncoder
+from closedloop.policy import FeatureEncoder, _features
 from closedloop.trainer import ExampleStore
 from closedloop.trainer._feature_blocks import decode_block, encode_block, take_rows
 from closedloop.trainer._store import examples, insert_ignoring_duplicates, labels
@@ -50,9 +51,9 @@ def logged_rows(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(rows=logged_rows(), order=st.randoms(), run=st.booleans())
+@given(rows=logged_rows(), order=st.randoms(), run=st.booleans(), band=st.integers(1, 7))
 def test_a_block_encodes_to_the_rows_the_logged_dicts_encode_to(
-    tmp_path_factory: Any, rows: list[dict[str, Any]], order: Any, run: bool
+    tmp_path_factory: Any, rows: list[dict[str, Any]], order: Any, run: bool, band: int
 ) -> None:
     """Rows in any order, or a run of consecutive rows across the blocks (read as a slice)."""
     config = make_config(tmp_path_factory.mktemp("blocks"))
@@ -72,7 +73,8 @@ def test_a_block_encodes_to_the_rows_the_logged_dicts_encode_to(
 
     expected = by_rows.encode_logged([rows[i] for i in wanted])
     columns = take_rows(blocks, [keys[i] for i in wanted])
-    got = by_columns.encode_logged_columns(columns, len(wanted))
+    with patch.object(_features, "_FILL_ROWS", band):  # bands of a few rows: their edges tested
+        got = by_columns.encode_logged_columns(columns, len(wanted))
 
     np.testing.assert_array_equal(got, expected)  # NaN equals NaN here
     assert by_columns.unknown_by_feature == by_rows.unknown_by_feature
