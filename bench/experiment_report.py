@@ -168,10 +168,10 @@ class PeakMemory:
     every process that maps them).
 
     A sample reads each process's ``smaps_rollup``, for which the kernel walks every page of it:
-    ~20 ms of CPU for a 2 GB analysis and its workers. Taken every 0.1 s, the samples used 20 s of
-    CPU during a 10,000,000-decision analysis, a fifth of what the two cores had for the analysis
-    itself; so samples are spaced to use at most ``duty`` of one core (every 0.1 s while they are
-    cheap, every ~0.4 s at 2 GB), and `cpu_seconds` says what they used."""
+    ~25 ms of CPU for a 2 GB analysis and its workers. Taken every 0.1 s, the samples kept their
+    thread busy for 20 s of a 10,000,000-decision analysis (py-spy), CPU its two decoding workers
+    did not get; so samples are spaced to use at most ``duty`` of one core (every 0.1 s while
+    they are cheap, every ~0.5 s at 2 GB), and `samples` and `cpu_seconds` say what they took."""
 
     def __init__(self, interval: float = 0.1, duty: float = 0.05) -> None:
         self.peak = 0
