@@ -275,7 +275,6 @@ def _builtin(value: Any) -> Any:
 _encoder = msgspec.json.Encoder(enc_hook=_builtin)
 _decision = msgspec.json.Decoder(DecisionEvent)
 _header = msgspec.json.Decoder(DecisionHeader)
-_feedback = msgspec.json.Decoder(FeedbackEvent)
 FEEDBACK_DECODER = RecordDecoder(FeedbackEvent, "feedback")
 _training = msgspec.json.Decoder(TrainingDecision)
 _features = msgspec.json.Decoder(dict[str, FeatureValue])
@@ -302,7 +301,7 @@ def decode_training_decision(record: bytes) -> TrainingDecision:
 
 
 def decode_feedback(record: bytes) -> FeedbackEvent:
-    return _decoded(_feedback, record, "feedback")
+    return FEEDBACK_DECODER(record)
 
 
 def _decoded(decoder: msgspec.json.Decoder[Event], record: bytes, kind: str) -> Event:

@@ -105,8 +105,9 @@ class UnitNumbers:
         counts = np.zeros(len(self.ids), dtype=np.int64)
         start = 0
         for end in ends.tolist():
-            codes = self.codes[rows[start:end]]
-            sums += np.bincount(codes, weights=values[rows[start:end]], minlength=len(self.ids))
+            added = rows[start:end]
+            codes = self.codes[added]
+            sums += np.bincount(codes, weights=values[added], minlength=len(self.ids))
             counts += np.bincount(codes, minlength=len(self.ids))
             start = end
             seen = counts > 0
